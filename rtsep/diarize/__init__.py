@@ -1,0 +1,1 @@
+"""Diarization: voice activity, speaker embeddings, online clustering, turns, timelines."""

@@ -1,0 +1,241 @@
+"""Online diarization of one session (sans-I/O, numpy only).
+
+Input: one :class:`StepAnalysis` per step (voice-activity probabilities for each 32 ms frame, and a
+speaker embedding of the window that ends with the step when it holds speech). Output: speaker
+started/stopped events, closed live segments, and per-frame labels for routing audio to tracks.
+
+The label of a step may be decided with ``lookahead_steps`` later embeddings (whose windows are
+better centred on it); that adds ``lookahead_steps * step`` to the label latency.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
+
+
+def speaker_name(index: int) -> str:
+    return f"SPEAKER_{index:02d}"
+
+
+@dataclass(frozen=True)
+class DiarizationConfig:
+    """The embedded default diarizer: silero-vad + resemblyzer embeddings + online clustering."""
+
+    sample_rate_hz: int = 16000
+    frame_samples: int = 512  # VAD frame (fixed by silero-vad at 16 kHz)
+    frames_per_step: int = 8  # step = 4096 samples = 256 ms
+    embedding_frames: int = 160  # mel frames per embedding window = 1.6 s (resemblyzer's partial length)
+    lookahead_steps: int = 0
+    vad_onset: float = 0.5
+    vad_offset: float = 0.35
+    hangover_frames: int = 5  # non-speech frames before a turn is closed (160 ms)
+    min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    final_distance_threshold: float = 0.35
+    final_min_cluster_steps: int = 3
+
+    @property
+    def step_samples(self) -> int:
+        return self.frame_samples * self.frames_per_step
+
+    @property
+    def step_s(self) -> float:
+        return self.step_samples / self.sample_rate_hz
+
+    @property
+    def embedding_window_samples(self) -> int:
+        from rtsep.diarize.embedding import window_samples_for_frames
+
+        return window_samples_for_frames(self.embedding_frames)
+
+
+@dataclass(frozen=True)
+class StepAnalysis:
+    """What the runtime computed for one step of a session."""
+
+    step_index: int
+    start_sample: int
+    valid_samples: int
+    speech_probs: np.ndarray  # (frames_per_step,)
+    embedding: np.ndarray | None  # (256,) or None when the step held too little speech
+
+
+@dataclass(frozen=True)
+class SpeakerStarted:
+    speaker: int
+    sample: int
+
+
+@dataclass(frozen=True)
+class SpeakerStopped:
+    speaker: int
+    sample: int
+
+
+@dataclass(frozen=True)
+class SegmentClosed:
+    speaker: int
+    start_sample: int
+    end_sample: int
+
+
+@dataclass(frozen=True)
+class NewSpeaker:
+    speaker: int
+
+
+@dataclass(frozen=True)
+class FrameLabels:
+    """Speaker of each frame of a decided step (-1: no speech); used to route audio."""
+
+    step_index: int
+    start_sample: int
+    valid_samples: int
+    labels: np.ndarray  # (frames_per_step,) int
+
+
+DiarizationEvent = SpeakerStarted | SpeakerStopped | SegmentClosed | NewSpeaker | FrameLabels
+
+
+@dataclass
+class StepRecord:
+    """What the final re-clustering needs of every step."""
+
+    step_index: int
+    start_sample: int
+    valid_samples: int
+    speech: np.ndarray  # (frames,) bool
+    embedding: np.ndarray | None
+    live_label: int = -1
+
+
+class OnlineDiarizer:
+    def __init__(self, config: DiarizationConfig, max_speakers: int | None = None) -> None:
+        cluster_cfg = config.clustering
+        if max_speakers is not None:
+            from dataclasses import replace
+
+            cluster_cfg = replace(cluster_cfg, max_speakers=min(max_speakers, cluster_cfg.max_speakers))
+        self.config = config
+        self.clustering = OnlineClustering(cluster_cfg)
+        self.records: list[StepRecord] = []
+        self._pending: deque[StepRecord] = deque()
+        self._embedding_labels: dict[int, int] = {}
+        self._in_speech = False  # VAD hysteresis state
+        self._speech_history: deque[bool] = deque(maxlen=self._window_frames())
+        self._active: int | None = None
+        self._run_start = 0
+        self._last_speech_end = 0
+        self._silence_frames = 0
+        self._known_speakers = 0
+
+    def _window_frames(self) -> int:
+        return max(1, self.config.embedding_window_samples // self.config.frame_samples)
+
+    # --- input ---
+
+    def push(self, step: StepAnalysis) -> list[DiarizationEvent]:
+        cfg = self.config
+        speech = self._hysteresis(step)
+        record = StepRecord(step.step_index, step.start_sample, step.valid_samples, speech, step.embedding)
+        self.records.append(record)
+        events: list[DiarizationEvent] = []
+        if step.embedding is not None:
+            ratio = float(np.mean(self._speech_history)) if self._speech_history else 0.0
+            label = self.clustering.assign(step.embedding, ratio)
+            if label is not None:
+                self._embedding_labels[step.step_index] = label
+                while self._known_speakers < self.clustering.num_speakers:
+                    events.append(NewSpeaker(self._known_speakers))
+                    self._known_speakers += 1
+        self._pending.append(record)
+        while len(self._pending) > cfg.lookahead_steps:
+            events.extend(self._decide(self._pending.popleft()))
+        return events
+
+    def finish(self) -> list[DiarizationEvent]:
+        """End of stream: decide the steps still waiting for look-ahead and close the open turn."""
+        events: list[DiarizationEvent] = []
+        while self._pending:
+            events.extend(self._decide(self._pending.popleft()))
+        if self._active is not None:
+            events.extend(self._close(self._last_speech_end))
+        return events
+
+    @property
+    def embedding_labels(self) -> dict[int, int]:
+        """Live speaker of each step embedding (by step index)."""
+        return dict(self._embedding_labels)
+
+    @property
+    def num_speakers(self) -> int:
+        return self._known_speakers
+
+    # --- internals ---
+
+    def _hysteresis(self, step: StepAnalysis) -> np.ndarray:
+        cfg = self.config
+        speech = np.zeros(len(step.speech_probs), bool)
+        valid_frames = -(-step.valid_samples // cfg.frame_samples)
+        for i, p in enumerate(step.speech_probs):
+            if i >= valid_frames:
+                self._in_speech = False
+            elif self._in_speech:
+                self._in_speech = p >= cfg.vad_offset
+            else:
+                self._in_speech = p >= cfg.vad_onset
+            speech[i] = self._in_speech
+            self._speech_history.append(bool(self._in_speech))
+        return speech
+
+    def _label_for(self, record: StepRecord) -> int | None:
+        """The newest embedding label within the look-ahead (its window is best centred on the step)."""
+        for index in range(record.step_index + self.config.lookahead_steps, record.step_index - 1, -1):
+            if index in self._embedding_labels:
+                return self._embedding_labels[index]
+        return None
+
+    def _decide(self, record: StepRecord) -> list[DiarizationEvent]:
+        cfg = self.config
+        label = self._label_for(record)
+        if label is None:
+            label = self._active  # speech without a trusted embedding continues the current turn
+        labels = np.full(len(record.speech), -1, np.int64)
+        events: list[DiarizationEvent] = []
+        for i, is_speech in enumerate(record.speech):
+            frame_start = record.start_sample + i * cfg.frame_samples
+            frame_end = frame_start + cfg.frame_samples
+            if is_speech and label is not None:
+                labels[i] = label
+                if self._active is None:
+                    events.extend(self._open(label, frame_start))
+                elif self._active != label:
+                    events.extend(self._close(frame_start))
+                    events.extend(self._open(label, frame_start))
+                self._silence_frames = 0
+                self._last_speech_end = min(frame_end, record.start_sample + record.valid_samples)
+            elif self._active is not None:
+                self._silence_frames += 1
+                if self._silence_frames > cfg.hangover_frames:
+                    events.extend(self._close(self._last_speech_end))
+        record.live_label = label if label is not None and record.speech.any() else -1
+        events.append(FrameLabels(record.step_index, record.start_sample, record.valid_samples, labels))
+        return events
+
+    def _open(self, speaker: int, sample: int) -> list[DiarizationEvent]:
+        self._active, self._run_start, self._silence_frames = speaker, sample, 0
+        return [SpeakerStarted(speaker, sample)]
+
+    def _close(self, end_sample: int) -> list[DiarizationEvent]:
+        assert self._active is not None
+        speaker, start = self._active, self._run_start
+        self._active = None
+        events: list[DiarizationEvent] = [SpeakerStopped(speaker, end_sample)]
+        if end_sample > start:
+            events.append(SegmentClosed(speaker, start, end_sample))
+        return events

@@ -1,0 +1,115 @@
+"""silero-vad (16 kHz) as a batched torch module with explicit per-stream state.
+
+The weights are those of the package's default 16 kHz model (``silero_vad.jit`` inside the ``silero-vad``
+package), copied into this plain module. The package's JIT model keeps its recurrent state inside the
+module, which cannot serve several sessions in one batch; this module takes the state as an argument and
+returns the new one, so the runtime can stack the states of many sessions into one forward.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rtsep.errors import ModelLoadError
+
+VAD_SAMPLE_RATE_HZ = 16000
+VAD_FRAME_SAMPLES = 512  # 32 ms per probability
+VAD_CONTEXT_SAMPLES = 64  # each frame also sees the 64 samples before it
+VAD_HIDDEN = 128
+
+
+class SileroVadNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stft_conv = nn.Conv1d(1, 258, kernel_size=256, stride=128, bias=False)
+        self.conv1 = nn.Conv1d(129, 128, 3, padding=1)
+        self.conv2 = nn.Conv1d(128, 64, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv1d(64, 64, 3, stride=2, padding=1)
+        self.conv4 = nn.Conv1d(64, 128, 3, padding=1)
+        self.lstm_cell = nn.LSTMCell(128, 128)
+        self.final_conv = nn.Conv1d(128, 1, 1)
+
+    def forward_frame(
+        self, frame: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame per stream: ``frame`` (B, 64 + 512), ``state`` (2, B, 128) -> prob (B,), state."""
+        x = F.pad(frame, (0, 64), mode="reflect").unsqueeze(1)
+        x = self.stft_conv(x)
+        x = torch.sqrt(x[:, :129] ** 2 + x[:, 129:] ** 2)
+        x = F.relu(self.conv1(x))
+        x = F.relu(self.conv2(x))
+        x = F.relu(self.conv3(x))
+        x = F.relu(self.conv4(x)).squeeze(-1)
+        h, c = self.lstm_cell(x, (state[0], state[1]))
+        prob = torch.sigmoid(self.final_conv(F.relu(h).unsqueeze(-1))).squeeze(1).mean(dim=1)
+        return prob, torch.stack([h, c])
+
+    def forward(
+        self, samples: torch.Tensor, context: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A step of several frames per stream.
+
+        ``samples`` (B, n * 512), ``context`` (B, 64) = the last 64 samples before them, ``state`` (2, B, 128).
+        Returns probabilities (B, n), the new context and the new state.
+        """
+        n_frames = samples.shape[1] // VAD_FRAME_SAMPLES
+        padded = torch.cat([context, samples], dim=1)
+        probs = []
+        for i in range(n_frames):
+            start = i * VAD_FRAME_SAMPLES
+            frame = padded[:, start : start + VAD_CONTEXT_SAMPLES + VAD_FRAME_SAMPLES]
+            prob, state = self.forward_frame(frame, state)
+            probs.append(prob)
+        return torch.stack(probs, dim=1), padded[:, -VAD_CONTEXT_SAMPLES:], state
+
+
+@dataclass
+class VadState:
+    """Per-stream recurrent state, kept by the session and passed to the runtime with each step."""
+
+    context: np.ndarray  # (64,) float32
+    hidden: np.ndarray  # (2, 128) float32
+
+    @classmethod
+    def initial(cls) -> "VadState":
+        return cls(np.zeros(VAD_CONTEXT_SAMPLES, np.float32), np.zeros((2, VAD_HIDDEN), np.float32))
+
+
+# parameter names of this module -> names inside the package's TorchScript 16 kHz model
+_JIT_NAMES = {
+    "stft_conv.weight": "stft.forward_basis_buffer",
+    **{f"conv{i + 1}.{p}": f"encoder.{i}.reparam_conv.{p}" for i in range(4) for p in ("weight", "bias")},
+    **{f"lstm_cell.{p}": f"decoder.rnn.{p}" for p in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")},
+    "final_conv.weight": "decoder.decoder.2.weight",
+    "final_conv.bias": "decoder.decoder.2.bias",
+}
+
+
+def default_weights_path() -> Path:
+    """The JIT file inside the installed silero-vad package (found without importing the package,
+    whose import changes torch's global thread count)."""
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError("the silero-vad package is not installed")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.jit"
+
+
+def load_silero_vad(weights_path: Path | None = None) -> SileroVadNet:
+    path = Path(weights_path) if weights_path else default_weights_path()
+    if not path.is_file():
+        raise ModelLoadError(f"silero-vad weights not found at {path}")
+    try:
+        jit = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise ModelLoadError(f"cannot load silero-vad model {path}: {exc}") from exc
+    source = {**dict(jit._model.named_parameters()), **dict(jit._model.named_buffers())}
+    net = SileroVadNet()
+    net.load_state_dict({name: source[jit_name].detach().clone() for name, jit_name in _JIT_NAMES.items()})
+    return net.eval()

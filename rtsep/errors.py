@@ -1,0 +1,76 @@
+"""The exception tree.
+
+Every error a client can cause carries a WebSocket close code and a short machine-readable
+``error_code``; the transport turns it into a JSON ``error`` message followed by a close frame.
+"""
+
+from __future__ import annotations
+
+
+class RtsepError(Exception):
+    """Base of every error rtsep raises on purpose."""
+
+    close_code: int = 1011
+    error_code: str = "internal_error"
+
+    def __init__(self, message: str, *, error_code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if error_code is not None:
+            self.error_code = error_code
+
+
+class ConfigError(RtsepError):
+    """A configuration value is invalid (raised at start-up, never per session)."""
+
+    error_code = "config_error"
+
+
+class ModelLoadError(RtsepError):
+    """A model's weights could not be found or loaded."""
+
+    error_code = "model_load_error"
+
+
+class ClientError(RtsepError):
+    """The client sent something invalid; only its own session ends."""
+
+    close_code = 4400
+    error_code = "bad_request"
+
+
+class ProtocolViolation(ClientError):
+    """Malformed or out-of-order protocol message (bad JSON, unknown type, audio before start...)."""
+
+
+class UnsupportedAudio(ClientError):
+    """The announced audio format (rate, encoding, channels) is not supported."""
+
+    error_code = "unsupported_audio"
+
+
+class MessageTooBig(ClientError):
+    close_code = 1009
+    error_code = "message_too_big"
+
+
+class ServerBusy(RtsepError):
+    """No capacity for another session."""
+
+    close_code = 1013
+    error_code = "too_many_sessions"
+
+
+class NotFound(RtsepError):
+    error_code = "not_found"
+
+
+class Unauthorized(RtsepError):
+    error_code = "unauthorized"
+
+
+class StoreError(RtsepError):
+    """The data directory could not be written (disk full, permissions)."""
+
+    close_code = 1011
+    error_code = "store_error"

@@ -1,0 +1,117 @@
+"""Batched diarization inference: silero-vad + speaker embeddings for the steps of all sessions."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from rtsep.diarize.online import DiarizationConfig, StepAnalysis
+from rtsep.diarize.vad import VadState
+from rtsep.errors import ConfigError
+from rtsep.runtime.worker import BatchWorker
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_POLICIES = ("backpressure", "drop")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    device: str = "cpu"
+    max_batch: int = 32
+    torch_threads: int | None = None  # None: leave torch's default
+    max_in_flight_steps: int = 16  # per session: the bound on its queue of steps awaiting inference
+    overflow: str = "backpressure"  # what a session does when its bound is reached: wait, or drop the step
+
+    def __post_init__(self) -> None:
+        if self.overflow not in OVERFLOW_POLICIES:
+            raise ConfigError(f"overflow policy must be one of {OVERFLOW_POLICIES}, got {self.overflow!r}")
+        if self.max_batch < 1 or self.max_in_flight_steps < 1:
+            raise ConfigError("max_batch and max_in_flight_steps must be >= 1")
+
+
+@dataclass
+class DiarizeRequest:
+    step_index: int
+    start_sample: int
+    valid_samples: int
+    samples: np.ndarray  # (step_samples,) float32
+    window: np.ndarray  # (embedding_window_samples,) float32, ends with ``samples``
+    vad_state: VadState  # the session's; updated in place, in step order
+
+
+def resolve_device(name: str) -> torch.device:
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda was requested but CUDA is not available on this machine")
+    return device
+
+
+class DiarizationRuntime:
+    def __init__(
+        self,
+        runtime_config: RuntimeConfig,
+        diarization_config: DiarizationConfig,
+        vad: nn.Module | None = None,
+        encoder: nn.Module | None = None,
+        on_batch: Callable[[int, float], object] | None = None,
+    ) -> None:
+        from rtsep.diarize.embedding import load_speaker_encoder
+        from rtsep.diarize.vad import load_silero_vad
+
+        if runtime_config.torch_threads:
+            torch.set_num_threads(runtime_config.torch_threads)
+        self.config = runtime_config
+        self.diarization = diarization_config
+        self.device = resolve_device(runtime_config.device)
+        self.vad = (vad if vad is not None else load_silero_vad()).to(self.device).eval()
+        self.encoder = (encoder if encoder is not None else load_speaker_encoder()).to(self.device).eval()
+        self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(
+            self._process, max_batch=runtime_config.max_batch, name="rtsep-diarize", on_batch=on_batch
+        )
+
+    @property
+    def queue_depth(self) -> int:
+        return self._worker.queue_depth
+
+    def submit(self, key: Hashable, request: DiarizeRequest) -> Future:
+        return self._worker.submit(key, request)
+
+    def close(self) -> None:
+        self._worker.close()
+
+    def _process(self, requests: Sequence[DiarizeRequest]) -> list[StepAnalysis]:
+        cfg = self.diarization
+        dev = self.device
+        with torch.inference_mode():
+            samples = torch.from_numpy(np.stack([r.samples for r in requests])).to(dev)
+            context = torch.from_numpy(np.stack([r.vad_state.context for r in requests])).to(dev)
+            hidden = torch.from_numpy(np.stack([r.vad_state.hidden for r in requests], axis=1)).to(dev)
+            probs, context, hidden = self.vad(samples, context, hidden)
+            probs_np = probs.float().cpu().numpy()
+            context_np = context.cpu().numpy()
+            hidden_np = hidden.cpu().numpy()
+            for i, r in enumerate(requests):
+                r.vad_state.context = context_np[i].copy()
+                r.vad_state.hidden = hidden_np[:, i].copy()
+            wants = [
+                i
+                for i, r in enumerate(requests)
+                if int(np.sum(probs_np[i][: -(-r.valid_samples // cfg.frame_samples)] >= cfg.vad_onset))
+                >= cfg.min_embed_speech_frames
+            ]
+            embeddings: dict[int, np.ndarray] = {}
+            if wants:
+                windows = torch.from_numpy(np.stack([requests[i].window for i in wants])).to(dev)
+                out = self.encoder(windows).float().cpu().numpy()
+                embeddings = {i: out[j] for j, i in enumerate(wants)}
+        return [
+            StepAnalysis(r.step_index, r.start_sample, r.valid_samples, probs_np[i], embeddings.get(i))
+            for i, r in enumerate(requests)
+        ]

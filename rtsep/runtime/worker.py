@@ -1,0 +1,107 @@
+"""A worker thread that gathers requests from many sessions into one batch per tick.
+
+Requests carry a ``key`` (the session). A tick takes at most one request per key, in arrival order, so a
+session's requests are processed strictly in sequence (its recurrent state is updated step by step)
+while different sessions share one forward. Requests of a key beyond the first wait for the next tick.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Res = TypeVar("Res")
+
+
+@dataclass
+class _Item(Generic[Req, Res]):
+    key: Hashable
+    request: Req
+    future: Future
+
+
+class BatchWorker(Generic[Req, Res]):
+    def __init__(
+        self,
+        process_batch: Callable[[Sequence[Req]], Sequence[Res]],
+        *,
+        max_batch: int,
+        name: str = "rtsep-worker",
+        on_batch: Callable[[int, float], Any] | None = None,
+    ) -> None:
+        self._process_batch = process_batch
+        self._max_batch = max_batch
+        self._on_batch = on_batch
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def submit(self, key: Hashable, request: Req) -> Future:
+        future: Future = Future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("worker is closed")
+            self._queue.append(_Item(key, request, future))
+            self._cond.notify()
+        return future
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout_s)
+
+    def _take_batch(self) -> list[_Item]:
+        batch: list[_Item] = []
+        seen: set[Hashable] = set()
+        kept: deque[_Item] = deque()
+        while self._queue and len(batch) < self._max_batch:
+            item = self._queue.popleft()
+            if item.key in seen:
+                kept.append(item)
+            else:
+                seen.add(item.key)
+                batch.append(item)
+        kept.extend(self._queue)
+        self._queue = kept
+        return batch
+
+    def _run(self) -> None:
+        import time
+
+        while True:
+            with self._cond:
+                while not self._queue and not self._closed:
+                    self._cond.wait()
+                if self._closed and not self._queue:
+                    return
+                batch = self._take_batch()
+            live = [item for item in batch if item.future.set_running_or_notify_cancel()]
+            if not live:
+                continue
+            started = time.perf_counter()
+            try:
+                results = self._process_batch([item.request for item in live])
+            except BaseException as exc:  # noqa: BLE001 - delivered to every waiting session
+                log.exception("batch of %d failed", len(live))
+                for item in live:
+                    item.future.set_exception(exc)
+                continue
+            if self._on_batch is not None:
+                self._on_batch(len(live), time.perf_counter() - started)
+            for item, result in zip(live, results, strict=True):
+                item.future.set_result(result)
