@@ -46,3 +46,21 @@ def samples_to_s(num_samples: int, sample_rate_hz: int) -> float:
 
 def s_to_samples(seconds: float, sample_rate_hz: int) -> int:
     return int(round(seconds * sample_rate_hz))
+
+
+def wav_bytes(pcm_s16: np.ndarray, sample_rate_hz: int) -> bytes:
+    """A mono 16-bit WAV file in memory."""
+    import io
+    import wave
+
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sample_rate_hz)
+        w.writeframes(np.asarray(pcm_s16, "<i2").tobytes())
+    return buffer.getvalue()
+
+
+def float_to_s16(samples: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")

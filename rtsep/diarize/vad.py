@@ -36,20 +36,28 @@ class SileroVadNet(nn.Module):
         self.lstm_cell = nn.LSTMCell(128, 128)
         self.final_conv = nn.Conv1d(128, 1, 1)
 
-    def forward_frame(
-        self, frame: torch.Tensor, state: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One frame per stream: ``frame`` (B, 64 + 512), ``state`` (2, B, 128) -> prob (B,), state."""
-        x = F.pad(frame, (0, 64), mode="reflect").unsqueeze(1)
+    def front_end(self, frames: torch.Tensor) -> torch.Tensor:
+        """The stateless part: ``frames`` (N, 64 + 512) -> features (N, 128). Any number of frames of any
+        streams at once (it does not depend on the recurrent state)."""
+        x = F.pad(frames, (0, 64), mode="reflect").unsqueeze(1)
         x = self.stft_conv(x)
         x = torch.sqrt(x[:, :129] ** 2 + x[:, 129:] ** 2)
         x = F.relu(self.conv1(x))
         x = F.relu(self.conv2(x))
         x = F.relu(self.conv3(x))
-        x = F.relu(self.conv4(x)).squeeze(-1)
-        h, c = self.lstm_cell(x, (state[0], state[1]))
-        prob = torch.sigmoid(self.final_conv(F.relu(h).unsqueeze(-1))).squeeze(1).mean(dim=1)
+        return F.relu(self.conv4(x)).squeeze(-1)
+
+    def decode(self, features: torch.Tensor, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The recurrent part for one frame per stream: features (B, 128), state (2, B, 128) -> prob (B,), state."""
+        h, c = self.lstm_cell(features, (state[0], state[1]))
+        prob = torch.sigmoid(F.linear(F.relu(h), self.final_conv.weight[:, :, 0], self.final_conv.bias)).squeeze(1)
         return prob, torch.stack([h, c])
+
+    def forward_frame(
+        self, frame: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One frame per stream: ``frame`` (B, 64 + 512), ``state`` (2, B, 128) -> prob (B,), state."""
+        return self.decode(self.front_end(frame), state)
 
     def forward(
         self, samples: torch.Tensor, context: torch.Tensor, state: torch.Tensor
@@ -57,17 +65,24 @@ class SileroVadNet(nn.Module):
         """A step of several frames per stream.
 
         ``samples`` (B, n * 512), ``context`` (B, 64) = the last 64 samples before them, ``state`` (2, B, 128).
-        Returns probabilities (B, n), the new context and the new state.
+        Returns probabilities (B, n), the new context and the new state. The convolutional front end runs
+        once over all B * n frames; only the LSTM cell loops over the n frames.
         """
+        batch = samples.shape[0]
         n_frames = samples.shape[1] // VAD_FRAME_SAMPLES
-        padded = torch.cat([context, samples], dim=1)
-        probs = []
+        padded = torch.cat([context, samples[:, : n_frames * VAD_FRAME_SAMPLES]], dim=1)
+        # (B, n, 64 + 512): frame i = padded[i*512 : i*512 + 576]
+        frames = padded.unfold(1, VAD_CONTEXT_SAMPLES + VAD_FRAME_SAMPLES, VAD_FRAME_SAMPLES)
+        features = self.front_end(frames.reshape(batch * n_frames, -1)).reshape(batch, n_frames, -1)
+        h, c = state[0], state[1]
+        hs = []
         for i in range(n_frames):
-            start = i * VAD_FRAME_SAMPLES
-            frame = padded[:, start : start + VAD_CONTEXT_SAMPLES + VAD_FRAME_SAMPLES]
-            prob, state = self.forward_frame(frame, state)
-            probs.append(prob)
-        return torch.stack(probs, dim=1), padded[:, -VAD_CONTEXT_SAMPLES:], state
+            h, c = self.lstm_cell(features[:, i], (h, c))
+            hs.append(h)
+        hidden = torch.stack(hs, dim=1)  # (B, n, 128)
+        probs = torch.sigmoid(F.linear(F.relu(hidden), self.final_conv.weight[:, :, 0], self.final_conv.bias))
+        new_context = torch.cat([context, samples], dim=1)[:, -VAD_CONTEXT_SAMPLES:]
+        return probs.squeeze(-1), new_context, torch.stack([h, c])
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from rtsep.audio import float_to_s16
 from rtsep.errors import ProtocolViolation, UnsupportedAudio
 
 ENCODINGS: dict[str, np.dtype] = {
@@ -47,6 +48,5 @@ def encode_pcm(samples: np.ndarray, encoding: str) -> bytes:
     """Mono float32 -> PCM bytes (s16 is clipped and rounded)."""
     bytes_per_sample(encoding)
     if encoding == "pcm_s16le":
-        clipped = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 32767.0 / 32768.0)
-        return np.round(clipped * 32768.0).astype("<i2").tobytes()
+        return float_to_s16(samples).tobytes()
     return np.asarray(samples, dtype="<f4").tobytes()

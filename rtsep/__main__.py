@@ -1,0 +1,5 @@
+import sys
+
+from rtsep.cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""``rtsep`` command line: serve, stream (reference client), process (a file at full speed), demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from rtsep.errors import RtsepError
+
+
+def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="TOML file with [server], [runtime], [diarization], [clustering], [pipeline]")
+    p.add_argument("--device", help="torch device for inference: cpu (default) or cuda")
+    p.add_argument("--max-speakers", type=int, help="cap on the number of speakers per session (default 8)")
+
+
+def _load(args: argparse.Namespace, server: dict | None = None):
+    from rtsep.config import load_config
+
+    return load_config(
+        args.config,
+        overrides={"runtime": {"device": args.device}, "pipeline": {"max_speakers": args.max_speakers},
+                   "server": server or {}},
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from rtsep.server import serve
+
+    config = _load(args, {"host": args.host, "port": args.port, "data_dir": args.data_dir,
+                          "max_sessions": args.max_sessions, "log_level": args.log_level})
+    serve(config)
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from rtsep.transport.file import run_process
+
+    config = _load(args)
+    result = run_process(Path(args.file), Path(args.out), config.pipeline, show_progress=not args.quiet)
+    print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
+                      "speakers": result.speakers, "files": [str(f) for f in result.files]}, indent=1))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Process the bundled demo (the real two-talker sample that ships with pyannote.audio) and score it."""
+    from rtsep.demo import run_demo
+
+    config = _load(args)
+    report = run_demo(Path(args.out), config.pipeline)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    try:
+        from rtsep_client import stream_file
+    except ImportError:
+        print("rtsep stream needs the reference client: pip install -e clients/python", file=sys.stderr)
+        return 2
+    result = asyncio.run(stream_file(args.file, args.url, args.out, speed=args.speed, frame_ms=args.frame_ms,
+                                     encoding=args.encoding, max_speakers=args.max_speakers))
+    print(json.dumps({"session_id": result.session_id, "speakers": result.speakers,
+                      "out": str(result.out_dir),
+                      "latency": json.loads((result.out_dir / "latency.json").read_text())}, indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtsep", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the streaming server")
+    _add_pipeline_flags(p)
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--data-dir", help="where sessions, timelines and tracks are kept (default ./rtsep-data)")
+    p.add_argument("--max-sessions", type=int)
+    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("process", help="diarize a file at full speed and write timeline, tracks and a picture")
+    _add_pipeline_flags(p)
+    p.add_argument("file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("demo", help="process the bundled two-talker demo and score it against its reference")
+    _add_pipeline_flags(p)
+    p.add_argument("--out", default="rtsep-demo")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("stream", help="stream a file to a server as a live client would")
+    p.add_argument("file")
+    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
+    p.add_argument("--out", required=True)
+    p.add_argument("--speed", type=float, default=1.0, help="pace at X times real time (0: as fast as possible)")
+    p.add_argument("--frame-ms", type=float, default=20.0)
+    p.add_argument("--encoding", default="pcm_s16le", choices=["pcm_s16le", "pcm_f32le"])
+    p.add_argument("--max-speakers", type=int)
+    p.set_defaults(func=cmd_stream)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except RtsepError as exc:
+        print(f"rtsep: error: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,309 @@
+"""One session's pipeline: model-rate steps -> batched inference -> online diarization -> events,
+per-speaker audio and the store. Transports (WebSocket, WebRTC, file) feed it and deliver its output.
+
+Steps are submitted to the shared runtime as they arrive and their results are consumed strictly in
+order by one task per session. The number of steps awaiting inference is bounded per session; the
+overflow policy says whether the session then waits (backpressure to the client) or drops the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from rtsep.audio import AudioChunk
+from rtsep.diarize.offline import final_segments
+from rtsep.diarize.online import (
+    DiarizationConfig,
+    FrameLabels,
+    NewSpeaker,
+    OnlineDiarizer,
+    SegmentClosed,
+    SpeakerStarted,
+    SpeakerStopped,
+    StepAnalysis,
+    speaker_name,
+)
+from rtsep.diarize.timeline import annotation_from_segments, to_json
+from rtsep.diarize.vad import VadState
+from rtsep.errors import RtsepError
+from rtsep.metrics import Metrics
+from rtsep.protocol.frames import encode_audio_frame
+from rtsep.protocol.messages import (
+    Done,
+    ErrorMessage,
+    Segment,
+    SpeakerActivity,
+    Stats,
+    TimelineMessage,
+    TrackAnnouncement,
+)
+from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest, RuntimeConfig
+from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.stream.history import SampleHistory
+from rtsep.stream.routing import route_by_labels
+from rtsep.stream.session import ChunkReady, StreamConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    diarization: DiarizationConfig = field(default_factory=DiarizationConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    max_speakers: int = 8
+    stats_interval_s: float = 2.0
+
+    def stream_config(self, max_message_bytes: int) -> StreamConfig:
+        return StreamConfig(
+            model_sample_rate_hz=self.diarization.sample_rate_hz,
+            step_samples=self.diarization.step_samples,
+            max_message_bytes=max_message_bytes,
+        )
+
+
+class Outbox(Protocol):
+    """Where a session's output goes (the transport)."""
+
+    async def send_message(self, message: Any) -> None: ...
+
+    async def send_audio(self, frame: bytes) -> None: ...
+
+
+class NullOutbox:
+    """For sessions whose client is gone: output is still stored, nothing is sent."""
+
+    async def send_message(self, message: Any) -> None:
+        return None
+
+    async def send_audio(self, frame: bytes) -> None:
+        return None
+
+
+def track_url(session_id: str, track: str) -> str:
+    return f"/v1/sessions/{session_id}/tracks/{track}.wav"
+
+
+def timeline_url(session_id: str) -> str:
+    return f"/v1/sessions/{session_id}/timeline"
+
+
+_STOP = object()
+
+
+class SessionPipeline:
+    def __init__(
+        self,
+        *,
+        info: SessionInfo,
+        config: PipelineConfig,
+        runtime: DiarizationRuntime,
+        store: SessionStore,
+        metrics: Metrics,
+        outbox: Outbox,
+        max_speakers: int | None = None,
+        send_audio: bool = True,
+        output_encoding: str = "pcm_s16le",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.info = info
+        self.config = config
+        self.runtime = runtime
+        self.store = store
+        self.metrics = metrics
+        self.outbox: Outbox = outbox
+        self.send_audio = send_audio
+        self.output_encoding = output_encoding
+        self.clock = clock
+        diar = config.diarization
+        self.max_speakers = min(max_speakers or config.max_speakers, config.max_speakers)
+        self.diarizer = OnlineDiarizer(diar, self.max_speakers)
+        self._history = SampleHistory(diar.embedding_window_samples)
+        self._vad_state = VadState.initial()
+        self._queue: asyncio.Queue = asyncio.Queue(maxsize=config.runtime.max_in_flight_steps)
+        self._chunks: dict[int, tuple[np.ndarray, float]] = {}
+        self._step_index = 0
+        self.processed_samples = 0
+        self.dropped_steps = 0
+        self._next_stats_sample = int(config.stats_interval_s * diar.sample_rate_hz)
+        self._closed_segments: list[tuple[int, int, int]] = []
+        self._final: dict[str, Any] | None = None
+        self.error: RtsepError | None = None
+        self._consumer = asyncio.create_task(self._consume(), name=f"rtsep-session-{info.session_id}")
+
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def rate(self) -> int:
+        return self.config.diarization.sample_rate_hz
+
+    # --- input ---
+
+    async def feed(self, event: ChunkReady) -> None:
+        """Submit one model-rate step; returns once it is queued (or dropped, per the overflow policy)."""
+        self._raise_if_failed()
+        chunk: AudioChunk = event.chunk
+        index = self._step_index
+        self._step_index += 1
+        window = self._history.push(chunk.samples)
+        arrived = self.clock()
+        self.metrics.audio_in_seconds.inc(event.valid_samples / self.rate)
+        if self._queue.full() and self.config.runtime.overflow == "drop":
+            self.dropped_steps += 1
+            self.metrics.dropped_frames.inc()
+            silent = StepAnalysis(index, chunk.start_sample, event.valid_samples,
+                                  np.zeros(self.config.diarization.frames_per_step, np.float32), None)
+            future: asyncio.Future = asyncio.get_running_loop().create_future()
+            future.set_result(silent)
+        else:
+            request = DiarizeRequest(index, chunk.start_sample, event.valid_samples, chunk.samples, window,
+                                     self._vad_state)
+            future = asyncio.wrap_future(self.runtime.submit(self.session_id, request))
+        self._chunks[index] = (chunk.samples, arrived)
+        await self._queue.put(future)
+        self.metrics.queue_depth.set(self.runtime.queue_depth)
+
+    async def finish(self, outcome: str = "completed") -> Done:
+        """No more input: drain, close the turns, compute and store the final timeline."""
+        await self._queue.put(_STOP)
+        await self._consumer
+        self._raise_if_failed()
+        await self._handle(self.diarizer.finish())
+        final = await asyncio.to_thread(self.final_timeline)
+        self.store.write_final(self.session_id, final)
+        await self.outbox.send_message(TimelineMessage("final", final["segments"]))
+        self._close_info("done", outcome)
+        return Done(self.session_id, round(self.info.duration_s, 3), list(self.info.speakers),
+                    timeline_url(self.session_id))
+
+    async def abort(self, outcome: str) -> None:
+        """The session ends abnormally (client gone, error): keep everything produced, send nothing more."""
+        self.outbox = NullOutbox()
+        if not self._consumer.done():
+            await self._queue.put(_STOP)
+            try:
+                await self._consumer
+            except Exception:  # noqa: BLE001 - already recorded in self.error
+                pass
+        try:
+            if self.error is None:
+                await self._handle(self.diarizer.finish())
+                self.store.write_final(self.session_id, await asyncio.to_thread(self.final_timeline))
+        except RtsepError as exc:
+            log.warning("session %s: could not store its final timeline: %s", self.session_id, exc)
+        self._close_info("failed" if self.error else "done", outcome)
+
+    def _close_info(self, state: str, outcome: str) -> None:
+        self.info.state = state
+        self.info.outcome = outcome
+        self.info.ended_at = time.time()
+        self.info.duration_s = self.processed_samples / self.rate
+        try:
+            self.store.update(self.info)
+        finally:
+            self.store.close_session(self.session_id)
+
+    def _raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    # --- timelines ---
+
+    def live_timeline(self) -> dict[str, Any]:
+        segments = [(s / self.rate, e / self.rate, speaker_name(k)) for s, e, k in self._closed_segments]
+        return to_json(annotation_from_segments(segments, self.session_id), "live")
+
+    def final_timeline(self) -> dict[str, Any]:
+        """Re-cluster everything received so far (callable during the session, from a worker thread)."""
+        records = list(self.diarizer.records)
+        segments = final_segments(records, self.diarizer.embedding_labels, self.config.diarization,
+                                  self.max_speakers)
+        return to_json(
+            annotation_from_segments(
+                [(s / self.rate, e / self.rate, speaker_name(k)) for s, e, k in segments], self.session_id
+            ),
+            "final",
+        )
+
+    # --- output ---
+
+    async def _consume(self) -> None:
+        try:
+            while True:
+                item = await self._queue.get()
+                if item is _STOP:
+                    return
+                analysis: StepAnalysis = await item
+                self.processed_samples += analysis.valid_samples
+                await self._handle(self.diarizer.push(analysis))
+                await self._maybe_send_stats()
+        except RtsepError as exc:
+            self.error = exc
+            self.metrics.errors.labels(exc.error_code).inc()
+            log.error("session %s failed: %s", self.session_id, exc)
+            await self._send_error(exc)
+        except Exception as exc:  # noqa: BLE001 - one session's failure must not reach the server
+            self.error = RtsepError(f"internal error: {exc}")
+            self.metrics.errors.labels("internal_error").inc()
+            log.exception("session %s failed", self.session_id)
+            await self._send_error(self.error)
+
+    async def _send_error(self, exc: RtsepError) -> None:
+        try:
+            await self.outbox.send_message(ErrorMessage(exc.error_code, exc.message, exc.close_code))
+        except Exception:  # noqa: BLE001 - the client may be gone already
+            pass
+
+    async def _handle(self, events: list) -> None:
+        sid = self.session_id
+        for event in events:
+            if isinstance(event, FrameLabels):
+                await self._route(event)
+            elif isinstance(event, NewSpeaker):
+                name = speaker_name(event.speaker)
+                self.info.speakers.append(name)
+                self.store.update(self.info)
+                await self.outbox.send_message(TrackAnnouncement(name, event.speaker, track_url(sid, name)))
+            elif isinstance(event, (SpeakerStarted, SpeakerStopped)):
+                kind = "started" if isinstance(event, SpeakerStarted) else "stopped"
+                await self.outbox.send_message(
+                    SpeakerActivity(speaker_name(event.speaker), event.speaker, kind,
+                                    round(event.sample / self.rate, 3), event.sample)
+                )
+            elif isinstance(event, SegmentClosed):
+                self._closed_segments.append((event.start_sample, event.end_sample, event.speaker))
+                name = speaker_name(event.speaker)
+                start_s, end_s = event.start_sample / self.rate, event.end_sample / self.rate
+                self.store.append_live_segment(sid, name, start_s, end_s)
+                await self.outbox.send_message(Segment(name, event.speaker, round(start_s, 3), round(end_s, 3)))
+
+    async def _route(self, labels: FrameLabels) -> None:
+        samples, arrived = self._chunks.pop(labels.step_index)
+        runs = route_by_labels(samples, labels.start_sample, labels.labels,
+                               self.config.diarization.frame_samples, labels.valid_samples)
+        for run in runs:
+            self.store.write_track(self.session_id, speaker_name(run.speaker), run.start_sample, run.samples)
+            if self.send_audio:
+                await self.outbox.send_audio(
+                    encode_audio_frame(run.speaker, run.start_sample, run.samples, self.rate, self.output_encoding)
+                )
+            self.metrics.audio_out_seconds.inc(run.samples.size / self.rate)
+        self.metrics.processing_latency_seconds.observe(self.clock() - arrived)
+
+    async def _maybe_send_stats(self) -> None:
+        if self.processed_samples < self._next_stats_sample:
+            return
+        self._next_stats_sample += int(self.config.stats_interval_s * self.rate)
+        audio_in_s = (self._step_index * self.config.diarization.step_samples) / self.rate
+        await self.outbox.send_message(
+            Stats(round(audio_in_s, 3), round(self.processed_samples / self.rate, 3),
+                  round(self.metrics.last_real_time_factor, 4), self.runtime.queue_depth, self.dropped_steps)
+        )

@@ -1,0 +1,1 @@
+"""Thin transports: WebSocket, HTTP routes (and WebRTC); all session logic lives below."""

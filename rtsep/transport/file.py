@@ -1,0 +1,152 @@
+"""The file transport: run the same session pipeline over an audio file at full speed (``rtsep process``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from rtsep.audio import wav_bytes
+from rtsep.diarize.timeline import annotation_from_json, to_rttm
+from rtsep.errors import ClientError
+from rtsep.metrics import Metrics
+from rtsep.pipeline import NullOutbox, PipelineConfig
+from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
+from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.sessions import SessionManager
+from rtsep.store.files import FileSessionStore
+from rtsep.stream.session import ChunkReady, StreamSession
+
+BLOCK_S = 0.5
+
+
+@dataclass
+class ProcessResult:
+    session_id: str
+    duration_s: float
+    speakers: list[str]
+    live: dict[str, Any]
+    final: dict[str, Any]
+    files: list[Path]
+
+
+def read_info(path: Path) -> sf._SoundFileInfo:
+    try:
+        return sf.info(str(path))
+    except (RuntimeError, sf.LibsndfileError) as exc:
+        raise ClientError(f"cannot read audio file {path}: {exc}", error_code="bad_file") from exc
+
+
+async def process_file(
+    path: Path,
+    out_dir: Path,
+    config: PipelineConfig,
+    runtime: DiarizationRuntime,
+    progress: Callable[[float], None] | None = None,
+    max_speakers: int | None = None,
+) -> ProcessResult:
+    info = read_info(path)
+    rate = int(info.samplerate)
+    if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
+        raise ClientError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
+        manager = SessionManager(config=config, runtime=runtime, store=FileSessionStore(scratch), metrics=Metrics(),
+                                 max_sessions=1, max_message_bytes=1 << 30)
+        stream = StreamSession(manager.stream_config)
+        start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
+        stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        pipeline, _ = manager.open(start, NullOutbox(), "file")
+        block = max(1, int(BLOCK_S * rate))
+        for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            for event in stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))):
+                if isinstance(event, ChunkReady):
+                    await pipeline.feed(event)
+            if progress is not None:
+                progress(samples.shape[0] / rate)
+        for event in stream.finish():
+            if isinstance(event, ChunkReady):
+                await pipeline.feed(event)
+        done = await pipeline.finish()
+        manager.release(pipeline, "completed")
+        sid = pipeline.session_id
+        final = manager.store.final_timeline(sid) or {}
+        live = pipeline.live_timeline()
+        files = write_outputs(out_dir, manager.store, sid, live, final, pipeline.rate, done.duration_s)
+    return ProcessResult(sid, done.duration_s, done.speakers, live, final, files)
+
+
+def write_outputs(out_dir: Path, store: FileSessionStore, session_id: str, live: dict, final: dict,
+                  rate: int, duration_s: float) -> list[Path]:
+    files = []
+    tracks = out_dir / "tracks"
+    tracks.mkdir(exist_ok=True)
+    total = int(round(duration_s * rate))
+    for name in store.track_names(session_id):
+        pcm = store.read_track(session_id, name)
+        assert pcm is not None
+        padded = np.zeros(max(total, pcm.size), "<i2")  # every track spans the whole session
+        padded[: pcm.size] = pcm
+        path = tracks / f"{name}.wav"
+        path.write_bytes(wav_bytes(padded, rate))
+        files.append(path)
+    for kind, data in (("", final), ("live.", live)):
+        json_path = out_dir / f"timeline.{kind}json"
+        json_path.write_text(json.dumps(data, indent=1))
+        rttm_path = out_dir / f"timeline.{kind}rttm"
+        rttm_path.write_text(to_rttm(annotation_from_json(data)))
+        files += [json_path, rttm_path]
+    png = out_dir / "timeline.png"
+    plot_timeline({"final": final, "live": live}, duration_s, png)
+    files.append(png)
+    return files
+
+
+def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, reference: dict | None = None) -> None:
+    """A who-spoke-when picture: one row per speaker and timeline kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = dict(timelines)
+    if reference is not None:
+        rows = {"reference": reference, **rows}
+    speakers = sorted({s["speaker"] for t in rows.values() for s in t.get("segments", [])})
+    colours = {spk: plt.cm.tab10(i % 10) for i, spk in enumerate(speakers)}
+    labels = [(kind, spk) for kind, t in rows.items() for spk in sorted({s["speaker"] for s in t.get("segments", [])})]
+    fig, ax = plt.subplots(figsize=(12, 0.45 * max(len(labels), 2) + 1.2))
+    for y, (kind, spk) in enumerate(labels):
+        spans = [(s["start_s"], s["end_s"] - s["start_s"]) for s in rows[kind]["segments"] if s["speaker"] == spk]
+        ax.broken_barh(spans, (y - 0.4, 0.8), facecolors=colours[spk])
+    ax.set_yticks(range(len(labels)), [f"{kind}: {spk}" for kind, spk in labels])
+    ax.set_ylim(-0.8, len(labels) - 0.2)
+    ax.invert_yaxis()
+    ax.set_xlim(0, max(duration_s, 1.0))
+    ax.set_xlabel("time (s)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("who spoke when")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
+                max_speakers: int | None = None) -> ProcessResult:
+    from tqdm import tqdm
+
+    info = read_info(path)
+    runtime = DiarizationRuntime(config.runtime, config.diarization)
+    try:
+        with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
+            return asyncio.run(process_file(path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)),
+                                            max_speakers))
+    finally:
+        runtime.close()

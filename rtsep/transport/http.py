@@ -1,0 +1,89 @@
+"""HTTP routes (FastAPI): health, metrics, session status, timelines and tracks; mounts the WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, Header, HTTPException, Query, WebSocket
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+
+from rtsep.audio import wav_bytes
+from rtsep.diarize.timeline import annotation_from_json, to_rttm
+from rtsep.errors import NotFound, Unauthorized
+from rtsep.sessions import SessionManager
+from rtsep.transport.ws import serve_stream
+
+
+def add_routes(app: FastAPI, manager: SessionManager) -> None:
+    store = manager.store
+
+    def authorized(session_id: str, authorization: str | None):
+        try:
+            return manager.authorize(session_id, authorization)
+        except NotFound as exc:
+            raise HTTPException(404, exc.message) from None
+        except Unauthorized as exc:
+            raise HTTPException(401, exc.message, headers={"WWW-Authenticate": "Bearer"}) from None
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict:
+        return {"status": "ok", "active_sessions": len(manager.live), "max_sessions": manager.max_sessions}
+
+    @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+    async def metrics() -> Response:
+        manager.metrics.queue_depth.set(manager.runtime.queue_depth)
+        return Response(manager.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/sessions/{session_id}", tags=["sessions"])
+    async def session_status(session_id: str, authorization: str | None = Header(None)) -> dict:
+        info = authorized(session_id, authorization)
+        return manager.status(info)
+
+    @app.get("/v1/sessions/{session_id}/timeline", tags=["sessions"])
+    async def timeline(
+        session_id: str,
+        format: Literal["json", "rttm"] = Query("json"),
+        kind: Literal["live", "final"] = Query("final"),
+        authorization: str | None = Header(None),
+    ) -> Response:
+        info = authorized(session_id, authorization)
+        pipeline = manager.live.get(session_id)
+        if kind == "live":
+            data = pipeline.live_timeline() if pipeline else _stored_live(manager, session_id)
+        elif pipeline is not None and pipeline.info.state == "live":
+            data = await asyncio.to_thread(pipeline.final_timeline)  # on demand, from what arrived so far
+        else:
+            data = store.final_timeline(session_id)
+            if data is None:  # interrupted before a final timeline was written: the live one is all there is
+                data = {**_stored_live(manager, session_id), "kind": "final", "note": "interrupted session"}
+        data["state"] = info.state
+        if format == "rttm":
+            return PlainTextResponse(to_rttm(annotation_from_json(data)), media_type="text/x-rttm")
+        return JSONResponse(data)
+
+    @app.get("/v1/sessions/{session_id}/tracks/{track}.wav", tags=["sessions"])
+    async def track(session_id: str, track: str, authorization: str | None = Header(None)) -> Response:
+        info = authorized(session_id, authorization)
+        pcm = store.read_track(session_id, track)
+        if pcm is None:
+            raise HTTPException(404, f"no track {track!r} in session {session_id}")
+        return Response(wav_bytes(pcm, info.sample_rate_hz), media_type="audio/wav")
+
+    @app.websocket("/v1/stream")
+    async def stream(ws: WebSocket) -> None:
+        await serve_stream(ws, manager)
+
+
+def _stored_live(manager: SessionManager, session_id: str) -> dict:
+    from rtsep.diarize.timeline import annotation_from_segments, to_json
+
+    segments = manager.store.live_segments(session_id)
+    return to_json(
+        annotation_from_segments(((s["start_s"], s["end_s"], s["speaker"]) for s in segments), session_id), "live"
+    )
+
+
+def web_root() -> Path:
+    return Path(__file__).resolve().parent.parent / "web"

@@ -1,0 +1,70 @@
+"""Imports only point down the layers of DESIGN.md §2; the sans-I/O cores import no I/O frameworks."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2] / "rtsep"
+
+# highest first; a module may import modules of its own layer or any lower one
+LAYERS = [
+    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo"},
+    {"rtsep.transport"},
+    {"rtsep.sessions"},
+    {"rtsep.pipeline"},
+    {"rtsep.store"},
+    {"rtsep.runtime"},
+    {"rtsep.separate"},
+    {"rtsep.diarize"},
+    {"rtsep.stream"},
+    {"rtsep.protocol"},
+    {"rtsep.audio", "rtsep.specs", "rtsep.errors", "rtsep.metrics", "rtsep"},
+]
+
+
+def layer_of(module: str) -> int:
+    best = None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if module == name or module.startswith(name + "."):
+                if best is None or len(name) > best[1]:
+                    best = (i, len(name))
+    assert best is not None, f"{module} is in no layer"
+    return best[0]
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return found
+
+
+def modules():
+    for path in ROOT.rglob("*.py"):
+        rel = path.relative_to(ROOT.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
+
+
+def test_imports_point_down():
+    violations = []
+    for module, path in modules():
+        mine = layer_of(module)
+        for imported in imports(path):
+            if (imported == "rtsep" or imported.startswith("rtsep.")) and layer_of(imported) < mine:
+                violations.append(f"{module} imports {imported}")
+    assert not violations, violations
+
+
+def test_sans_io_cores():
+    for module, path in modules():
+        if module.startswith(("rtsep.stream", "rtsep.protocol")):
+            banned = {i for i in imports(path) if i.split(".")[0] in {"asyncio", "torch", "socket", "websockets",
+                                                                        "fastapi", "starlette", "aiortc"}}
+            assert not banned, f"{module} imports {banned}"

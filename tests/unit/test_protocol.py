@@ -1,0 +1,120 @@
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from rtsep.errors import ProtocolViolation, UnsupportedAudio
+from rtsep.protocol.frames import HEADER_BYTES, decode_audio_frame, encode_audio_frame
+from rtsep.protocol.messages import (
+    Done, ErrorMessage, Ready, Segment, SpeakerActivity, Start, Stop, TrackAnnouncement,
+    encode_message, parse_client_message, parse_server_message,
+)
+from rtsep.protocol.pcm import decode_pcm, encode_pcm
+
+
+def test_audio_frame_header_is_byte_exact():
+    frame = encode_audio_frame(3, 0x0102030405, np.array([0.5, -0.5, 0.0], np.float32), 16000, "pcm_s16le")
+    expected_header = (
+        b"RTSA"  # magic
+        + b"\x01"  # version
+        + b"\x01"  # encoding: pcm_s16le
+        + b"\x03\x00"  # track 3
+        + b"\x05\x04\x03\x02\x01\x00\x00\x00"  # start sample, uint64 LE
+        + b"\x80\x3e\x00\x00"  # 16000 Hz
+        + b"\x03\x00\x00\x00"  # 3 samples
+    )
+    assert HEADER_BYTES == 24
+    assert frame[:24] == expected_header
+    assert frame[24:] == b"\x00\x40" + b"\x00\xc0" + b"\x00\x00"
+
+
+def test_audio_frame_f32_roundtrip():
+    samples = np.array([0.25, -1.0, 0.125], np.float32)
+    frame = encode_audio_frame(0, 7, samples, 8000, "pcm_f32le")
+    assert frame[5] == 2 and frame[24:] == samples.astype("<f4").tobytes()
+    header, decoded = decode_audio_frame(frame)
+    assert (header.track, header.start_sample, header.sample_rate_hz, header.sample_count) == (0, 7, 8000, 3)
+    np.testing.assert_array_equal(decoded, samples)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"RTS", b"XXXX" + bytes(20), struct.pack("<4sBBHQII", b"RTSA", 9, 1, 0, 0, 16000, 0),
+     struct.pack("<4sBBHQII", b"RTSA", 1, 7, 0, 0, 16000, 0),
+     struct.pack("<4sBBHQII", b"RTSA", 1, 1, 0, 0, 16000, 2) + b"\x00\x00"],
+)
+def test_audio_frame_rejects_malformed(data):
+    with pytest.raises(ProtocolViolation):
+        decode_audio_frame(data)
+
+
+def test_messages_encode_byte_exact():
+    assert encode_message(Stop()) == '{"type":"stop"}'
+    assert encode_message(SpeakerActivity("SPEAKER_01", 1, "started", 1.5, 24000)) == (
+        '{"type":"speaker","speaker":"SPEAKER_01","index":1,"event":"started","time_s":1.5,"sample":24000}'
+    )
+    assert encode_message(Segment("SPEAKER_00", 0, 0.5, 2.25)) == (
+        '{"type":"segment","speaker":"SPEAKER_00","index":0,"start_s":0.5,"end_s":2.25,"kind":"live"}'
+    )
+    assert encode_message(ErrorMessage("bad_json", "nope", 4400)) == (
+        '{"type":"error","code":"bad_json","message":"nope","close_code":4400}'
+    )
+
+
+def test_server_messages_roundtrip():
+    for message in [
+        Ready("abc", "tok", 16000, "pcm_s16le", 1024, 8, 0.256),
+        TrackAnnouncement("SPEAKER_00", 0, "/v1/sessions/abc/tracks/SPEAKER_00.wav"),
+        Done("abc", 1.0, ["SPEAKER_00"], "/v1/sessions/abc/timeline"),
+    ]:
+        assert parse_server_message(encode_message(message)) == message
+    # unknown extra keys from a newer server are ignored
+    newer = '{"type":"error","code":"c","message":"m","close_code":1000,"x":1}'
+    assert parse_server_message(newer) == ErrorMessage("c", "m", 1000)
+
+
+def test_start_parsing_and_defaults():
+    start = parse_client_message('{"type":"start","sample_rate":48000}')
+    assert start == Start(sample_rate=48000, encoding="pcm_s16le", channels=1)
+    start = parse_client_message(json.dumps({"type": "start", "sample_rate": 8000, "encoding": "pcm_f32le",
+                                             "channels": 2, "max_speakers": 3}))
+    assert (start.encoding, start.channels, start.max_speakers) == ("pcm_f32le", 2, 3)
+    assert parse_client_message('{"type":"stop"}') == Stop()
+
+
+@pytest.mark.parametrize(
+    "text,exc,code",
+    [
+        ("{not json", ProtocolViolation, "bad_json"),
+        ("[1,2]", ProtocolViolation, "bad_json"),
+        ('{"sample_rate":16000}', ProtocolViolation, "bad_message"),
+        ('{"type":"hello"}', ProtocolViolation, "unknown_message"),
+        ('{"type":"start"}', ProtocolViolation, "bad_message"),
+        ('{"type":"start","sample_rate":"16000"}', ProtocolViolation, "bad_message"),
+        ('{"type":"start","sample_rate":true}', ProtocolViolation, "bad_message"),
+        ('{"type":"start","sample_rate":16000,"bogus":1}', ProtocolViolation, "bad_message"),
+        ('{"type":"start","sample_rate":4000}', UnsupportedAudio, "unsupported_rate"),
+        ('{"type":"start","sample_rate":96000}', UnsupportedAudio, "unsupported_rate"),
+        ('{"type":"start","sample_rate":16000,"encoding":"opus"}', UnsupportedAudio, "unsupported_encoding"),
+        ('{"type":"start","sample_rate":16000,"channels":6}', UnsupportedAudio, "unsupported_channels"),
+        ('{"type":"stop","now":true}', ProtocolViolation, "bad_message"),
+    ],
+)
+def test_bad_client_messages(text, exc, code):
+    with pytest.raises(exc) as info:
+        parse_client_message(text)
+    assert info.value.error_code == code
+    assert info.value.close_code == 4400
+
+
+def test_pcm_decode_downmix_and_partial_samples():
+    stereo = np.array([[1000, 3000], [-2000, 0]], "<i2").tobytes()
+    np.testing.assert_allclose(decode_pcm(stereo, "pcm_s16le", 2), [2000 / 32768, -1000 / 32768])
+    with pytest.raises(ProtocolViolation) as info:
+        decode_pcm(b"\x00\x01\x02", "pcm_s16le", 1)
+    assert info.value.error_code == "partial_sample"
+    with pytest.raises(ProtocolViolation):
+        decode_pcm(np.array([np.nan], "<f4").tobytes(), "pcm_f32le", 1)
+    x = np.array([0.0, 0.5, -1.0, 1.0], np.float32)
+    assert encode_pcm(x, "pcm_s16le") == np.array([0, 16384, -32768, 32767], "<i2").tobytes()
