@@ -1,0 +1,127 @@
+"""The real command line, as a user runs it: rtsep serve / stream / process, and kill -9 of the server."""
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import websockets
+
+pytestmark = pytest.mark.slow
+RTSEP = [sys.executable, "-m", "rtsep"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(data_dir: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        RTSEP + ["serve", "--port", str(port), "--data-dir", str(data_dir), "--log-level", "warning"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("server did not become healthy")
+
+
+def test_process_writes_every_output(meeting_wav, tmp_path):
+    out = tmp_path / "out"
+    run = subprocess.run(RTSEP + ["process", str(meeting_wav), "--out", str(out), "--quiet"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert len(report["speakers"]) >= 2
+    for name in ["timeline.rttm", "timeline.json", "timeline.png", "timeline.live.rttm", "timeline.live.json"]:
+        assert (out / name).stat().st_size > 0, name
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    tracks = sorted((out / "tracks").glob("*.wav"))
+    assert len(tracks) == len(report["speakers"])
+    mix = sum(sf.read(str(t))[0] for t in tracks)
+    assert abs(len(mix) / 16000 - 20.0) < 0.1
+
+
+def test_process_reports_unreadable_file(tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"not audio at all")
+    run = subprocess.run(RTSEP + ["process", str(bad), "--out", str(tmp_path / "o"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and "cannot read audio file" in run.stderr
+
+
+def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    server = start_server(data, port)
+    try:
+        run = subprocess.run(RTSEP + ["stream", str(meeting_wav), "--url", url, "--out", str(tmp_path / "s"),
+                                      "--speed", "0"], capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        summary = json.loads(run.stdout)
+        assert len(summary["speakers"]) >= 2
+        out = tmp_path / "s"
+        assert json.loads((out / "session.json").read_text())["session_id"] == summary["session_id"]
+        assert (out / "timeline.rttm").read_text().count("SPEAKER") >= 2
+        assert len(list((out / "tracks").glob("*.wav"))) >= 2
+        assert json.loads((out / "latency.json").read_text())["label_latency"]["count"] > 0
+
+        # a session that is streaming when the server is killed with -9
+        audio, rate = sf.read(str(meeting_wav), dtype="float32")
+
+        async def stream_until_killed() -> dict:
+            async with websockets.connect(url) as ws:
+                await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+                ready = json.loads(await ws.recv())
+                await ws.send(audio[: 15 * rate].astype("<f4").tobytes())
+                segments = 0
+                while segments < 2:  # wait until something was produced and stored
+                    message = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(message, str) and json.loads(message)["type"] == "segment":
+                        segments += 1
+                os.kill(server.pid, signal.SIGKILL)
+                server.wait(30)
+                return ready
+
+        live = asyncio.run(stream_until_killed())
+    finally:
+        server.kill()
+        server.wait(30)
+
+    server = start_server(data, port)
+    try:
+        headers = {"Authorization": f"Bearer {live['token']}"}
+        base = f"http://127.0.0.1:{port}/v1/sessions/{live['session_id']}"
+        status = httpx.get(base, headers=headers).json()
+        assert status["state"] == "interrupted" and status["outcome"] == "server_restart"
+        timeline = httpx.get(base + "/timeline", headers=headers, params={"kind": "live"}).json()
+        assert len(timeline["segments"]) >= 2
+        assert status["tracks"]
+        track = httpx.get(f"http://127.0.0.1:{port}" + next(iter(status["tracks"].values())), headers=headers)
+        assert track.status_code == 200 and len(track.content) > 44
+        # the session that completed before the crash is still served, with its token
+        done = json.loads((tmp_path / "s" / "session.json").read_text())
+        old = httpx.get(f"http://127.0.0.1:{port}/v1/sessions/{done['session_id']}/timeline",
+                        headers={"Authorization": f"Bearer {done['token']}"}, params={"format": "rttm"})
+        assert old.text == (tmp_path / "s" / "timeline.rttm").read_text()
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -1,0 +1,149 @@
+"""A real server on loopback with real models, driven by real clients (websockets, httpx, rtsep_client)."""
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+import websockets
+
+from rtsep_client import stream_file
+from tests.conftest import run_server, tone
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    with run_server(tmp_path_factory.mktemp("data"), max_sessions=3) as running:
+        yield running
+
+
+def get(server, path, token=None, **params):
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.get(server.base_url + path, headers=headers, params=params, timeout=60)
+
+
+async def test_stream_meeting_returns_speakers_tracks_and_timeline(server, meeting_wav, tmp_path):
+    result = await stream_file(meeting_wav, server.ws_url, tmp_path / "out", speed=0)
+    session = json.loads((tmp_path / "out" / "session.json").read_text())
+    assert session["session_id"] == result.session_id
+    assert len(result.speakers) >= 2
+    tracks = sorted(p.name for p in (tmp_path / "out" / "tracks").glob("*.wav"))
+    assert len(tracks) >= 2
+    for name in tracks:
+        audio, rate = sf.read(str(tmp_path / "out" / "tracks" / name))
+        assert rate == 16000 and abs(len(audio) / rate - 20.0) < 0.1 and np.abs(audio).max() > 0.01
+    timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
+    assert timeline["kind"] == "final" and len(timeline["speakers"]) >= 2
+    assert (tmp_path / "out" / "timeline.rttm").read_text().startswith("SPEAKER ")
+    kinds = {e["type"] for e in result.events}
+    assert {"track", "speaker", "segment", "timeline", "done"} <= kinds
+    assert result.label_latency_s and result.frame_latency_s
+
+    # the same tracks over HTTP, with the session's token only
+    sid, token = result.session_id, result.token
+    status = get(server, f"/v1/sessions/{sid}", token)
+    assert status.status_code == 200 and status.json()["state"] == "done"
+    wav = get(server, f"/v1/sessions/{sid}/tracks/{result.speakers[0]}.wav", token)
+    assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+    live = get(server, f"/v1/sessions/{sid}/timeline", token, kind="live", format="rttm")
+    assert live.status_code == 200 and "SPEAKER" in live.text
+    assert get(server, f"/v1/sessions/{sid}/timeline").status_code == 401
+    assert get(server, f"/v1/sessions/{sid}/timeline", "wrong-token").status_code == 401
+    assert get(server, "/v1/sessions/deadbeef/timeline", token).status_code == 404
+
+
+async def _expect_close(url, messages, code):
+    async with websockets.connect(url) as ws:
+        for m in messages:
+            await ws.send(m)
+        replies = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                replies.append(await asyncio.wait_for(ws.recv(), 20))
+    assert closed.value.rcvd.code == code, (closed.value.rcvd, replies)
+    errors = [json.loads(r) for r in replies if isinstance(r, str) and json.loads(r)["type"] == "error"]
+    assert errors and errors[-1]["close_code"] == code and errors[-1]["message"]
+    return errors[-1]
+
+
+@pytest.mark.parametrize(
+    "messages,code,error",
+    [
+        (["{nope"], 4400, "bad_json"),
+        (['{"type":"dance"}'], 4400, "unknown_message"),
+        ([b"\x00\x00"], 4400, "audio_before_start"),
+        (['{"type":"start","sample_rate":1000}'], 4400, "unsupported_rate"),
+        (['{"type":"start","sample_rate":16000,"encoding":"mp3"}'], 4400, "unsupported_encoding"),
+        (['{"type":"start","sample_rate":16000}', b"\x00\x00\x00"], 4400, "partial_sample"),
+        (['{"type":"start","sample_rate":16000}', bytes((1 << 20) + 2)], 1009, "message_too_big"),
+    ],
+)
+async def test_bad_input_ends_only_that_session(server, messages, code, error):
+    body = await _expect_close(server.ws_url, messages, code)
+    assert body["code"] == error
+    assert httpx.get(server.base_url + "/healthz").json()["status"] == "ok"
+
+
+async def test_bad_session_keeps_what_it_produced_and_others_unaffected(server):
+    rate = 16000
+    async with websockets.connect(server.ws_url) as good:
+        await good.send('{"type":"start","sample_rate":16000}')
+        ready = json.loads(await good.recv())
+        # a broken client in between
+        await _expect_close(server.ws_url, ['{"type":"start","sample_rate":16000}', b"\x01"], 4400)
+        await good.send((tone(1.0, rate) * 32767).astype("<i2").tobytes())
+        await good.send('{"type":"stop"}')
+        types = []
+        async for message in good:
+            if isinstance(message, str):
+                types.append(json.loads(message)["type"])
+        assert types[-1] == "done"
+    assert good.close_code == 1000
+    assert get(server, f"/v1/sessions/{ready['session_id']}", ready["token"]).json()["state"] == "done"
+
+
+async def test_too_many_sessions_gets_1013(server):
+    opened = []
+    try:
+        for _ in range(3):
+            ws = await websockets.connect(server.ws_url)
+            await ws.send('{"type":"start","sample_rate":16000}')
+            await ws.recv()
+            opened.append(ws)
+        await _expect_close(server.ws_url, [], 1013)
+    finally:
+        for ws in opened:
+            await ws.close()
+    # capacity comes back once they are gone
+    await asyncio.sleep(0.5)
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send('{"type":"start","sample_rate":16000}')
+        assert json.loads(await ws.recv())["type"] == "ready"
+
+
+async def test_dropped_client_loses_nothing_and_metrics(server, meeting_wav):
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        ready = json.loads(await ws.recv())
+        await ws.send(audio[: 12 * rate].astype("<f4").tobytes())
+    # the client vanished without 'stop': the server still finishes and keeps the session
+    for _ in range(200):
+        status = get(server, f"/v1/sessions/{ready['session_id']}", ready["token"]).json()
+        if status["state"] != "live":
+            break
+        await asyncio.sleep(0.1)
+    assert status["state"] == "done" and status["outcome"] == "client_gone"
+    assert abs(status["duration_s"] - 12.0) < 0.3 and status["speakers"]
+    final = get(server, f"/v1/sessions/{ready['session_id']}/timeline", ready["token"]).json()
+    assert final["kind"] == "final" and final["segments"]
+    metrics = httpx.get(server.base_url + "/metrics").text
+    for name in ["rtsep_active_sessions", "rtsep_sessions_total", "rtsep_audio_in_seconds_total",
+                 "rtsep_processing_latency_seconds_bucket", "rtsep_real_time_factor", "rtsep_queue_depth",
+                 "rtsep_dropped_frames_total", "rtsep_errors_total"]:
+        assert name in metrics
+    assert 'outcome="client_gone"' in metrics
