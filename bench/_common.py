@@ -1,0 +1,74 @@
+"""Shared helpers of the bench scripts: a real `rtsep serve` subprocess, percentiles, the demo sample."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`rtsep serve` on a free loopback port; yields (http base url, process)."""
+    port = free_port()
+    args = [sys.executable, "-m", "rtsep", "serve", "--port", str(port), "--data-dir", str(data_dir),
+            "--log-level", "warning", *extra]
+    if config_toml is not None:
+        path = data_dir.parent / f"bench-{port}.toml"
+        path.write_text(config_toml)
+        args += ["--config", str(path)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stderr.read().decode()[-3000:])
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def pct(values, q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if len(values) else None
+
+
+def machine_note() -> str:
+    load1, _, _ = os.getloadavg()
+    return f"{os.cpu_count()} cores, load average {load1:.2f} at start"
+
+
+def metric_value(metrics_text: str, name: str) -> float:
+    total = 0.0
+    for line in metrics_text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total

@@ -1,0 +1,116 @@
+"""Label latency and per-frame latency of a live session on loopback, and concurrent-session capacity.
+
+    python bench/streaming_latency.py latency [--runs 3] [--speed 1.0]
+    python bench/streaming_latency.py capacity [--sessions 4 8 12 16] [--seconds 30]
+
+latency: a real `rtsep serve` and the reference client streaming the pyannote sample paced in real time
+(20 ms frames). Label latency = arrival of a `speaker started` event minus the moment the client had sent
+the audio at the event's time; frame latency = arrival of a per-speaker audio frame minus the moment the
+client had sent its last sample. Medians over runs of the per-run p50/p95.
+
+capacity: N clients stream the sample at once, paced in real time, against one server whose overflow
+policy is `drop`; a level holds when no step was dropped and every session's frame latency p95 stays
+under 1 s (i.e. nothing falls behind real time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_note, metric_value, pct, rtsep_server  # noqa: E402
+
+from rtsep.demo import sample_paths  # noqa: E402
+from rtsep_client import stream_file  # noqa: E402
+
+
+def latency(args: argparse.Namespace) -> dict:
+    wav, _ = sample_paths()
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        with rtsep_server(tmp_path / "data") as (base, _):
+            for i in range(args.runs):
+                result = asyncio.run(stream_file(wav, base.replace("http", "ws") + "/v1/stream",
+                                                 tmp_path / f"run{i}", speed=args.speed))
+                runs.append({
+                    "label_p50_s": pct(result.label_latency_s, 50), "label_p95_s": pct(result.label_latency_s, 95),
+                    "frame_p50_s": pct(result.frame_latency_s, 50), "frame_p95_s": pct(result.frame_latency_s, 95),
+                    "labels": len(result.label_latency_s), "frames": len(result.frame_latency_s),
+                })
+            metrics = httpx.get(base + "/metrics").text
+    summary = {k: round(statistics.median(r[k] for r in runs), 3)
+               for k in ("label_p50_s", "label_p95_s", "frame_p50_s", "frame_p95_s")}
+    summary["server_processing_latency_mean_s"] = round(
+        metric_value(metrics, "rtsep_processing_latency_seconds_sum")
+        / max(metric_value(metrics, "rtsep_processing_latency_seconds_count"), 1), 4)
+    summary["server_rtf_gauge"] = round(metric_value(metrics, "rtsep_real_time_factor"), 4)
+    return {"runs": runs, "median": summary, "speed": args.speed}
+
+
+async def _capacity_level(ws_url: str, wav: Path, n: int, out: Path, speed: float) -> list:
+    tasks = [stream_file(wav, ws_url, out / f"s{n}-{i}", speed=speed) for i in range(n)]
+    return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def capacity(args: argparse.Namespace) -> dict:
+    wav, _ = sample_paths()
+    levels = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        audio, rate = sf.read(str(wav), dtype="float32")
+        clip = tmp_path / "clip.wav"
+        sf.write(str(clip), audio[: int(args.seconds * rate)], rate)
+        toml = '[runtime]\noverflow = "drop"\n'
+        for n in args.sessions:
+            with rtsep_server(tmp_path / f"data{n}", "--max-sessions", str(n), config_toml=toml) as (base, _):
+                results = asyncio.run(_capacity_level(base.replace("http", "ws") + "/v1/stream", clip, n,
+                                                      tmp_path, 1.0))
+                metrics = httpx.get(base + "/metrics").text
+            errors = [repr(r) for r in results if isinstance(r, BaseException)]
+            ok = [r for r in results if not isinstance(r, BaseException)]
+            p95s = [pct(r.frame_latency_s, 95) for r in ok if r.frame_latency_s]
+            dropped = metric_value(metrics, "rtsep_dropped_frames_total")
+            level = {
+                "sessions": n, "errors": errors[:3], "dropped_steps": dropped,
+                "frame_p95_s_worst": round(max(p95s), 3) if p95s else None,
+                "frame_p95_s_median": round(statistics.median(p95s), 3) if p95s else None,
+                "label_p95_s_median": round(statistics.median(
+                    [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]), 3) if ok else None,
+                "rtf_gauge": round(metric_value(metrics, "rtsep_real_time_factor"), 4),
+            }
+            level["holds"] = not errors and dropped == 0 and bool(p95s) and max(p95s) < 1.0
+            levels.append(level)
+            print(json.dumps(level), file=sys.stderr)
+    held = [lv["sessions"] for lv in levels if lv["holds"]]
+    return {"levels": levels, "max_sessions_held": max(held) if held else 0, "seconds": args.seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="mode", required=True)
+    p = sub.add_parser("latency")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--speed", type=float, default=1.0)
+    p = sub.add_parser("capacity")
+    p.add_argument("--sessions", type=int, nargs="+", default=[4, 8, 12, 16])
+    p.add_argument("--seconds", type=float, default=30.0)
+    args = parser.parse_args()
+    note = machine_note()
+    report = latency(args) if args.mode == "latency" else capacity(args)
+    report["machine"] = note
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
