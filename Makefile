@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo serve test bench clean
+.PHONY: setup demo serve test clean
 
 setup: $(VENV)/.installed
 
@@ -22,9 +22,6 @@ serve: setup
 
 test: setup
 	$(BIN)/pytest -q
-
-bench: setup
-	$(BIN)/python bench/run_all.py
 
 clean:
 	rm -rf $(VENV) rtsep-demo rtsep-data .pytest_cache
