@@ -222,10 +222,16 @@ class SessionPipeline:
         return to_json(annotation_from_segments(segments, self.session_id), "live")
 
     def final_timeline(self) -> dict[str, Any]:
-        """Re-cluster everything received so far (callable during the session, from a worker thread)."""
-        records = list(self.diarizer.records)
-        segments = final_segments(records, self.diarizer.embedding_labels, self.config.diarization,
-                                  self.max_speakers)
+        """Re-cluster everything received so far (on the event loop, or in a thread once input has ended)."""
+        return self._final_from(list(self.diarizer.records), self.diarizer.embedding_labels)
+
+    async def final_timeline_now(self) -> dict[str, Any]:
+        """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
+        records, labels = list(self.diarizer.records), self.diarizer.embedding_labels
+        return await asyncio.to_thread(self._final_from, records, labels)
+
+    def _final_from(self, records: list, embedding_labels: dict[int, int]) -> dict[str, Any]:
+        segments = final_segments(records, embedding_labels, self.config.diarization, self.max_speakers)
         return to_json(
             annotation_from_segments(
                 [(s / self.rate, e / self.rate, speaker_name(k)) for s, e, k in segments], self.session_id
@@ -246,15 +252,18 @@ class SessionPipeline:
                 await self._handle(self.diarizer.push(analysis))
                 await self._maybe_send_stats()
         except RtsepError as exc:
-            self.error = exc
-            self.metrics.errors.labels(exc.error_code).inc()
             log.error("session %s failed: %s", self.session_id, exc)
-            await self._send_error(exc)
+            await self._fail(exc)
         except Exception as exc:  # noqa: BLE001 - one session's failure must not reach the server
-            self.error = RtsepError(f"internal error: {exc}")
-            self.metrics.errors.labels("internal_error").inc()
             log.exception("session %s failed", self.session_id)
-            await self._send_error(self.error)
+            await self._fail(RtsepError(f"internal error: {exc}"))
+
+    async def _fail(self, exc: RtsepError) -> None:
+        self.error = exc
+        self.metrics.errors.labels(exc.error_code).inc()
+        while not self._queue.empty():  # unblock a feed() waiting for room; the next one raises
+            self._queue.get_nowait()
+        await self._send_error(exc)
 
     async def _send_error(self, exc: RtsepError) -> None:
         try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +12,7 @@ from rtsep.audio import wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import NotFound, Unauthorized
 from rtsep.sessions import SessionManager
+from rtsep.transport.webrtc import add_webrtc_routes
 from rtsep.transport.ws import serve_stream
 
 
@@ -53,7 +53,7 @@ def add_routes(app: FastAPI, manager: SessionManager) -> None:
         if kind == "live":
             data = pipeline.live_timeline() if pipeline else _stored_live(manager, session_id)
         elif pipeline is not None and pipeline.info.state == "live":
-            data = await asyncio.to_thread(pipeline.final_timeline)  # on demand, from what arrived so far
+            data = await pipeline.final_timeline_now()  # on demand, from what arrived so far
         else:
             data = store.final_timeline(session_id)
             if data is None:  # interrupted before a final timeline was written: the live one is all there is
@@ -74,6 +74,8 @@ def add_routes(app: FastAPI, manager: SessionManager) -> None:
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
         await serve_stream(ws, manager)
+
+    add_webrtc_routes(app, manager)  # POST /v1/webrtc/offer, GET /v1/webrtc/config; app.state.webrtc
 
 
 def _stored_live(manager: SessionManager, session_id: str) -> dict:

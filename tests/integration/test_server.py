@@ -147,3 +147,50 @@ async def test_dropped_client_loses_nothing_and_metrics(server, meeting_wav):
                  "rtsep_dropped_frames_total", "rtsep_errors_total"]:
         assert name in metrics
     assert 'outcome="client_gone"' in metrics
+
+
+async def test_final_timeline_on_demand_while_live(server, meeting_wav):
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        ready = json.loads(await ws.recv())
+        await ws.send(audio[: 10 * rate].astype("<f4").tobytes())
+        while True:  # wait until the server has analysed some speech
+            message = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(message, str) and json.loads(message)["type"] == "speaker":
+                break
+        await asyncio.sleep(1.0)
+        url = f"/v1/sessions/{ready['session_id']}/timeline"
+        final = get(server, url, ready["token"], kind="final").json()
+        live = get(server, url, ready["token"], kind="live").json()
+        assert final["state"] == "live" and final["kind"] == "final" and final["segments"]
+        assert live["kind"] == "live" and live["state"] == "live"
+        await ws.send('{"type":"stop"}')
+        async for message in ws:
+            pass
+    assert ws.close_code == 1000
+
+
+async def test_store_failure_ends_that_session_with_1011(server, monkeypatch, meeting_wav):
+    from rtsep.errors import StoreError
+
+    def disk_full(*args, **kwargs):
+        raise StoreError("cannot write track: [Errno 28] No space left on device")
+
+    monkeypatch.setattr(server.services.store, "write_track", disk_full)
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        json.loads(await ws.recv())
+        errors = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.send(audio[: 12 * rate].astype("<f4").tobytes())
+            await ws.send('{"type":"stop"}')
+            while True:
+                message = await asyncio.wait_for(ws.recv(), 30)
+                if isinstance(message, str) and json.loads(message)["type"] == "error":
+                    errors.append(json.loads(message))
+    assert closed.value.rcvd.code == 1011
+    assert errors and errors[0]["code"] == "store_error" and "No space left" in errors[0]["message"]
+    monkeypatch.undo()
+    assert httpx.get(server.base_url + "/healthz").json()["status"] == "ok"
