@@ -194,3 +194,33 @@ async def test_store_failure_ends_that_session_with_1011(server, monkeypatch, me
     assert errors and errors[0]["code"] == "store_error" and "No space left" in errors[0]["message"]
     monkeypatch.undo()
     assert httpx.get(server.base_url + "/healthz").json()["status"] == "ok"
+
+
+async def _session_output(url: str, pcm: bytes, rate: int, frame_bytes: int) -> tuple[list, list]:
+    async with websockets.connect(url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate}))
+        json.loads(await ws.recv())
+        for i in range(0, len(pcm), frame_bytes):
+            await ws.send(pcm[i : i + frame_bytes])
+        await ws.send('{"type":"stop"}')
+        events, frames = [], []
+        async for message in ws:
+            if isinstance(message, bytes):
+                frames.append(message)
+            else:
+                body = json.loads(message)
+                if body["type"] not in ("stats", "done"):
+                    body.pop("url", None)  # contains the session id
+                    events.append(body)
+    return events, frames
+
+
+async def test_results_do_not_depend_on_client_framing(server, meeting_wav):
+    audio, rate = sf.read(str(meeting_wav), dtype="int16")
+    pcm = audio[: 9 * rate].tobytes()
+    outputs = [await _session_output(server.ws_url, pcm, rate, 2 * n) for n in (37, 320, 4801, 9 * rate)]
+    events, frames = outputs[0]
+    assert any(e["type"] == "speaker" for e in events) and frames
+    for other_events, other_frames in outputs[1:]:
+        assert other_events == events
+        assert other_frames == frames
