@@ -54,6 +54,9 @@ def build_app(services: Services) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
+        webrtc = getattr(app.state, "webrtc", None)
+        if webrtc is not None:  # end WebRTC sessions and close their peer connections
+            await webrtc.close()
         services.close()
 
     app = FastAPI(title="rtsep", version=__version__, lifespan=lifespan,
