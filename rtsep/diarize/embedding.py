@@ -75,7 +75,7 @@ def default_weights_path() -> Path:
     spec = importlib.util.find_spec("resemblyzer")
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError("the resemblyzer package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "pretrained.pt"
+    return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
 
 
 def load_speaker_encoder(weights_path: Path | None = None) -> SpeakerEncoder:

@@ -29,15 +29,30 @@ class DiarizationConfig:
     sample_rate_hz: int = 16000
     frame_samples: int = 512  # VAD frame (fixed by silero-vad at 16 kHz)
     frames_per_step: int = 8  # step = 4096 samples = 256 ms
-    embedding_frames: int = 160  # mel frames per embedding window = 1.6 s (resemblyzer's partial length)
-    lookahead_steps: int = 0
+    embedding_frames: int = 100  # mel frames per embedding window = 1.0 s of speech (shorter lags less at turns)
+    lookahead_steps: int = 1  # label latency = (1 + lookahead_steps) * step = 0.512 s
     vad_onset: float = 0.5
     vad_offset: float = 0.35
     hangover_frames: int = 5  # non-speech frames before a turn is closed (160 ms)
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
-    final_distance_threshold: float = 0.35
+    final_distance_threshold: float = 0.30
     final_min_cluster_steps: int = 3
+    embedding_source: str = "speech"  # "speech": the session's most recent speech only; "window": the raw window
+    min_embed_speech_s: float = 0.5  # speech needed in the buffer before an embedding is computed
+    speech_reset_gap_s: float | None = None  # a pause longer than this empties the speech buffer
+
+    def __post_init__(self) -> None:
+        from rtsep.errors import ConfigError
+
+        if self.embedding_source not in ("speech", "window"):
+            raise ConfigError(f"embedding_source must be 'speech' or 'window', got {self.embedding_source!r}")
+        if not 0 <= self.lookahead_steps <= 4:
+            raise ConfigError("lookahead_steps must be within 0..4")
+
+    @property
+    def min_embed_speech_samples(self) -> int:
+        return round(self.min_embed_speech_s * self.sample_rate_hz)
 
     @property
     def step_samples(self) -> int:
@@ -63,6 +78,7 @@ class StepAnalysis:
     valid_samples: int
     speech_probs: np.ndarray  # (frames_per_step,)
     embedding: np.ndarray | None  # (256,) or None when the step held too little speech
+    embedding_speech_s: float = -1.0  # seconds of speech in the embedding's window (< 0: unknown)
 
 
 @dataclass(frozen=True)
@@ -146,7 +162,10 @@ class OnlineDiarizer:
         self.records.append(record)
         events: list[DiarizationEvent] = []
         if step.embedding is not None:
-            ratio = float(np.mean(self._speech_history)) if self._speech_history else 0.0
+            if step.embedding_speech_s >= 0:
+                ratio = min(1.0, step.embedding_speech_s * cfg.sample_rate_hz / cfg.embedding_window_samples)
+            else:
+                ratio = float(np.mean(self._speech_history)) if self._speech_history else 0.0
             label = self.clustering.assign(step.embedding, ratio)
             if label is not None:
                 self._embedding_labels[step.step_index] = label

@@ -8,8 +8,8 @@ returns the new one, so the runtime can stack the states of many sessions into o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import importlib.util
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -87,14 +87,31 @@ class SileroVadNet(nn.Module):
 
 @dataclass
 class VadState:
-    """Per-stream recurrent state, kept by the session and passed to the runtime with each step."""
+    """Per-stream state, kept by the session and passed to the runtime with each step; the runtime
+    updates it in place, in step order.
+
+    Besides the recurrent state of the VAD it holds the stream's most recent *speech* (the samples of the
+    frames the VAD called speech, silence cut out), from which the speaker embedding is computed.
+    """
 
     context: np.ndarray  # (64,) float32
     hidden: np.ndarray  # (2, 128) float32
+    speech: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # most recent speech, oldest first
+    speech_total_samples: int = 0  # speech samples seen so far (the buffer holds the newest of them)
+    last_speech_sample: int = -1  # stream position just after the newest speech frame (-1: none yet)
 
     @classmethod
-    def initial(cls) -> "VadState":
+    def initial(cls) -> VadState:
         return cls(np.zeros(VAD_CONTEXT_SAMPLES, np.float32), np.zeros((2, VAD_HIDDEN), np.float32))
+
+    def add_speech(self, samples: np.ndarray, capacity: int) -> None:
+        """Append speech samples, keeping the newest ``capacity``."""
+        if samples.size:
+            self.speech = np.concatenate([self.speech, samples.astype(np.float32, copy=False)])[-capacity:]
+            self.speech_total_samples += int(samples.size)
+
+    def clear_speech(self) -> None:
+        self.speech = np.zeros(0, np.float32)
 
 
 # parameter names of this module -> names inside the package's TorchScript 16 kHz model
@@ -113,7 +130,7 @@ def default_weights_path() -> Path:
     spec = importlib.util.find_spec("silero_vad")
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError("the silero-vad package is not installed")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad.jit"
+    return Path(next(iter(spec.submodule_search_locations))) / "data" / "silero_vad.jit"
 
 
 def load_silero_vad(weights_path: Path | None = None) -> SileroVadNet:

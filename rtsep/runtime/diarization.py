@@ -97,21 +97,54 @@ class DiarizationRuntime:
             probs_np = probs.float().cpu().numpy()
             context_np = context.cpu().numpy()
             hidden_np = hidden.cpu().numpy()
+            windows_np: dict[int, np.ndarray] = {}
+            speech_s: dict[int, float] = {}
             for i, r in enumerate(requests):
                 r.vad_state.context = context_np[i].copy()
                 r.vad_state.hidden = hidden_np[:, i].copy()
-            wants = [
-                i
-                for i, r in enumerate(requests)
-                if int(np.sum(probs_np[i][: -(-r.valid_samples // cfg.frame_samples)] >= cfg.vad_onset))
-                >= cfg.min_embed_speech_frames
-            ]
+                valid_frames = -(-r.valid_samples // cfg.frame_samples)
+                is_speech = probs_np[i][:valid_frames] >= cfg.vad_onset
+                if int(is_speech.sum()) < cfg.min_embed_speech_frames:
+                    if cfg.embedding_source == "speech":
+                        self._update_speech(r, is_speech)
+                    continue
+                if cfg.embedding_source == "speech":
+                    self._update_speech(r, is_speech)
+                    buffer = r.vad_state.speech
+                    if buffer.size < cfg.min_embed_speech_samples:
+                        continue
+                    window = np.zeros(cfg.embedding_window_samples, np.float32)
+                    window[window.size - buffer.size :] = buffer[-window.size :]
+                    windows_np[i] = window
+                    speech_s[i] = min(buffer.size, window.size) / cfg.sample_rate_hz
+                else:
+                    windows_np[i] = r.window
+                    speech_s[i] = -1.0  # unknown: the diarizer measures it
             embeddings: dict[int, np.ndarray] = {}
-            if wants:
-                windows = torch.from_numpy(np.stack([requests[i].window for i in wants])).to(dev)
+            if windows_np:
+                wants = list(windows_np)
+                windows = torch.from_numpy(np.stack([windows_np[i] for i in wants])).to(dev)
                 out = self.encoder(windows).float().cpu().numpy()
                 embeddings = {i: out[j] for j, i in enumerate(wants)}
         return [
-            StepAnalysis(r.step_index, r.start_sample, r.valid_samples, probs_np[i], embeddings.get(i))
+            StepAnalysis(r.step_index, r.start_sample, r.valid_samples, probs_np[i], embeddings.get(i),
+                         speech_s.get(i, -1.0))
             for i, r in enumerate(requests)
         ]
+
+    def _update_speech(self, request: DiarizeRequest, is_speech: np.ndarray) -> None:
+        """Append the step's speech frames to the session's speech buffer (in step order: the worker
+        processes one step per session per batch). After a long pause the buffer starts afresh."""
+        cfg = self.diarization
+        state = request.vad_state
+        frame = cfg.frame_samples
+        if not is_speech.any():
+            return
+        first = int(np.argmax(is_speech))
+        gap = request.start_sample + first * frame - state.last_speech_sample
+        if state.last_speech_sample >= 0 and cfg.speech_reset_gap_s is not None and gap > cfg.speech_reset_gap_s * cfg.sample_rate_hz:
+            state.clear_speech()
+        chunks = [request.samples[k * frame : (k + 1) * frame] for k in np.flatnonzero(is_speech)]
+        state.add_speech(np.concatenate(chunks), cfg.embedding_window_samples)
+        last = int(np.flatnonzero(is_speech)[-1])
+        state.last_speech_sample = request.start_sample + min((last + 1) * frame, request.valid_samples)

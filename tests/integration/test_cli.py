@@ -92,11 +92,13 @@ def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
                 await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
                 ready = json.loads(await ws.recv())
                 await ws.send(audio[: 15 * rate].astype("<f4").tobytes())
-                segments = 0
-                while segments < 2:  # wait until something was produced and stored
+                segments, processed_s = 0, 0.0
+                while segments < 1 or processed_s < 12.0:  # wait until something was produced and stored
                     message = await asyncio.wait_for(ws.recv(), 60)
-                    if isinstance(message, str) and json.loads(message)["type"] == "segment":
-                        segments += 1
+                    if isinstance(message, str):
+                        body = json.loads(message)
+                        segments += body["type"] == "segment"
+                        processed_s = body["processed_s"] if body["type"] == "stats" else processed_s
                 os.kill(server.pid, signal.SIGKILL)
                 server.wait(30)
                 return ready
@@ -113,7 +115,7 @@ def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
         status = httpx.get(base, headers=headers).json()
         assert status["state"] == "interrupted" and status["outcome"] == "server_restart"
         timeline = httpx.get(base + "/timeline", headers=headers, params={"kind": "live"}).json()
-        assert len(timeline["segments"]) >= 2
+        assert len(timeline["segments"]) >= 1
         assert status["tracks"]
         track = httpx.get(f"http://127.0.0.1:{port}" + next(iter(status["tracks"].values())), headers=headers)
         assert track.status_code == 200 and len(track.content) > 44

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
+from rtsep.errors import ConfigError
+
+
+def _speaker(seed: int) -> np.ndarray:
+    v = np.random.default_rng(seed).standard_normal(256)
+    return v / np.linalg.norm(v)
+
+
+def _near(centre: np.ndarray, rng: np.random.Generator, spread: float = 0.02) -> np.ndarray:
+    v = centre + spread * rng.standard_normal(centre.size)
+    return v / np.linalg.norm(v)
+
+
+def test_first_embedding_gets_a_label_at_once():
+    c = OnlineClustering(ClusteringConfig())
+    assert c.assign(_speaker(0), speech_ratio=0.1) == 0
+    assert c.num_speakers == 1
+
+
+def test_one_stray_embedding_does_not_found_a_speaker():
+    rng = np.random.default_rng(0)
+    a, b = _speaker(1), _speaker(2)
+    c = OnlineClustering(ClusteringConfig(new_speaker_patience=3))
+    for _ in range(5):
+        assert c.assign(_near(a, rng), 1.0) == 0
+    assert c.assign(_near(b, rng), 1.0) == 0  # far, but alone: the nearest speaker
+    assert c.assign(_near(a, rng), 1.0) == 0
+    assert c.num_speakers == 1
+
+
+def test_new_speaker_after_patience_and_stable_names():
+    rng = np.random.default_rng(0)
+    a, b = _speaker(1), _speaker(2)
+    c = OnlineClustering(ClusteringConfig(new_speaker_patience=3))
+    for _ in range(5):
+        c.assign(_near(a, rng), 1.0)
+    got = [c.assign(_near(b, rng), 1.0) for _ in range(3)]
+    assert got[-1] == 1 and c.num_speakers == 2
+    assert [c.assign(_near(x, rng), 1.0) for x in (a, b, a, b)] == [0, 1, 0, 1]
+
+
+def test_far_embeddings_from_weak_windows_found_nothing():
+    rng = np.random.default_rng(0)
+    a, b = _speaker(1), _speaker(2)
+    c = OnlineClustering(ClusteringConfig(new_speaker_patience=2, min_speech_ratio_new=0.6))
+    c.assign(_near(a, rng), 1.0)
+    for _ in range(4):
+        c.assign(_near(b, rng), 0.3)
+    assert c.num_speakers == 1
+
+
+def test_centroid_founded_from_a_weak_window_is_repaired():
+    rng = np.random.default_rng(0)
+    a = _speaker(1)
+    poor = _speaker(3)  # e.g. mostly silence: unrelated to the talker
+    c = OnlineClustering(ClusteringConfig(new_speaker_distance=0.5))
+    c.assign(poor, speech_ratio=0.1)
+    for _ in range(3):
+        c.assign(_near(a, rng), 1.0)
+    assert c.num_speakers == 1
+    assert 1.0 - float(c.centroids()[0] @ a) < 0.05
+
+
+def test_deterministic():
+    rng = np.random.default_rng(5)
+    embs = [_near(_speaker(i % 2), rng, 0.3) for i in range(40)]
+    runs = []
+    for _ in range(2):
+        c = OnlineClustering(ClusteringConfig())
+        runs.append([c.assign(e, 1.0) for e in embs])
+    assert runs[0] == runs[1]
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError):
+        ClusteringConfig(new_speaker_distance=0)
+    with pytest.raises(ConfigError):
+        ClusteringConfig(new_speaker_patience=0)
