@@ -36,8 +36,8 @@ class DiarizationConfig:
     hangover_frames: int = 5  # non-speech frames before a turn is closed (160 ms)
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
-    final_distance_threshold: float = 0.30
-    final_min_cluster_steps: int = 3
+    final_distance_threshold: float = 0.32
+    final_min_cluster_steps: int = 12  # clusters with less speech (~3 s) fold into the nearest speaker
     embedding_source: str = "speech"  # "speech": the session's most recent speech only; "window": the raw window
     min_embed_speech_s: float = 0.5  # speech needed in the buffer before an embedding is computed
     speech_reset_gap_s: float | None = None  # a pause longer than this empties the speech buffer

@@ -25,7 +25,9 @@ OVERFLOW_POLICIES = ("backpressure", "drop")
 class RuntimeConfig:
     device: str = "cpu"
     max_batch: int = 32
-    torch_threads: int | None = None  # None: leave torch's default
+    # intra-op threads of torch (process-wide); 1 keeps a core free for the event loop and measured
+    # faster than 2 on a 2-core machine (bench/RESULTS.md); 0 leaves torch's default
+    torch_threads: int = 1
     max_in_flight_steps: int = 16  # per session: the bound on its queue of steps awaiting inference
     overflow: str = "backpressure"  # what a session does when its bound is reached: wait, or drop the step
 
