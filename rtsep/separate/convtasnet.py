@@ -1,0 +1,407 @@
+"""Causal Conv-TasNet (Luo & Mesgarani, 2019) with exact stateful streaming.
+
+Signal path, for a mono input at ``sample_rate_hz``:
+
+* encoder: a learned filterbank, ``window_samples`` long with a hop of ``hop_samples = window_samples / 2``,
+  followed by a ReLU. The input is padded on the left only, so frame ``k`` ends at sample ``(k+1)*hop``;
+* mask network: cumulative layer norm (cLN) -> 1x1 bottleneck -> ``repeats`` x ``blocks_per_repeat``
+  temporal blocks (1x1 conv, PReLU, cLN, dilated depthwise conv padded on the left only, PReLU, cLN,
+  1x1 conv, residual) -> PReLU -> 1x1 conv to one mask per source (sigmoid);
+* decoder: the transposed learned filterbank, overlap-add.
+
+Every operation only looks at the past, so the model is causal. The one piece of look-ahead is the
+decoder's overlap-add: an output sample is final once the frame that starts at it has been decoded, i.e.
+``window_samples - hop_samples`` samples later. Streaming therefore returns the output delayed by that many
+samples (``ModelSpec.lookahead_samples``); the algorithmic latency is that delay plus the step.
+
+Streaming state per session (:class:`ConvTasNetState`): the last ``window - hop`` input samples (encoder),
+the left context of every dilated convolution, the running sums of every cLN (in float64, so that hours of
+audio keep full precision), and the decoder's pending overlap-add tail. Processing a stream in chunks of
+any multiple of the hop gives the same output as one forward over the whole signal.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from rtsep.errors import ConfigError, ModelLoadError
+from rtsep.separate.base import StreamingSeparator
+from rtsep.specs import ModelSpec
+
+CHECKPOINT_FORMAT = "rtsep-convtasnet"
+CHECKPOINT_VERSION = 1
+DEFAULT_CHECKPOINT = "convtasnet_8k.safetensors"
+
+
+@dataclass(frozen=True)
+class ConvTasNetConfig:
+    sample_rate_hz: int = 8000
+    num_sources: int = 2
+    encoder_filters: int = 128  # N
+    window_samples: int = 32  # L (4 ms at 8 kHz; hop 2 ms)
+    bottleneck_channels: int = 64  # B
+    hidden_channels: int = 128  # H
+    kernel_size: int = 3  # P
+    blocks_per_repeat: int = 8  # X: dilations 1, 2, ..., 2**(X-1)
+    repeats: int = 3  # R
+
+    def __post_init__(self) -> None:
+        if self.window_samples < 2 or self.window_samples % 2:
+            raise ConfigError("window_samples must be an even number >= 2")
+        for f in fields(self):
+            if getattr(self, f.name) < 1:
+                raise ConfigError(f"ConvTasNetConfig.{f.name} must be >= 1")
+
+    @property
+    def hop_samples(self) -> int:
+        return self.window_samples // 2
+
+    @property
+    def lookahead_samples(self) -> int:
+        return self.window_samples - self.hop_samples
+
+    @property
+    def receptive_field_frames(self) -> int:
+        return 1 + self.repeats * (self.kernel_size - 1) * (2**self.blocks_per_repeat - 1)
+
+    @property
+    def receptive_field_s(self) -> float:
+        return self.receptive_field_frames * self.hop_samples / self.sample_rate_hz
+
+
+class CumulativeLayerNorm(nn.Module):
+    """Layer norm whose statistics at frame ``t`` pool all channels of frames ``0..t`` (causal).
+
+    Input is channel-last ``(B, T, C)``. ``stats`` carries ``(sum, sum of squares, count)`` of everything
+    seen before the input, per batch item, in float64; the forward returns the normalised input and the
+    updated statistics.
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.eps = eps
+        self.gain = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        channels, frames = x.shape[2], x.shape[1]
+        sums = torch.stack((x.sum(2), (x * x).sum(2)), dim=2).double().cumsum(1)  # (B, T, 2)
+        counts = torch.arange(1, frames + 1, device=x.device, dtype=torch.float64) * channels  # (T,)
+        if stats is not None:
+            sums = sums + stats[:, None, :2]
+            counts = counts + stats[:, 2:3]  # (B, T)
+        else:
+            counts = counts.expand(x.shape[0], frames)
+        mean = sums[:, :, 0] / counts
+        scale = (sums[:, :, 1] / counts - mean * mean).clamp_min(0.0).add(self.eps).rsqrt()
+        new_stats = torch.cat((sums[:, -1], counts[:, -1:]), dim=1)
+        y = (x - mean.float().unsqueeze(2)) * scale.float().unsqueeze(2)
+        return torch.addcmul(self.bias, y, self.gain), new_stats
+
+
+class TemporalBlock(nn.Module):
+    """1x1 conv -> PReLU -> cLN -> dilated depthwise conv (left context only) -> PReLU -> cLN -> 1x1 conv,
+    with a residual connection. Channel-last ``(B, T, C)``; 1x1 convolutions are linear layers."""
+
+    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.dilation = dilation
+        self.context_frames = (kernel_size - 1) * dilation
+        self.hidden = hidden
+        self.in_conv = nn.Linear(bottleneck, hidden)
+        self.act1 = nn.PReLU()
+        self.norm1 = CumulativeLayerNorm(hidden)
+        self.depthwise_weight = nn.Parameter(torch.empty(kernel_size, hidden))
+        self.depthwise_bias = nn.Parameter(torch.zeros(hidden))
+        nn.init.uniform_(self.depthwise_weight, -1 / math.sqrt(kernel_size), 1 / math.sqrt(kernel_size))
+        self.act2 = nn.PReLU()
+        self.norm2 = CumulativeLayerNorm(hidden)
+        self.out_conv = nn.Linear(hidden, bottleneck)
+
+    def depthwise(self, padded: torch.Tensor) -> torch.Tensor:
+        """padded: (B, context + T, H) -> (B, T, H); tap k reads frame t - (P-1-k)*dilation."""
+        frames = padded.shape[1] - self.context_frames
+        out = torch.addcmul(self.depthwise_bias, padded[:, :frames], self.depthwise_weight[0])
+        for k in range(1, self.kernel_size):
+            start = k * self.dilation
+            out = torch.addcmul(out, padded[:, start : start + frames], self.depthwise_weight[k])
+        return out
+
+    def forward(
+        self, x: torch.Tensor, cache: torch.Tensor | None, stats1: torch.Tensor | None, stats2: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        y, stats1 = self.norm1(self.act1(self.in_conv(x)), stats1)
+        y = F.pad(y, (0, 0, self.context_frames, 0)) if cache is None else torch.cat((cache, y), dim=1)
+        new_cache = y[:, y.shape[1] - self.context_frames :]
+        y, stats2 = self.norm2(self.act2(self.depthwise(y)), stats2)
+        return x + self.out_conv(y), new_cache, stats1, stats2
+
+
+@dataclass
+class ConvTasNetState:
+    """One session's streaming state. ``cache`` packs every left context (encoder input, dilated convs,
+    decoder overlap-add tail) into one float32 vector; ``stats`` holds every cLN's running sums."""
+
+    cache: torch.Tensor  # (cache_size,) float32
+    stats: torch.Tensor  # (num_norms, 3) float64
+    samples_in: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class ConvTasNet(nn.Module):
+    def __init__(self, config: ConvTasNetConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        # learned filterbanks: frame (L samples) -> N coefficients, and back
+        self.encoder = nn.Linear(c.window_samples, c.encoder_filters, bias=False)
+        self.input_norm = CumulativeLayerNorm(c.encoder_filters)
+        self.bottleneck = nn.Linear(c.encoder_filters, c.bottleneck_channels)
+        self.blocks = nn.ModuleList(
+            TemporalBlock(c.bottleneck_channels, c.hidden_channels, c.kernel_size, 2**i)
+            for _ in range(c.repeats)
+            for i in range(c.blocks_per_repeat)
+        )
+        self.mask_act = nn.PReLU()
+        self.mask_conv = nn.Linear(c.bottleneck_channels, c.num_sources * c.encoder_filters)
+        self.decoder = nn.Linear(c.encoder_filters, c.window_samples, bias=False)
+        # layout of the packed streaming cache: (frames, channels) per piece, in order
+        self._cache_layout: list[tuple[int, int]] = [(c.lookahead_samples, 1)]  # encoder input tail
+        self._cache_layout += [(block.context_frames, c.hidden_channels) for block in self.blocks]
+        self._cache_layout.append((c.num_sources, c.lookahead_samples))  # decoder overlap-add tail
+        self.cache_size = sum(a * b for a, b in self._cache_layout)
+        self.num_norms = 1 + 2 * len(self.blocks)
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.weight.device
+
+    # ------------------------------------------------------------------ shared core
+    def _run(
+        self, x: torch.Tensor, cache: torch.Tensor | None, stats: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """x: (B, T) with T a multiple of the hop. Returns the decoder's overlap-added output
+        (B, C, T + lookahead) covering samples [-lookahead, T) relative to x (including the previous
+        call's pending tail), and the new cache pieces and norm statistics."""
+        c = self.config
+        batch, hop = x.shape[0], c.hop_samples
+        pieces: list[torch.Tensor] = []
+        new_stats: list[torch.Tensor] = []
+        offset = 0
+
+        def take(rows: int, cols: int) -> torch.Tensor | None:
+            nonlocal offset
+            if cache is None:
+                return None
+            piece = cache[:, offset : offset + rows * cols].view(batch, rows, cols)
+            offset += rows * cols
+            return piece
+
+        def stat(i: int) -> torch.Tensor | None:
+            return None if stats is None else stats[:, i]
+
+        enc_tail = take(c.lookahead_samples, 1)
+        xin = F.pad(x, (c.lookahead_samples, 0)) if enc_tail is None else torch.cat((enc_tail.view(batch, -1), x), dim=1)
+        pieces.append(xin[:, xin.shape[1] - c.lookahead_samples :])
+        feats = F.relu(self.encoder(xin.unfold(1, c.window_samples, hop)))  # (B, K, N)
+        y, s = self.input_norm(feats, stat(0))
+        new_stats.append(s)
+        y = self.bottleneck(y)
+        for i, block in enumerate(self.blocks):
+            y, piece, s1, s2 = block(y, take(block.context_frames, c.hidden_channels), stat(1 + 2 * i), stat(2 + 2 * i))
+            pieces.append(piece)
+            new_stats += [s1, s2]
+        frames = feats.shape[1]
+        masks = torch.sigmoid(self.mask_conv(self.mask_act(y))).view(batch, frames, c.num_sources, c.encoder_filters)
+        decoded = self.decoder(masks * feats.unsqueeze(2))  # (B, K, C, L)
+        decoded = decoded.permute(0, 2, 1, 3).reshape(batch, c.num_sources, frames, 2, hop)
+        # 50 % overlap-add: segment j (hop samples, at [(j-1)*hop, j*hop)) = first half of frame j
+        # + second half of frame j-1
+        out = F.pad(decoded[:, :, :, 0], (0, 0, 0, 1)) + F.pad(decoded[:, :, :, 1], (0, 0, 1, 0))
+        dec_tail = take(c.num_sources, c.lookahead_samples)
+        if dec_tail is not None:
+            out[:, :, 0] += dec_tail
+        return out.reshape(batch, c.num_sources, (frames + 1) * hop), pieces, new_stats
+
+    # ------------------------------------------------------------------ offline
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """One causal pass over whole signals. x: (B, T) -> (B, num_sources, T), aligned with x.
+
+        The last ``lookahead_samples`` outputs lack the next frame's overlap-add contribution (as streaming,
+        which returns them one step later). T is padded up to a multiple of the hop internally."""
+        hop = self.config.hop_samples
+        total = x.shape[-1]
+        pad = (-total) % hop
+        if pad:
+            x = F.pad(x, (0, pad))
+        out, _, _ = self._run(x, None, None)
+        return out[:, :, self.config.lookahead_samples : self.config.lookahead_samples + total]
+
+    # ------------------------------------------------------------------ streaming
+    def new_state(self, device: torch.device | str | None = None) -> ConvTasNetState:
+        device = device if device is not None else self.device
+        return ConvTasNetState(
+            cache=torch.zeros(self.cache_size, device=device),
+            stats=torch.zeros(self.num_norms, 3, dtype=torch.float64, device=device),
+        )
+
+    def stream(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
+        """chunks: (B, T), T a multiple of the hop; returns (B, C, T) = outputs of samples
+        [-lookahead, T - lookahead) relative to the chunk. Updates ``states`` in place."""
+        c = self.config
+        if chunks.shape[1] % c.hop_samples:
+            raise ValueError(f"chunk length {chunks.shape[1]} is not a multiple of the hop ({c.hop_samples})")
+        cache = torch.stack([s.cache for s in states])
+        stats = torch.stack([s.stats for s in states])
+        out, pieces, new_stats = self._run(chunks, cache, stats)
+        pieces.append(out[:, :, out.shape[2] - c.lookahead_samples :])
+        flat = torch.cat([p.reshape(p.shape[0], -1) for p in pieces], dim=1)
+        packed_stats = torch.stack(new_stats, dim=1)
+        for i, state in enumerate(states):
+            state.cache = flat[i]
+            state.stats = packed_stats[i]
+            state.samples_in += chunks.shape[1]
+        return out[:, :, : chunks.shape[1]]
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+# ---------------------------------------------------------------------- checkpoints
+def save_convtasnet(model: ConvTasNet, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
+    """Write a self-describing checkpoint: safetensors weights + the config (and free-form metadata) as JSON."""
+    from safetensors.torch import save_file
+
+    header = {
+        "format": CHECKPOINT_FORMAT,
+        "version": str(CHECKPOINT_VERSION),
+        "config": json.dumps(asdict(model.config)),
+        "metadata": json.dumps(metadata or {}),
+    }
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=header)
+    tmp.replace(path)
+
+
+def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+    if header.get("format") != CHECKPOINT_FORMAT:
+        raise ModelLoadError(f"{path} is not an rtsep Conv-TasNet checkpoint")
+    return {
+        "version": header.get("version", str(CHECKPOINT_VERSION)),
+        "config": json.loads(header["config"]),
+        "metadata": json.loads(header.get("metadata", "{}")),
+    }
+
+
+def load_convtasnet(path: str | Path) -> ConvTasNet:
+    """Load a checkpoint written by :func:`save_convtasnet` (on the CPU, in eval mode)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"Conv-TasNet checkpoint not found: {path}")
+    try:
+        header = read_checkpoint_metadata(path)
+        version = int(header["version"])
+        if version > CHECKPOINT_VERSION:
+            raise ModelLoadError(f"{path}: checkpoint version {version} is newer than this rtsep")
+        model = ConvTasNet(ConvTasNetConfig(**header["config"]))
+        model.load_state_dict(load_file(str(path)))
+    except ModelLoadError:
+        raise
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load Conv-TasNet checkpoint {path}: {exc}") from exc
+    return model.eval()
+
+
+def default_checkpoint_path() -> Path:
+    return Path(str(resources.files("rtsep.separate") / "weights" / DEFAULT_CHECKPOINT))
+
+
+# ---------------------------------------------------------------------- the streaming separator
+class ConvTasNetSeparator(StreamingSeparator):
+    """Serves a :class:`ConvTasNet` to many sessions. ``step_samples`` must be a multiple of the hop."""
+
+    def __init__(self, model: ConvTasNet, step_samples: int | None = None, name: str = "convtasnet") -> None:
+        c = model.config
+        hop = c.hop_samples
+        if step_samples is None:
+            # the largest multiple of the hop that keeps step + look-ahead within 10 ms
+            step_samples = max(hop, (c.sample_rate_hz // 100 - c.lookahead_samples) // hop * hop)
+        if step_samples < hop or step_samples % hop:
+            raise ConfigError(f"step_samples must be a positive multiple of the hop ({hop}), got {step_samples}")
+        self.model = model.eval()
+        self.spec = ModelSpec(
+            name=name,
+            sample_rate_hz=c.sample_rate_hz,
+            step_samples=step_samples,
+            context_samples=0,
+            lookahead_samples=c.lookahead_samples,
+            num_outputs=c.num_sources,
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def new_state(self) -> ConvTasNetState:
+        return self.model.new_state()
+
+    def process(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
+        self.validate_batch(chunks, states)
+        with torch.inference_mode():
+            return self.model.stream(chunks.to(self.device, torch.float32), states)
+
+    def to(self, device: torch.device | str) -> ConvTasNetSeparator:
+        self.model.to(device)
+        return self
+
+
+def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None) -> ConvTasNetSeparator:
+    """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=...)``. Without a
+    checkpoint, the one shipped in the package is loaded."""
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
+    return ConvTasNetSeparator(load_convtasnet(path), step_samples=step_samples)
+
+
+def count_macs_per_second(config: ConvTasNetConfig) -> float:
+    """Multiply-accumulates per second of audio (a size figure for model cards)."""
+    c = config
+    frames_per_s = c.sample_rate_hz / c.hop_samples
+    per_frame = c.encoder_filters * c.window_samples  # encoder
+    per_frame += c.encoder_filters * c.bottleneck_channels
+    per_block = 2 * c.bottleneck_channels * c.hidden_channels + c.hidden_channels * c.kernel_size
+    per_frame += c.repeats * c.blocks_per_repeat * per_block
+    per_frame += c.bottleneck_channels * c.num_sources * c.encoder_filters
+    per_frame += c.num_sources * c.encoder_filters * c.window_samples  # decoder
+    return per_frame * frames_per_s
+
+
+__all__ = [
+    "ConvTasNet",
+    "ConvTasNetConfig",
+    "ConvTasNetSeparator",
+    "ConvTasNetState",
+    "CumulativeLayerNorm",
+    "count_macs_per_second",
+    "create_separator",
+    "default_checkpoint_path",
+    "load_convtasnet",
+    "save_convtasnet",
+]

@@ -1,0 +1,163 @@
+"""Causal Conv-TasNet: streaming equals one causal forward, causality, checkpoints, the separator API."""
+
+import numpy as np
+import pytest
+import torch
+
+from rtsep.errors import ConfigError, ModelLoadError
+from rtsep.separate.base import (
+    available_separators,
+    create_separator,
+    register_separator,
+)
+from rtsep.separate.convtasnet import (
+    ConvTasNet,
+    ConvTasNetConfig,
+    ConvTasNetSeparator,
+    CumulativeLayerNorm,
+    load_convtasnet,
+    read_checkpoint_metadata,
+    save_convtasnet,
+)
+
+SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_channels=8, hidden_channels=16,
+                         blocks_per_repeat=4, repeats=2)
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    m = ConvTasNet(SMALL).eval()
+    # non-trivial norm parameters, so that the statistics matter
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return m
+
+
+def stream(model, x, sizes):
+    states = [model.new_state() for _ in range(x.shape[0])]
+    outs, pos, i = [], 0, 0
+    with torch.no_grad():
+        while pos < x.shape[1]:
+            n = sizes[i % len(sizes)]
+            outs.append(model.stream(x[:, pos : pos + n], states))
+            pos += n
+            i += 1
+    return torch.cat(outs, dim=-1)
+
+
+@pytest.mark.parametrize("sizes", [[8], [24], [400], [8, 16, 56, 800, 24]])
+def test_streaming_equals_offline(model, sizes):
+    torch.manual_seed(1)
+    x = 0.3 * torch.randn(2, 3200)
+    with torch.no_grad():
+        offline = model(x)
+    streamed = stream(model, x, sizes)
+    look = SMALL.lookahead_samples
+    assert streamed.shape == offline.shape
+    diff = (streamed[..., look:] - offline[..., :-look]).abs().max().item()
+    assert diff <= 1e-4
+
+
+def test_sessions_in_one_batch_do_not_interfere(model):
+    torch.manual_seed(2)
+    a, b = 0.3 * torch.randn(1, 800), 0.3 * torch.randn(1, 800)
+    alone = stream(model, a, [80])
+    sa, sb = model.new_state(), model.new_state()
+    outs = []
+    with torch.no_grad():
+        model.stream(b[:, :80], [sb])  # b starts earlier: the batched states are at different positions
+        for pos in range(0, 800, 80):
+            both = model.stream(torch.cat([a[:, pos : pos + 80], b[:, (pos + 80) % 800 :][:, :80]]), [sa, sb])
+            outs.append(both[:1])
+    assert (torch.cat(outs, -1) - alone).abs().max().item() <= 1e-5
+
+
+def test_causal(model):
+    torch.manual_seed(3)
+    x = 0.3 * torch.randn(1, 2400)
+    y = x.clone()
+    cut = 1200
+    y[:, cut:] = torch.randn(1, 1200)
+    with torch.no_grad():
+        ox, oy = model(x), model(y)
+    look = SMALL.lookahead_samples
+    # offline output sample n depends on input samples <= n + lookahead, never later ones
+    assert torch.equal(ox[..., : cut - look], oy[..., : cut - look])
+    assert not torch.allclose(ox[..., cut - look :], oy[..., cut - look :])
+    # streaming: everything emitted before the changed samples arrived is identical
+    sx, sy = stream(model, x, [40]), stream(model, y, [40])
+    assert torch.equal(sx[..., :cut], sy[..., :cut])
+    assert not torch.allclose(sx[..., cut:], sy[..., cut:])
+
+
+def test_cumulative_layer_norm_matches_definition():
+    torch.manual_seed(4)
+    norm = CumulativeLayerNorm(5)
+    x = torch.randn(2, 7, 5)
+    y, stats = norm(x)
+    for t in range(7):
+        past = x[:, : t + 1].reshape(2, -1).double()
+        mean, var = past.mean(1), past.var(1, unbiased=False)
+        ref = (x[:, t].double() - mean[:, None]) / (var[:, None] + norm.eps).sqrt()
+        assert torch.allclose(y[:, t].double(), ref, atol=1e-5)
+    y1, s1 = norm(x[:, :3])
+    y2, s2 = norm(x[:, 3:], s1)
+    assert torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-6)
+    assert torch.allclose(s2, stats)
+
+
+def test_checkpoint_roundtrip(tmp_path, model):
+    path = tmp_path / "m.safetensors"
+    save_convtasnet(model, path, {"step": 7})
+    loaded = load_convtasnet(path)
+    assert loaded.config == SMALL
+    assert read_checkpoint_metadata(path)["metadata"]["step"] == 7
+    x = torch.randn(1, 800)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+    with pytest.raises(ModelLoadError):
+        load_convtasnet(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelLoadError):
+        load_convtasnet(tmp_path / "junk.safetensors")
+
+
+def test_separator_spec_and_process(tmp_path, model):
+    sep = ConvTasNetSeparator(model)
+    spec = sep.spec
+    assert spec.num_outputs == 2 and spec.sample_rate_hz == 8000
+    assert spec.lookahead_samples == SMALL.window_samples - SMALL.hop_samples
+    assert spec.algorithmic_latency_s <= 0.010
+    states = [sep.new_state() for _ in range(3)]
+    out = sep.process(torch.zeros(3, spec.step_samples), states)
+    assert out.shape == (3, 2, spec.step_samples)
+    with pytest.raises(ValueError):
+        sep.process(torch.zeros(3, spec.step_samples + 1), states)
+    with pytest.raises(ConfigError):
+        ConvTasNetSeparator(model, step_samples=SMALL.hop_samples + 1)
+    path = tmp_path / "m.safetensors"
+    save_convtasnet(model, path)
+    made = create_separator("convtasnet", checkpoint=path, step_samples=160)
+    assert made.spec.step_samples == 160
+
+
+def test_registry():
+    assert {"convtasnet", "sepformer"} <= set(available_separators())
+    with pytest.raises(ConfigError):
+        create_separator("no-such-separator")
+
+    class Identity(ConvTasNetSeparator):
+        pass
+
+    register_separator("test-identity", lambda **kw: Identity(ConvTasNet(SMALL), **kw), replace=True)
+    assert isinstance(create_separator("test-identity", step_samples=80), Identity)
+    with pytest.raises(ConfigError):
+        register_separator("test-identity", lambda: None)
+
+
+def test_batch_of_numpy_shapes_is_float32(model):
+    sep = ConvTasNetSeparator(model, step_samples=80)
+    out = sep.process(torch.from_numpy(np.zeros((1, 80), np.float64)), [sep.new_state()])
+    assert out.dtype == torch.float32
