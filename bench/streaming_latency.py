@@ -39,7 +39,8 @@ def latency(args: argparse.Namespace) -> dict:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        with rtsep_server(tmp_path / "data") as (base, _):
+        extra = ["--config", args.config] if args.config else []
+        with rtsep_server(tmp_path / "data", *extra) as (base, _):
             for i in range(args.runs):
                 result = asyncio.run(stream_file(wav, base.replace("http", "ws") + "/v1/stream",
                                                  tmp_path / f"run{i}", speed=args.speed))
@@ -55,7 +56,7 @@ def latency(args: argparse.Namespace) -> dict:
         metric_value(metrics, "rtsep_processing_latency_seconds_sum")
         / max(metric_value(metrics, "rtsep_processing_latency_seconds_count"), 1), 4)
     summary["server_rtf_gauge"] = round(metric_value(metrics, "rtsep_real_time_factor"), 4)
-    return {"runs": runs, "median": summary, "speed": args.speed}
+    return {"runs": runs, "median": summary, "speed": args.speed, "config": args.config}
 
 
 async def _capacity_level(ws_url: str, wav: Path, n: int, out: Path, speed: float) -> list:
@@ -102,6 +103,7 @@ def main() -> None:
     p = sub.add_parser("latency")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--speed", type=float, default=1.0)
+    p.add_argument("--config", help="TOML passed to rtsep serve --config")
     p = sub.add_parser("capacity")
     p.add_argument("--sessions", type=int, nargs="+", default=[4, 8, 12, 16])
     p.add_argument("--seconds", type=float, default=30.0)
