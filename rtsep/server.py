@@ -15,7 +15,7 @@ from rtsep.config import AppConfig
 from rtsep.metrics import Metrics
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.sessions import SessionManager
-from rtsep.store.files import FileSessionStore
+from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.transport.http import add_routes, web_root
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,12 @@ class Services:
     config: AppConfig
     metrics: Metrics
     runtime: DiarizationRuntime
-    store: FileSessionStore
+    store: SqliteSessionStore
     manager: SessionManager
 
     def close(self) -> None:
         self.runtime.close()
+        self.store.close()
 
 
 def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None) -> Services:
@@ -42,7 +43,7 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
             pipeline.runtime, pipeline.diarization,
             on_batch=lambda size, seconds: metrics.observe_batch(size, seconds, step_s),
         )
-    store = FileSessionStore(config.server.data_dir)
+    store = SqliteSessionStore(config.server.data_dir)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
         max_sessions=config.server.max_sessions, max_message_bytes=config.server.max_message_bytes,

@@ -1,6 +1,6 @@
 """Sessions, timelines and track files, persisted as they are produced."""
 
 from rtsep.store.base import SessionInfo, SessionStore
-from rtsep.store.files import FileSessionStore
+from rtsep.store.sqlite import SqliteSessionStore
 
-__all__ = ["FileSessionStore", "SessionInfo", "SessionStore"]
+__all__ = ["SessionInfo", "SessionStore", "SqliteSessionStore"]

@@ -76,3 +76,14 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     def all_sessions(self) -> list[SessionInfo]: ...
+
+    @abc.abstractmethod
+    def ended_before(self, timestamp: float) -> list[str]:
+        """Ids of the sessions that ended (or, if never ended, were created) before ``timestamp``."""
+
+    @abc.abstractmethod
+    def delete(self, session_id: str) -> None:
+        """Remove the session and every file of it."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...

@@ -21,7 +21,8 @@ from rtsep.pipeline import NullOutbox, PipelineConfig
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.sessions import SessionManager
-from rtsep.store.files import FileSessionStore
+from rtsep.store.base import SessionStore
+from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
@@ -58,7 +59,7 @@ async def process_file(
         raise ClientError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
-        manager = SessionManager(config=config, runtime=runtime, store=FileSessionStore(scratch), metrics=Metrics(),
+        manager = SessionManager(config=config, runtime=runtime, store=SqliteSessionStore(scratch), metrics=Metrics(),
                                  max_sessions=1, max_message_bytes=1 << 30)
         stream = StreamSession(manager.stream_config)
         start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
@@ -80,10 +81,11 @@ async def process_file(
         final = manager.store.final_timeline(sid) or {}
         live = pipeline.live_timeline()
         files = write_outputs(out_dir, manager.store, sid, live, final, pipeline.rate, done.duration_s)
+        manager.store.close()
     return ProcessResult(sid, done.duration_s, done.speakers, live, final, files)
 
 
-def write_outputs(out_dir: Path, store: FileSessionStore, session_id: str, live: dict, final: dict,
+def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dict, final: dict,
                   rate: int, duration_s: float) -> list[Path]:
     files = []
     tracks = out_dir / "tracks"
