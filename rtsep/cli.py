@@ -32,7 +32,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from rtsep.server import serve
 
     config = _load(args, {"host": args.host, "port": args.port, "data_dir": args.data_dir,
-                          "max_sessions": args.max_sessions, "log_level": args.log_level})
+                          "max_sessions": args.max_sessions, "log_level": args.log_level,
+                          "retention": args.retention, "api_keys": tuple(args.api_key) if args.api_key else None,
+                          "idle_timeout_s": args.idle_timeout, "drain_timeout_s": args.drain_timeout})
     serve(config)
     return 0
 
@@ -82,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="where sessions, timelines and tracks are kept (default ./rtsep-data)")
     p.add_argument("--max-sessions", type=int)
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    p.add_argument("--retention", help="delete a session's artifacts this long after it ended: 90s, 30m, 24h (default)")
+    p.add_argument("--api-key", action="append",
+                   help="require this key to create sessions (repeatable; or RTSEP_API_KEYS=k1,k2)")
+    p.add_argument("--idle-timeout", type=float, help="close clients silent for this many seconds (default 30)")
+    p.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds to flush live sessions (default 30)")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("process", help="diarize a file at full speed and write timeline, tracks and a picture")

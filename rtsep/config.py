@@ -26,6 +26,32 @@ class ServerConfig:
     max_sessions: int = 16
     max_message_bytes: int = 1 << 20
     log_level: str = "info"
+    retention: str = "24h"  # session artifacts are deleted this long after the session ended
+    api_keys: tuple[str, ...] = ()  # when set, creating a session needs one of them
+    idle_timeout_s: float = 30.0  # a client that sends nothing for this long is closed (4408)
+    max_realtime_ratio: float = 4.0  # audio faster than this x real time ...
+    realtime_burst_s: float = 30.0  # ... beyond this many seconds ahead of the clock is refused (4429)
+    drain_timeout_s: float = 30.0  # on SIGTERM: how long live sessions get to flush before the process exits
+
+    @property
+    def retention_s(self) -> float:
+        return parse_duration_s(self.retention)
+
+
+def parse_duration_s(text: str) -> float:
+    """'90s', '30m', '24h', '7d' or a number of seconds."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    value = str(text).strip().lower()
+    try:
+        if value and value[-1] in units:
+            seconds = float(value[:-1]) * units[value[-1]]
+        else:
+            seconds = float(value)
+    except ValueError:
+        raise ConfigError(f"invalid duration {text!r}; use e.g. 90s, 30m, 24h, 7d") from None
+    if seconds <= 0:
+        raise ConfigError(f"duration must be positive, got {text!r}")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -41,6 +67,8 @@ ENV_KEYS = {
     "RTSEP_MAX_SESSIONS": ("server", "max_sessions"),
     "RTSEP_DEVICE": ("runtime", "device"),
     "RTSEP_MAX_SPEAKERS": ("pipeline", "max_speakers"),
+    "RTSEP_RETENTION": ("server", "retention"),
+    "RTSEP_API_KEYS": ("server", "api_keys"),  # comma-separated
 }
 
 
@@ -51,7 +79,9 @@ def _coerce(cls: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
         if key not in fields:
             raise ConfigError(f"unknown setting [{section}] {key!r}; known: {sorted(fields)}")
         default = getattr(cls(), key)
-        if isinstance(default, bool):
+        if isinstance(default, tuple):
+            value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
+        elif isinstance(default, bool):
             value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
         elif isinstance(default, int) and not isinstance(value, int):
             value = int(value)
@@ -93,4 +123,5 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         raise ConfigError(f"invalid configuration: {exc}") from exc
     if pipeline.max_speakers < 1 or server.max_sessions < 1:
         raise ConfigError("max_speakers and max_sessions must be >= 1")
+    server.retention_s  # noqa: B018 - validates the duration now rather than at the first sweep
     return AppConfig(server=server, pipeline=pipeline)

@@ -54,6 +54,37 @@ class MessageTooBig(ClientError):
     error_code = "message_too_big"
 
 
+class TooFast(ClientError):
+    """Audio arrives much faster than real time for too long (a live stream cannot do that)."""
+
+    close_code = 4429
+    error_code = "too_fast"
+
+
+class IdleTimeout(ClientError):
+    close_code = 4408
+    error_code = "idle_timeout"
+
+
+class BadApiKey(ClientError):
+    close_code = 4401
+    error_code = "unauthorized"
+
+
+class ServerDraining(RtsepError):
+    """The server is shutting down: no new sessions."""
+
+    close_code = 1001
+    error_code = "server_shutting_down"
+
+
+class SessionDeleted(RtsepError):
+    """The session's owner deleted it while it was live."""
+
+    close_code = 4410
+    error_code = "session_deleted"
+
+
 class ServerBusy(RtsepError):
     """No capacity for another session."""
 

@@ -38,6 +38,9 @@ class Metrics:
             "rtsep_dropped_frames", "Steps dropped by the 'drop' overflow policy", registry=r
         )
         self.errors = Counter("rtsep_errors", "Errors by code", ["code"], registry=r)
+        self.deleted_sessions = Counter(
+            "rtsep_deleted_sessions", "Sessions deleted (retention or DELETE)", registry=r
+        )
 
         self.last_real_time_factor = 0.0
 

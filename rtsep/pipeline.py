@@ -135,6 +135,10 @@ class SessionPipeline:
         self._closed_segments: list[tuple[int, int, int]] = []
         self._final: dict[str, Any] | None = None
         self.error: RtsepError | None = None
+        # set by the server (drain, deletion): the transport ends the session with ``end_reason``
+        self.end_requested = asyncio.Event()
+        self.end_reason: RtsepError | None = None
+        self.end_flush = True
         self._consumer = asyncio.create_task(self._consume(), name=f"rtsep-session-{info.session_id}")
 
     @property
@@ -144,6 +148,12 @@ class SessionPipeline:
     @property
     def rate(self) -> int:
         return self.config.diarization.sample_rate_hz
+
+    def request_end(self, reason: RtsepError, flush: bool) -> None:
+        """Ask the transport to end this session: ``flush`` finishes it normally (final timeline, done)."""
+        if not self.end_requested.is_set():
+            self.end_reason, self.end_flush = reason, flush
+            self.end_requested.set()
 
     # --- input ---
 
@@ -199,7 +209,8 @@ class SessionPipeline:
                 self.store.write_final(self.session_id, await asyncio.to_thread(self.final_timeline))
         except RtsepError as exc:
             log.warning("session %s: could not store its final timeline: %s", self.session_id, exc)
-        self._close_info("failed" if self.error else "done", outcome)
+        clean = self.error is None and outcome in ("completed", "client_gone", "server_shutting_down")
+        self._close_info("done" if clean else "failed", outcome)
 
     def _close_info(self, state: str, outcome: str) -> None:
         self.info.state = state
@@ -208,6 +219,8 @@ class SessionPipeline:
         self.info.duration_s = self.processed_samples / self.rate
         try:
             self.store.update(self.info)
+        except RtsepError as exc:  # e.g. disk full: the session's earlier state stays on disk
+            log.error("session %s: could not store its end state: %s", self.session_id, exc)
         finally:
             self.store.close_session(self.session_id)
 

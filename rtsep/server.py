@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
+from types import FrameType
 from dataclasses import dataclass
 
+import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from rtsep import __version__
-from rtsep.config import AppConfig
+from rtsep.config import AppConfig, ServerConfig
+from rtsep.errors import RtsepError
 from rtsep.metrics import Metrics
 from rtsep.runtime.diarization import DiarizationRuntime
-from rtsep.sessions import SessionManager
+from rtsep.sessions import SessionLimits, SessionManager
+from rtsep.stream.limits import RateLimit
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.transport.http import add_routes, web_root
 
@@ -46,15 +52,25 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
     store = SqliteSessionStore(config.server.data_dir)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
-        max_sessions=config.server.max_sessions, max_message_bytes=config.server.max_message_bytes,
+        limits=session_limits(config.server),
     )
     return Services(config, metrics, runtime, store, manager)
+
+
+def session_limits(server: ServerConfig) -> SessionLimits:
+    return SessionLimits(
+        max_sessions=server.max_sessions, max_message_bytes=server.max_message_bytes,
+        idle_timeout_s=server.idle_timeout_s, rate=RateLimit(server.max_realtime_ratio, server.realtime_burst_s),
+        api_keys=server.api_keys,
+    )
 
 
 def build_app(services: Services) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        sweeper = asyncio.create_task(sweep_forever(services.manager, services.config.server.retention_s))
         yield
+        sweeper.cancel()
         webrtc = getattr(app.state, "webrtc", None)
         if webrtc is not None:  # end WebRTC sessions and close their peer connections
             await webrtc.close()
@@ -68,9 +84,55 @@ def build_app(services: Services) -> FastAPI:
     return app
 
 
-def uvicorn_config(app: FastAPI, config: AppConfig, port: int | None = None):
-    import uvicorn
+async def sweep_forever(manager: SessionManager, retention_s: float) -> None:
+    """Retention: delete expired sessions now and then every ``min(retention / 4, 60 s)``."""
+    interval_s = min(retention_s / 4, 60.0)
+    while True:
+        try:
+            await manager.sweep(retention_s)
+        except RtsepError as exc:
+            log.error("retention sweep failed: %s", exc)
+        await asyncio.sleep(interval_s)
 
+
+class RtsepServer(uvicorn.Server):
+    """uvicorn's server with a graceful drain on SIGTERM: new sessions are refused (1001), live ones are
+    flushed (final timeline, ``done``) and closed with 1001, then the process exits; bounded by
+    ``drain_timeout_s``. A second SIGTERM, or SIGINT, exits at once."""
+
+    def __init__(self, config: uvicorn.Config, manager: SessionManager, drain_timeout_s: float) -> None:
+        super().__init__(config)
+        self.manager = manager
+        self.drain_timeout_s = drain_timeout_s
+        self.drain_requested = False
+        self.drain_task: asyncio.Task | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig == signal.SIGTERM and not self.drain_requested:
+            self.drain_requested = True  # acted on by the next on_tick, inside the event loop
+            return
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.drain_requested and self.drain_task is None:
+            self.drain_task = asyncio.create_task(drain(self.manager, self.drain_timeout_s))
+        if self.drain_task is not None and self.drain_task.done():
+            return True
+        return await super().on_tick(counter)
+
+
+async def drain(manager: SessionManager, timeout_s: float) -> None:
+    log.info("SIGTERM: draining %d live session(s), at most %.0f s", len(manager.live), timeout_s)
+    manager.begin_drain()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while manager.live and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if manager.live:
+        log.warning("drain deadline passed with %d session(s) still live", len(manager.live))
+
+
+def uvicorn_config(app: FastAPI, config: AppConfig, port: int | None = None) -> uvicorn.Config:
     server = config.server
     return uvicorn.Config(
         app, host=server.host, port=server.port if port is None else port, ws="websockets",
@@ -80,10 +142,8 @@ def uvicorn_config(app: FastAPI, config: AppConfig, port: int | None = None):
 
 
 def serve(config: AppConfig) -> None:
-    import uvicorn
-
     services = build_services(config)
     app = build_app(services)
     log.info("data dir %s; up to %d sessions; device %s", config.server.data_dir, config.server.max_sessions,
              config.pipeline.runtime.device)
-    uvicorn.Server(uvicorn_config(app, config)).run()
+    RtsepServer(uvicorn_config(app, config), services.manager, config.server.drain_timeout_s).run()

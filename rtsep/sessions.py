@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import secrets
 import time
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
-from rtsep.errors import NotFound, ServerBusy, Unauthorized
+from rtsep.errors import BadApiKey, NotFound, ServerBusy, ServerDraining, SessionDeleted, Unauthorized
 from rtsep.metrics import Metrics
 from rtsep.pipeline import Outbox, PipelineConfig, SessionPipeline
 from rtsep.protocol.messages import Start
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.stream.limits import RateLimit
 from rtsep.stream.session import StreamConfig
+
+
+log = logging.getLogger(__name__)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class SessionLimits:
+    max_sessions: int = 16
+    max_message_bytes: int = 1 << 20
+    idle_timeout_s: float = 30.0
+    rate: RateLimit = field(default_factory=RateLimit)
+    api_keys: tuple[str, ...] = ()  # creating a session needs one of these, when any is set
 
 
 class SessionManager:
@@ -30,22 +46,47 @@ class SessionManager:
         runtime: DiarizationRuntime,
         store: SessionStore,
         metrics: Metrics,
-        max_sessions: int,
-        max_message_bytes: int,
+        limits: SessionLimits,
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.store = store
         self.metrics = metrics
-        self.max_sessions = max_sessions
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
+        self._api_key_hashes = [hash_token(k) for k in limits.api_keys]
         self.live: dict[str, SessionPipeline] = {}
+        self.draining = False
+
+    @property
+    def max_sessions(self) -> int:
+        return self.limits.max_sessions
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.limits.max_message_bytes
 
     @property
     def stream_config(self) -> StreamConfig:
         return self.config.stream_config(self.max_message_bytes)
 
+    def check_api_key(self, key: str | None) -> None:
+        """Creating a session needs one of the configured API keys (constant-time comparison)."""
+        if not self._api_key_hashes:
+            return
+        presented = hash_token(key or "")
+        if not any(hmac.compare_digest(presented, h) for h in self._api_key_hashes):
+            raise BadApiKey("a valid API key is needed to create a session (Authorization: Bearer <key>, "
+                            "X-API-Key, or ?api_key=)")
+
+    def begin_drain(self) -> None:
+        """Refuse new sessions and flush the live ones (server shutting down)."""
+        self.draining = True
+        for pipeline in list(self.live.values()):
+            pipeline.request_end(ServerDraining("the server is shutting down; the session was finished"), True)
+
     def check_capacity(self) -> None:
+        if self.draining:
+            raise ServerDraining("the server is shutting down; connect to another replica or retry later")
         if len(self.live) >= self.max_sessions:
             raise ServerBusy(f"the server is at its limit of {self.max_sessions} concurrent sessions; retry later")
 
@@ -94,6 +135,28 @@ class SessionManager:
         if not hmac.compare_digest(hash_token(token.strip()), info.token_sha256):
             raise Unauthorized("the token does not match this session")
         return info
+
+    async def delete(self, session_id: str, wait_s: float = 10.0) -> None:
+        """Delete a session and every file of it; a live one is ended first (close 4410)."""
+        pipeline = self.live.get(session_id)
+        if pipeline is not None:
+            pipeline.request_end(SessionDeleted("the session was deleted by its owner"), flush=False)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + wait_s
+            while session_id in self.live and loop.time() < deadline:
+                await asyncio.sleep(0.02)
+        self.store.delete(session_id)
+        self.metrics.deleted_sessions.inc()
+
+    async def sweep(self, retention_s: float, now: float | None = None) -> list[str]:
+        """Delete the sessions that ended more than ``retention_s`` ago."""
+        expired = self.store.ended_before((time.time() if now is None else now) - retention_s)
+        for session_id in expired:
+            if session_id not in self.live:
+                await self.delete(session_id)
+        if expired:
+            log.info("retention: deleted %d session(s)", len(expired))
+        return expired
 
     def status(self, info: SessionInfo) -> dict[str, Any]:
         body = info.public()

@@ -79,7 +79,10 @@ class SqliteSessionStore(SessionStore):
         for (info_json,) in self._run("SELECT info FROM sessions WHERE state = 'live'"):
             info = SessionInfo(**json.loads(info_json))
             info.state, info.outcome = "interrupted", "server_restart"
-            self.update(info)
+            try:
+                self.update(info)
+            except StoreError as exc:  # e.g. still no space left: serve what is there, retry next start
+                log.error("cannot mark session %s interrupted: %s", info.session_id, exc)
 
     # --- sessions ---
 

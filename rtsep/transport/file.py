@@ -20,7 +20,7 @@ from rtsep.metrics import Metrics
 from rtsep.pipeline import NullOutbox, PipelineConfig
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.runtime.diarization import DiarizationRuntime
-from rtsep.sessions import SessionManager
+from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.base import SessionStore
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.stream.session import ChunkReady, StreamSession
@@ -60,7 +60,7 @@ async def process_file(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
         manager = SessionManager(config=config, runtime=runtime, store=SqliteSessionStore(scratch), metrics=Metrics(),
-                                 max_sessions=1, max_message_bytes=1 << 30)
+                                 limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30))
         stream = StreamSession(manager.stream_config)
         start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
         stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))

@@ -63,6 +63,12 @@ def add_routes(app: FastAPI, manager: SessionManager) -> None:
             return PlainTextResponse(to_rttm(annotation_from_json(data)), media_type="text/x-rttm")
         return JSONResponse(data)
 
+    @app.delete("/v1/sessions/{session_id}", tags=["sessions"], status_code=204)
+    async def delete_session(session_id: str, authorization: str | None = Header(None)) -> Response:
+        authorized(session_id, authorization)
+        await manager.delete(session_id)
+        return Response(status_code=204)
+
     @app.get("/v1/sessions/{session_id}/tracks/{track}.wav", tags=["sessions"])
     async def track(session_id: str, track: str, authorization: str | None = Header(None)) -> Response:
         info = authorized(session_id, authorization)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from rtsep.errors import RtsepError
+from rtsep.errors import IdleTimeout, RtsepError
 from rtsep.pipeline import SessionPipeline
 from rtsep.protocol.messages import ErrorMessage, Ready, encode_message
 from rtsep.sessions import SessionManager
+from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, StartAccepted, StopRequested, StreamSession
 
 log = logging.getLogger(__name__)
@@ -41,16 +44,56 @@ class WebSocketOutbox:
             self.gone = True
 
 
+def api_key_of(ws: WebSocket) -> str | None:
+    """The API key a client presented: Authorization: Bearer, X-API-Key, or ?api_key= (browsers)."""
+    scheme, _, value = (ws.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return ws.headers.get("x-api-key") or ws.query_params.get("api_key")
+
+
+class _EndRequested(Exception):
+    pass
+
+
+async def _next_message(ws: WebSocket, pipeline: SessionPipeline | None, idle_timeout_s: float) -> dict:
+    """The client's next message, unless the server asks the session to end or the client stays idle."""
+    receive = asyncio.ensure_future(ws.receive())
+    waiters: set[asyncio.Future] = {receive}
+    if pipeline is not None:
+        waiters.add(asyncio.ensure_future(pipeline.end_requested.wait()))
+    done, pending = await asyncio.wait(waiters, timeout=idle_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    for task in pending:
+        task.cancel()
+    if receive in done:
+        return receive.result()
+    if done:
+        raise _EndRequested()
+    raise IdleTimeout(f"no message from the client for {idle_timeout_s:g} s")
+
+
 async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
     await ws.accept()
     outbox = WebSocketOutbox(ws)
     stream = StreamSession(manager.stream_config)
+    limits = manager.limits
+    guard: RealtimeGuard | None = None
     pipeline: SessionPipeline | None = None
     outcome = "completed"
     try:
+        manager.check_api_key(api_key_of(ws))
         manager.check_capacity()
         while True:
-            message = await ws.receive()
+            try:
+                message = await _next_message(ws, pipeline, limits.idle_timeout_s)
+            except _EndRequested:
+                assert pipeline is not None and pipeline.end_reason is not None
+                if not pipeline.end_flush:
+                    raise pipeline.end_reason from None
+                outcome = pipeline.end_reason.error_code
+                await _finish(ws, outbox, stream, pipeline, pipeline.end_reason.close_code,
+                              pipeline.end_reason.message, outcome)
+                return
             if message["type"] == "websocket.disconnect":
                 outcome = "client_gone"
                 break
@@ -58,9 +101,12 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                 events = stream.receive_text(message["text"])
             else:
                 events = stream.receive_bytes(message.get("bytes") or b"")
+                assert guard is not None
+                guard.check(stream.input_s, time.monotonic())
             for event in events:
                 if isinstance(event, StartAccepted):
                     pipeline, token = manager.open(event.start, outbox, "websocket")
+                    guard = RealtimeGuard(limits.rate, time.monotonic())
                     cfg = manager.config
                     await outbox.send_message(
                         Ready(pipeline.session_id, token, cfg.diarization.sample_rate_hz,
@@ -72,9 +118,7 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                     await pipeline.feed(event)
                 elif isinstance(event, StopRequested):
                     assert pipeline is not None
-                    done = await pipeline.finish()
-                    await outbox.send_message(done)
-                    await _close(ws, 1000, "done")
+                    await _finish(ws, outbox, stream, pipeline, 1000, "done", "completed")
                     return
     except RtsepError as exc:
         outcome = exc.error_code
@@ -87,16 +131,29 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
         outcome = "client_gone"
     finally:
         if pipeline is not None:
-            if pipeline.info.state == "live":
-                # flush what the client did send, keep everything produced, send nothing more
-                for event in stream.finish():
-                    if isinstance(event, ChunkReady) and pipeline.error is None:
-                        try:
-                            await pipeline.feed(event)
-                        except RtsepError:
-                            break
-                await pipeline.abort(outcome)
-            manager.release(pipeline, outcome)
+            try:
+                if pipeline.info.state == "live":
+                    # flush what the client did send, keep everything produced, send nothing more
+                    for event in stream.finish():
+                        if isinstance(event, ChunkReady) and pipeline.error is None:
+                            try:
+                                await pipeline.feed(event)
+                            except RtsepError:
+                                break
+                    await pipeline.abort(outcome)
+            finally:
+                manager.release(pipeline, outcome)
+
+
+async def _finish(ws: WebSocket, outbox: WebSocketOutbox, stream: StreamSession, pipeline: SessionPipeline,
+                  close_code: int, reason: str, outcome: str) -> None:
+    """End the input (if the client did not), flush, send the final timeline and ``done``, close."""
+    for event in stream.finish():
+        if isinstance(event, ChunkReady):
+            await pipeline.feed(event)
+    done = await pipeline.finish(outcome)
+    await outbox.send_message(done)
+    await _close(ws, close_code, reason)
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

@@ -127,3 +127,43 @@ def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_sigterm_drains_live_sessions(meeting_wav, tmp_path):
+    data, port = tmp_path / "data", free_port()
+    url = f"ws://127.0.0.1:{port}/v1/stream"
+    server = start_server(data, port)
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+
+    async def live_session_through_sigterm() -> tuple[dict, list[str], int]:
+        async with websockets.connect(url) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+            ready = json.loads(await ws.recv())
+            await ws.send(audio[: 8 * rate].astype("<f4").tobytes())
+            await asyncio.sleep(1.0)
+            server.send_signal(signal.SIGTERM)
+            types = []
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                while True:
+                    message = await asyncio.wait_for(ws.recv(), 60)
+                    if isinstance(message, str):
+                        types.append(json.loads(message)["type"])
+            return ready, types, closed.value.rcvd.code
+
+    try:
+        ready, types, code = asyncio.run(live_session_through_sigterm())
+        assert code == 1001
+        assert types[-2:] == ["timeline", "done"]
+        assert server.wait(60) == 0
+    finally:
+        server.kill()
+        server.wait(30)
+    server = start_server(data, port)
+    try:
+        status = httpx.get(f"http://127.0.0.1:{port}/v1/sessions/{ready['session_id']}",
+                           headers={"Authorization": f"Bearer {ready['token']}"}).json()
+        assert status["state"] == "done" and status["outcome"] == "server_shutting_down"
+        assert abs(status["duration_s"] - 8.0) < 0.3
+    finally:
+        server.terminate()
+        server.wait(30)
