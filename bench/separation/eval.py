@@ -31,8 +31,12 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from rtsep.separate.convtasnet import ConvTasNet, load_convtasnet, read_checkpoint_metadata  # noqa: E402
-from rtsep.separate.losses import pit_si_sdr_improvement  # noqa: E402
+from rtsep.separate.convtasnet import (
+    ConvTasNet,
+    load_convtasnet,
+    read_checkpoint_metadata,
+)
+from rtsep.separate.losses import pit_si_sdr_improvement
 
 RATE_HZ = 8000
 SNRS_DB = (-5.0, 0.0, 5.0)
@@ -110,7 +114,7 @@ def synthetic_set(corpus: Path, count: int = 100) -> list[tuple[np.ndarray, np.n
 
 def oracle_irm(mix: np.ndarray, sources: np.ndarray, n_fft: int = 256, hop: int = 64) -> np.ndarray:
     window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec = lambda x: torch.stft(torch.from_numpy(np.asarray(x, np.float64)), n_fft, hop, window=window,  # noqa: E731
+    spec = lambda x: torch.stft(torch.from_numpy(np.asarray(x, np.float64)), n_fft, hop, window=window,
                                 return_complex=True)
     mags = torch.stack([spec(s).abs() for s in sources])
     mask = mags / (mags.sum(0, keepdim=True) + 1e-10)

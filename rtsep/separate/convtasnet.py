@@ -79,6 +79,20 @@ class ConvTasNetConfig:
         return self.receptive_field_frames * self.hop_samples / self.sample_rate_hz
 
 
+_COUNTS: dict[tuple[str, int], torch.Tensor] = {}
+
+
+def _frame_counts(frames: int, device: torch.device) -> torch.Tensor:
+    """1, 2, ..., frames in float64 (cached: streaming calls reuse it thousands of times)."""
+    key = (str(device), frames)
+    counts = _COUNTS.get(key)
+    if counts is None:
+        counts = torch.arange(1, frames + 1, device=device, dtype=torch.float64)
+        if frames <= 65536 and len(_COUNTS) < 64:
+            _COUNTS[key] = counts
+    return counts
+
+
 class CumulativeLayerNorm(nn.Module):
     """Layer norm whose statistics at frame ``t`` pool all channels of frames ``0..t`` (causal).
 
@@ -96,7 +110,7 @@ class CumulativeLayerNorm(nn.Module):
     def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         channels, frames = x.shape[2], x.shape[1]
         sums = torch.stack((x.sum(2), (x * x).sum(2)), dim=2).double().cumsum(1)  # (B, T, 2)
-        counts = torch.arange(1, frames + 1, device=x.device, dtype=torch.float64) * channels  # (T,)
+        counts = _frame_counts(frames, x.device) * channels  # (T,)
         if stats is not None:
             sums = sums + stats[:, None, :2]
             counts = counts + stats[:, 2:3]  # (B, T)
@@ -150,11 +164,11 @@ class TemporalBlock(nn.Module):
 
 @dataclass
 class ConvTasNetState:
-    """One session's streaming state. ``cache`` packs every left context (encoder input, dilated convs,
-    decoder overlap-add tail) into one float32 vector; ``stats`` holds every cLN's running sums."""
+    """One session's streaming state: every left context (encoder input tail, the context of each dilated
+    convolution, the decoder's pending overlap-add tail) and every cLN's running sums."""
 
-    cache: torch.Tensor  # (cache_size,) float32
-    stats: torch.Tensor  # (num_norms, 3) float64
+    caches: list[torch.Tensor]  # float32; [(lookahead,), (context_frames, hidden) per block, (sources, lookahead)]
+    stats: torch.Tensor  # (num_norms, 3) float64: sum, sum of squares, count
     samples_in: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -175,11 +189,10 @@ class ConvTasNet(nn.Module):
         self.mask_act = nn.PReLU()
         self.mask_conv = nn.Linear(c.bottleneck_channels, c.num_sources * c.encoder_filters)
         self.decoder = nn.Linear(c.encoder_filters, c.window_samples, bias=False)
-        # layout of the packed streaming cache: (frames, channels) per piece, in order
-        self._cache_layout: list[tuple[int, int]] = [(c.lookahead_samples, 1)]  # encoder input tail
-        self._cache_layout += [(block.context_frames, c.hidden_channels) for block in self.blocks]
-        self._cache_layout.append((c.num_sources, c.lookahead_samples))  # decoder overlap-add tail
-        self.cache_size = sum(a * b for a, b in self._cache_layout)
+        # shapes of the streaming caches, in order
+        self._cache_shapes: list[tuple[int, ...]] = [(c.lookahead_samples,)]  # encoder input tail
+        self._cache_shapes += [(block.context_frames, c.hidden_channels) for block in self.blocks]
+        self._cache_shapes.append((c.num_sources, c.lookahead_samples))  # decoder overlap-add tail
         self.num_norms = 1 + 2 * len(self.blocks)
 
     @property
@@ -188,37 +201,31 @@ class ConvTasNet(nn.Module):
 
     # ------------------------------------------------------------------ shared core
     def _run(
-        self, x: torch.Tensor, cache: torch.Tensor | None, stats: torch.Tensor | None
+        self, x: torch.Tensor, caches: list[torch.Tensor] | None, stats: torch.Tensor | None
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """x: (B, T) with T a multiple of the hop. Returns the decoder's overlap-added output
         (B, C, T + lookahead) covering samples [-lookahead, T) relative to x (including the previous
-        call's pending tail), and the new cache pieces and norm statistics."""
+        call's pending tail), and the new caches (all but the decoder's) and norm statistics."""
         c = self.config
         batch, hop = x.shape[0], c.hop_samples
         pieces: list[torch.Tensor] = []
         new_stats: list[torch.Tensor] = []
-        offset = 0
 
-        def take(rows: int, cols: int) -> torch.Tensor | None:
-            nonlocal offset
-            if cache is None:
-                return None
-            piece = cache[:, offset : offset + rows * cols].view(batch, rows, cols)
-            offset += rows * cols
-            return piece
+        def take(i: int) -> torch.Tensor | None:
+            return None if caches is None else caches[i]
 
         def stat(i: int) -> torch.Tensor | None:
             return None if stats is None else stats[:, i]
 
-        enc_tail = take(c.lookahead_samples, 1)
-        xin = F.pad(x, (c.lookahead_samples, 0)) if enc_tail is None else torch.cat((enc_tail.view(batch, -1), x), dim=1)
+        enc_tail = take(0)
+        xin = F.pad(x, (c.lookahead_samples, 0)) if enc_tail is None else torch.cat((enc_tail, x), dim=1)
         pieces.append(xin[:, xin.shape[1] - c.lookahead_samples :])
         feats = F.relu(self.encoder(xin.unfold(1, c.window_samples, hop)))  # (B, K, N)
         y, s = self.input_norm(feats, stat(0))
         new_stats.append(s)
         y = self.bottleneck(y)
         for i, block in enumerate(self.blocks):
-            y, piece, s1, s2 = block(y, take(block.context_frames, c.hidden_channels), stat(1 + 2 * i), stat(2 + 2 * i))
+            y, piece, s1, s2 = block(y, take(1 + i), stat(1 + 2 * i), stat(2 + 2 * i))
             pieces.append(piece)
             new_stats += [s1, s2]
         frames = feats.shape[1]
@@ -228,7 +235,7 @@ class ConvTasNet(nn.Module):
         # 50 % overlap-add: segment j (hop samples, at [(j-1)*hop, j*hop)) = first half of frame j
         # + second half of frame j-1
         out = F.pad(decoded[:, :, :, 0], (0, 0, 0, 1)) + F.pad(decoded[:, :, :, 1], (0, 0, 1, 0))
-        dec_tail = take(c.num_sources, c.lookahead_samples)
+        dec_tail = take(len(self.blocks) + 1)
         if dec_tail is not None:
             out[:, :, 0] += dec_tail
         return out.reshape(batch, c.num_sources, (frames + 1) * hop), pieces, new_stats
@@ -251,7 +258,7 @@ class ConvTasNet(nn.Module):
     def new_state(self, device: torch.device | str | None = None) -> ConvTasNetState:
         device = device if device is not None else self.device
         return ConvTasNetState(
-            cache=torch.zeros(self.cache_size, device=device),
+            caches=[torch.zeros(shape, device=device) for shape in self._cache_shapes],
             stats=torch.zeros(self.num_norms, 3, dtype=torch.float64, device=device),
         )
 
@@ -261,14 +268,17 @@ class ConvTasNet(nn.Module):
         c = self.config
         if chunks.shape[1] % c.hop_samples:
             raise ValueError(f"chunk length {chunks.shape[1]} is not a multiple of the hop ({c.hop_samples})")
-        cache = torch.stack([s.cache for s in states])
-        stats = torch.stack([s.stats for s in states])
-        out, pieces, new_stats = self._run(chunks, cache, stats)
+        if len(states) == 1:
+            caches = [piece.unsqueeze(0) for piece in states[0].caches]
+            stats = states[0].stats.unsqueeze(0)
+        else:
+            caches = [torch.stack(pieces) for pieces in zip(*(s.caches for s in states), strict=True)]
+            stats = torch.stack([s.stats for s in states])
+        out, pieces, new_stats = self._run(chunks, caches, stats)
         pieces.append(out[:, :, out.shape[2] - c.lookahead_samples :])
-        flat = torch.cat([p.reshape(p.shape[0], -1) for p in pieces], dim=1)
         packed_stats = torch.stack(new_stats, dim=1)
         for i, state in enumerate(states):
-            state.cache = flat[i]
+            state.caches = [piece[i] for piece in pieces]
             state.stats = packed_stats[i]
             state.samples_in += chunks.shape[1]
         return out[:, :, : chunks.shape[1]]
@@ -335,15 +345,28 @@ def default_checkpoint_path() -> Path:
 
 
 # ---------------------------------------------------------------------- the streaming separator
+DEFAULT_STEP_S = 0.1
+
+
+def low_latency_step_samples(config: ConvTasNetConfig, latency_s: float = 0.010) -> int:
+    """The largest step (a multiple of the hop) whose step + look-ahead stays within ``latency_s``."""
+    budget = int(latency_s * config.sample_rate_hz) - config.lookahead_samples
+    if budget < config.hop_samples:
+        raise ConfigError(f"no step of {config.window_samples}-sample windows fits a {latency_s * 1000:.0f} ms latency")
+    return budget // config.hop_samples * config.hop_samples
 class ConvTasNetSeparator(StreamingSeparator):
-    """Serves a :class:`ConvTasNet` to many sessions. ``step_samples`` must be a multiple of the hop."""
+    """Serves a :class:`ConvTasNet` to many sessions. ``step_samples`` must be a multiple of the hop.
+
+    Latency = step + look-ahead. The model's own algorithmic latency is its window (4 ms at 8 kHz: 2 ms hop +
+    2 ms look-ahead); :func:`low_latency_step_samples` gives the step of the 10 ms operating point. The default
+    step (:data:`DEFAULT_STEP_S`, 100 ms) is where one CPU core streams one session at RTF <= 0.1 (eager PyTorch
+    pays a fixed cost per call; see bench/RESULTS.md "Separation" for RTF against step and batch)."""
 
     def __init__(self, model: ConvTasNet, step_samples: int | None = None, name: str = "convtasnet") -> None:
         c = model.config
         hop = c.hop_samples
         if step_samples is None:
-            # the largest multiple of the hop that keeps step + look-ahead within 10 ms
-            step_samples = max(hop, (c.sample_rate_hz // 100 - c.lookahead_samples) // hop * hop)
+            step_samples = max(hop, round(DEFAULT_STEP_S * c.sample_rate_hz) // hop * hop)
         if step_samples < hop or step_samples % hop:
             raise ConfigError(f"step_samples must be a positive multiple of the hop ({hop}), got {step_samples}")
         self.model = model.eval()
@@ -403,5 +426,6 @@ __all__ = [
     "create_separator",
     "default_checkpoint_path",
     "load_convtasnet",
+    "low_latency_step_samples",
     "save_convtasnet",
 ]

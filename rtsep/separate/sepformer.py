@@ -61,7 +61,7 @@ def load_sepformer_dir(directory: str | Path, device: str = "cpu") -> tuple[Any,
             source=str(directory), savedir=str(directory), run_opts={"device": device},
             local_strategy=LocalStrategy.NO_LINK,
         )
-    except Exception as exc:  # noqa: BLE001 - any failure is one clear load error
+    except Exception as exc:
         raise ModelLoadError(f"cannot load SepFormer from {directory}: {exc}") from exc
     model.mods.eval()
     rate = int(getattr(model.hparams, "sample_rate", 8000))

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             trained_s += time.monotonic() - t0
             losses.append(float(loss.detach()))
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2f}")
+            bar.set_postfix(loss=f"{np.mean(losses[-50:]):.2f}", refresh=False)
             now = time.monotonic()
             done = (args.max_steps is not None and step >= args.max_steps) or (
                 args.hours is not None and now - started >= args.hours * 3600)

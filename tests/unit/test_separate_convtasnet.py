@@ -16,6 +16,7 @@ from rtsep.separate.convtasnet import (
     ConvTasNetSeparator,
     CumulativeLayerNorm,
     load_convtasnet,
+    low_latency_step_samples,
     read_checkpoint_metadata,
     save_convtasnet,
 )
@@ -125,7 +126,11 @@ def test_checkpoint_roundtrip(tmp_path, model):
 
 
 def test_separator_spec_and_process(tmp_path, model):
-    sep = ConvTasNetSeparator(model)
+    assert ConvTasNetSeparator(model).spec.step_samples == 800  # 100 ms default
+    for config in (SMALL, ConvTasNetConfig()):
+        step = low_latency_step_samples(config)
+        assert (step + config.lookahead_samples) / config.sample_rate_hz == pytest.approx(0.010)
+    sep = ConvTasNetSeparator(model, step_samples=low_latency_step_samples(SMALL))
     spec = sep.spec
     assert spec.num_outputs == 2 and spec.sample_rate_hz == 8000
     assert spec.lookahead_samples == SMALL.window_samples - SMALL.hop_samples
