@@ -33,13 +33,15 @@ def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None) ->
         path = data_dir.parent / f"bench-{port}.toml"
         path.write_text(config_toml)
         args += ["--config", str(path)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=dict(os.environ))
+    log_path = data_dir.parent / f"server-{port}.log"  # a file, never an unread pipe that could fill up
+    log_file = open(log_path, "wb")
+    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                raise RuntimeError(proc.stderr.read().decode()[-3000:])
+                raise RuntimeError(log_path.read_text()[-3000:])
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:
                     break
@@ -55,6 +57,7 @@ def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None) ->
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        log_file.close()
 
 
 def pct(values, q: float) -> float | None:
