@@ -1,0 +1,36 @@
+# rtsep, CPU image. Build: docker build -t rtsep .   Run: docker run -p 8000:8000 -v rtsep-data:/data rtsep
+# CUDA variant: Dockerfile.cuda. Both run the README's commands (`rtsep serve`, `rtsep process`, `rtsep demo`).
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+# CPU-only torch wheels keep the image small; the CUDA variant takes PyPI's CUDA build instead
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY rtsep ./rtsep
+COPY clients/python ./clients/python
+RUN python -m venv /opt/rtsep \
+ && /opt/rtsep/bin/pip install --no-cache-dir --upgrade pip \
+ && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" "torch==2.11.*" "torchaudio==2.11.*" \
+ && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" . ./clients/python
+
+FROM ${PYTHON_IMAGE}
+RUN useradd --create-home --uid 10001 rtsep && mkdir /data && chown rtsep:rtsep /data
+COPY --from=build /opt/rtsep /opt/rtsep
+ENV PATH=/opt/rtsep/bin:$PATH \
+    RTSEP_HOST=0.0.0.0 \
+    RTSEP_PORT=8000 \
+    RTSEP_DATA_DIR=/data \
+    PYTHONUNBUFFERED=1
+USER rtsep
+WORKDIR /home/rtsep
+VOLUME ["/data"]
+# 8000/tcp: HTTP + WebSocket. WebRTC media uses UDP: run with --network host, or put a TURN server in front
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"RTSEP_PORT\"]}/healthz', timeout=4)"]
+# SIGTERM drains: live sessions are flushed and closed with 1001 (docker stop -t should exceed --drain-timeout)
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["rtsep"]
+CMD ["serve"]

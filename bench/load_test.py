@@ -1,0 +1,94 @@
+"""Soak test: N concurrent sessions paced in real time for several minutes against one real server.
+Reports dropped steps, frame/label latency per session, and the server's memory over time.
+
+    python bench/load_test.py [--sessions 8] [--minutes 3]
+
+Bounded: each client streams a --minutes long recording (the pyannote sample repeated) and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine_note, metric_value, pct, rtsep_server  # noqa: E402
+
+from rtsep.demo import sample_paths  # noqa: E402
+from rtsep_client import stream_file  # noqa: E402
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def soak(ws_url: str, wav: Path, n: int, out: Path, pid: int) -> tuple[list, list]:
+    memory: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+
+    async def sample_memory() -> None:
+        while True:
+            memory.append((round(time.monotonic() - t0, 1), round(rss_mib(pid), 1)))
+            await asyncio.sleep(5)
+
+    sampler = asyncio.create_task(sample_memory())
+    results = await asyncio.gather(*(stream_file(wav, ws_url, out / f"s{i}", speed=1.0) for i in range(n)),
+                                   return_exceptions=True)
+    sampler.cancel()
+    memory.append((round(time.monotonic() - t0, 1), round(rss_mib(pid), 1)))
+    return results, memory
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--minutes", type=float, default=3.0)
+    args = parser.parse_args()
+    note = machine_note()
+    sample, _ = sample_paths()
+    audio, rate = sf.read(str(sample), dtype="float32")
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        long_wav = tmp_path / "long.wav"
+        repeats = int(np.ceil(args.minutes * 60 / (audio.size / rate)))
+        sf.write(str(long_wav), np.tile(audio, repeats)[: int(args.minutes * 60 * rate)], rate)
+        with rtsep_server(tmp_path / "data", "--max-sessions", str(args.sessions),
+                          config_toml='[runtime]\noverflow = "drop"\n') as (base, proc):
+            results, memory = asyncio.run(soak(base.replace("http", "ws") + "/v1/stream", long_wav, args.sessions,
+                                               tmp_path, proc.pid))
+            metrics = httpx.get(base + "/metrics").text
+    ok = [r for r in results if not isinstance(r, BaseException)]
+    frame_p95 = [pct(r.frame_latency_s, 95) for r in ok if r.frame_latency_s]
+    label_p95 = [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]
+    rss = [m for _, m in memory]
+    warm = rss[len(rss) // 4:] if len(rss) >= 4 else rss
+    report = {
+        "sessions": args.sessions, "minutes": args.minutes,
+        "completed": len(ok), "errors": [repr(r) for r in results if isinstance(r, BaseException)][:3],
+        "dropped_steps": metric_value(metrics, "rtsep_dropped_frames_total"),
+        "frame_p95_s_median": round(statistics.median(frame_p95), 3) if frame_p95 else None,
+        "frame_p95_s_worst": round(max(frame_p95), 3) if frame_p95 else None,
+        "label_p95_s_median": round(statistics.median(label_p95), 3) if label_p95 else None,
+        "server_rss_mib_start_end_max": [rss[0], rss[-1], max(rss)],
+        "server_rss_mib_growth_after_warmup": round(warm[-1] - warm[0], 1),
+        "memory_samples": memory,
+        "machine": note,
+    }
+    print(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
