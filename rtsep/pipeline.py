@@ -126,14 +126,15 @@ class SessionPipeline:
         self.diarizer = OnlineDiarizer(diar, self.max_speakers)
         self._history = SampleHistory(diar.embedding_window_samples)
         self._vad_state = VadState.initial()
-        self._queue: asyncio.Queue = asyncio.Queue(maxsize=config.runtime.max_in_flight_steps)
+        # results in step order; the number awaiting inference is bounded by the semaphore
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._in_flight = asyncio.Semaphore(config.runtime.max_in_flight_steps)
         self._chunks: dict[int, tuple[np.ndarray, float]] = {}
         self._step_index = 0
         self.processed_samples = 0
         self.dropped_steps = 0
         self._next_stats_sample = int(config.stats_interval_s * diar.sample_rate_hz)
         self._closed_segments: list[tuple[int, int, int]] = []
-        self._final: dict[str, Any] | None = None
         self.error: RtsepError | None = None
         # set by the server (drain, deletion): the transport ends the session with ``end_reason``
         self.end_requested = asyncio.Event()
@@ -166,24 +167,26 @@ class SessionPipeline:
         window = self._history.push(chunk.samples)
         arrived = self.clock()
         self.metrics.audio_in_seconds.inc(event.valid_samples / self.rate)
-        if self._queue.full() and self.config.runtime.overflow == "drop":
+        self._chunks[index] = (chunk.samples, arrived)
+        if self._in_flight.locked() and self.config.runtime.overflow == "drop":
             self.dropped_steps += 1
             self.metrics.dropped_frames.inc()
             silent = StepAnalysis(index, chunk.start_sample, event.valid_samples,
                                   np.zeros(self.config.diarization.frames_per_step, np.float32), None)
             future: asyncio.Future = asyncio.get_running_loop().create_future()
             future.set_result(silent)
+            self._queue.put_nowait((future, False))
         else:
+            await self._in_flight.acquire()  # backpressure: wait for room
+            self._raise_if_failed()
             request = DiarizeRequest(index, chunk.start_sample, event.valid_samples, chunk.samples, window,
                                      self._vad_state)
-            future = asyncio.wrap_future(self.runtime.submit(self.session_id, request))
-        self._chunks[index] = (chunk.samples, arrived)
-        await self._queue.put(future)
+            self._queue.put_nowait((asyncio.wrap_future(self.runtime.submit(self.session_id, request)), True))
         self.metrics.queue_depth.set(self.runtime.queue_depth)
 
     async def finish(self, outcome: str = "completed") -> Done:
         """No more input: drain, close the turns, compute and store the final timeline."""
-        await self._queue.put(_STOP)
+        self._queue.put_nowait(_STOP)
         await self._consumer
         self._raise_if_failed()
         await self._handle(self.diarizer.finish())
@@ -198,7 +201,7 @@ class SessionPipeline:
         """The session ends abnormally (client gone, error): keep everything produced, send nothing more."""
         self.outbox = NullOutbox()
         if not self._consumer.done():
-            await self._queue.put(_STOP)
+            self._queue.put_nowait(_STOP)
             try:
                 await self._consumer
             except Exception:  # noqa: BLE001 - already recorded in self.error
@@ -260,7 +263,12 @@ class SessionPipeline:
                 item = await self._queue.get()
                 if item is _STOP:
                     return
-                analysis: StepAnalysis = await item
+                future, holds_slot = item
+                try:
+                    analysis: StepAnalysis = await future
+                finally:
+                    if holds_slot:
+                        self._in_flight.release()
                 self.processed_samples += analysis.valid_samples
                 await self._handle(self.diarizer.push(analysis))
                 await self._maybe_send_stats()
@@ -274,8 +282,8 @@ class SessionPipeline:
     async def _fail(self, exc: RtsepError) -> None:
         self.error = exc
         self.metrics.errors.labels(exc.error_code).inc()
-        while not self._queue.empty():  # unblock a feed() waiting for room; the next one raises
-            self._queue.get_nowait()
+        for _ in range(self.config.runtime.max_in_flight_steps):  # wake a feed() waiting for room: it raises
+            self._in_flight.release()
         await self._send_error(exc)
 
     async def _send_error(self, exc: RtsepError) -> None:
