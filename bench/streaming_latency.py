@@ -28,7 +28,8 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note, metric_value, pct, rtsep_server  # noqa: E402
+from _common import cpu_seconds, machine_note, metric_value, pct, rtsep_server  # noqa: E402
+import time  # noqa: E402
 
 from rtsep.demo import sample_paths  # noqa: E402
 from rtsep_client import stream_file  # noqa: E402
@@ -74,9 +75,13 @@ def capacity(args: argparse.Namespace) -> dict:
         sf.write(str(clip), audio[: int(args.seconds * rate)], rate)
         toml = '[runtime]\noverflow = "drop"\n'
         for n in args.sessions:
-            with rtsep_server(tmp_path / f"data{n}", "--max-sessions", str(n), config_toml=toml) as (base, _):
+            with rtsep_server(tmp_path / f"data{n}", "--max-sessions", str(n), config_toml=toml) as (base, proc):
+                server_cpu0, client_cpu0, wall0 = cpu_seconds(proc.pid), time.process_time(), time.monotonic()
                 results = asyncio.run(_capacity_level(base.replace("http", "ws") + "/v1/stream", clip, n,
                                                       tmp_path, 1.0))
+                wall = time.monotonic() - wall0
+                server_cpu = (cpu_seconds(proc.pid) - server_cpu0) / wall
+                client_cpu = (time.process_time() - client_cpu0) / wall
                 metrics = httpx.get(base + "/metrics").text
             errors = [repr(r) for r in results if isinstance(r, BaseException)]
             ok = [r for r in results if not isinstance(r, BaseException)]
@@ -89,6 +94,8 @@ def capacity(args: argparse.Namespace) -> dict:
                 "label_p95_s_median": round(statistics.median(
                     [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]), 3) if ok else None,
                 "rtf_gauge": round(metric_value(metrics, "rtsep_real_time_factor"), 4),
+                "server_cpu_cores": round(server_cpu, 2),  # CPU-seconds per second, all threads
+                "clients_cpu_cores": round(client_cpu, 2),  # the bench's own clients, same machine
             }
             level["holds"] = not errors and dropped == 0 and bool(p95s) and max(p95s) < 1.0
             levels.append(level)
