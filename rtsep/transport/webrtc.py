@@ -52,12 +52,15 @@ from fastapi.responses import JSONResponse
 
 from rtsep.audio import float_to_s16
 from rtsep.errors import (
+    BadApiKey,
     ClientError,
     ConfigError,
+    IdleTimeout,
     MessageTooBig,
     ProtocolViolation,
     RtsepError,
     ServerBusy,
+    ServerDraining,
     UnsupportedAudio,
 )
 from rtsep.pipeline import NullOutbox, SessionPipeline
@@ -69,6 +72,7 @@ from rtsep.protocol.messages import (
     encode_message,
 )
 from rtsep.sessions import SessionManager
+from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, Phase, StopRequested, StreamSession
 
 log = logging.getLogger(__name__)
@@ -545,6 +549,8 @@ class WebRtcSession:
         self.outcome: str | None = None
         self.discarded_input_samples = 0
         self.frames_received = 0
+        self.last_frame_at: float | None = None
+        self.guard: RealtimeGuard | None = None
 
     @property
     def session_id(self) -> str:
@@ -579,7 +585,8 @@ class WebRtcSession:
         self._tasks = [
             asyncio.create_task(self._read_mic(), name=f"rtsep-webrtc-mic-{self.session_id}"),
             asyncio.create_task(self._pace(), name=f"rtsep-webrtc-pace-{self.session_id}"),
-            asyncio.create_task(self._watch_connect(), name=f"rtsep-webrtc-connect-{self.session_id}"),
+            asyncio.create_task(self._watch(), name=f"rtsep-webrtc-watch-{self.session_id}"),
+            asyncio.create_task(self._await_end_request(), name=f"rtsep-webrtc-end-{self.session_id}"),
         ]
 
     # --- input ---
@@ -598,6 +605,8 @@ class WebRtcSession:
     def _accept(self, frame: AudioFrame) -> None:
         """Called for every frame, so that the track never queues up; the audio is used while streaming."""
         self.frames_received += 1
+        now = asyncio.get_running_loop().time()
+        self.last_frame_at = now
         if self.outcome is not None or self.stream.phase is not Phase.STREAMING:
             return
         assert self.stream.start is not None
@@ -610,6 +619,9 @@ class WebRtcSession:
             self.discarded_input_samples += frame.samples
             return
         self._queue_steps(self.stream.receive_samples(frame_to_mono(frame)))
+        if self.guard is None:
+            self.guard = RealtimeGuard(self.gateway.manager.limits.rate, now)
+        self.guard.check(self.stream.input_s, now)  # RTP can be sent faster than real time, too
 
     def _queue_steps(self, events: list) -> None:
         for event in events:
@@ -668,11 +680,33 @@ class WebRtcSession:
     def playout_rate(self) -> int:
         return self.gateway.manager.config.diarization.sample_rate_hz
 
-    async def _watch_connect(self) -> None:
+    async def _watch(self) -> None:
+        """No connection within ``connect_timeout_s``, or no microphone audio for the idle timeout: the end."""
+        loop = asyncio.get_running_loop()
         await asyncio.sleep(self.config.connect_timeout_s)
         if self.pc.connectionState != "connected" and self.outcome is None:
             log.info("session %s: no connection within %.1f s", self.session_id, self.config.connect_timeout_s)
             self.end("connect_timeout")
+            return
+        idle_s = self.gateway.manager.limits.idle_timeout_s
+        connected_at = loop.time()
+        while self.outcome is None:
+            since = max(connected_at, self.last_frame_at or connected_at)
+            if loop.time() - since > idle_s:
+                self.end("idle_timeout", IdleTimeout(f"no microphone audio for {idle_s:g} s"))
+                return
+            await asyncio.sleep(min(1.0, idle_s / 4))
+
+    async def _await_end_request(self) -> None:
+        """The server asks the session to end (drain: flushed, ``done``; deletion: at once)."""
+        assert self.pipeline is not None
+        await self.pipeline.end_requested.wait()
+        reason = self.pipeline.end_reason
+        assert reason is not None
+        if self.pipeline.end_flush:
+            self.end(reason.error_code, clean=True)
+        else:
+            self.end(reason.error_code, reason)
 
     # --- the end ---
 
@@ -701,7 +735,7 @@ class WebRtcSession:
             if pipeline.info.state == "live":
                 if clean and pipeline.error is None:
                     try:
-                        done = await pipeline.finish()
+                        done = await pipeline.finish(outcome)
                         self.events.send(encode_message(done))
                     except RtsepError:
                         await pipeline.abort(outcome)
@@ -751,11 +785,12 @@ class WebRtcGateway:
             "frame_ms": self.config.frame_ms,
         }
 
-    async def answer(self, body: bytes) -> dict[str, Any]:
+    async def answer(self, body: bytes, api_key: str | None = None) -> dict[str, Any]:
+        self.manager.check_api_key(api_key)
         offer = parse_offer(body, self.config.max_offer_bytes)
         layout = describe_offer(offer.sdp)
         if self.closing:
-            raise ServerBusy("the server is shutting down")
+            raise ServerDraining("the server is shutting down; retry later")
         self.manager.check_capacity()
         stream = StreamSession(self.manager.stream_config)
         start_text = json.dumps({"type": "start", "sample_rate": OPUS_RATE_HZ, "encoding": "pcm_f32le",
@@ -826,7 +861,7 @@ class WebRtcGateway:
         self.closing = True
         sessions = list(self.sessions)
         for session in sessions:
-            session.end("server_shutdown")
+            session.end(ServerDraining.error_code, clean=True)
         if sessions:
             await asyncio.wait([asyncio.create_task(s.ended.wait()) for s in sessions], timeout=10)
 
@@ -844,6 +879,14 @@ OFFER_SCHEMA = {
 }
 
 
+def api_key_of(request: Request) -> str | None:
+    """The API key a client presented: Authorization: Bearer, X-API-Key, or ?api_key= (as for WebSocket)."""
+    scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value:
+        return value.strip()
+    return request.headers.get("x-api-key") or request.query_params.get("api_key")
+
+
 def add_webrtc_routes(app: FastAPI, manager: SessionManager, config: WebRtcConfig | None = None) -> WebRtcGateway:
     gateway = WebRtcGateway(manager, config or WebRtcConfig.from_env())
 
@@ -859,8 +902,12 @@ def add_webrtc_routes(app: FastAPI, manager: SessionManager, config: WebRtcConfi
         """Start a session over WebRTC: the answer carries the session id, its token and the slots' mids."""
         body = await request.body()
         try:
-            return JSONResponse(await gateway.answer(body))
-        except ServerBusy as exc:
+            return JSONResponse(await gateway.answer(body, api_key_of(request)))
+        except BadApiKey as exc:
+            manager.metrics.errors.labels(exc.error_code).inc()
+            return JSONResponse({"detail": exc.message, "code": exc.error_code}, 401,
+                                headers={"WWW-Authenticate": "Bearer"})
+        except (ServerBusy, ServerDraining) as exc:
             manager.metrics.errors.labels(exc.error_code).inc()
             return JSONResponse({"detail": exc.message, "code": exc.error_code}, 503, headers={"Retry-After": "5"})
         except ClientError as exc:

@@ -1,6 +1,6 @@
 // rtsep's page: capture the microphone, stream it over WebRTC or WebSocket, and give each speaker a
 // player (level meter, mute, solo, download) and a row on the live who-speaks timeline.
-// URL parameters: autostart=1, transport=webrtc|ws, max_speakers=N.
+// URL parameters: autostart=1, transport=webrtc|ws, max_speakers=N, api_key=KEY (servers that need one).
 
 import { Timeline, colorOf, formatTime } from "./timeline.js";
 import { WebRtcTransport } from "./transport-webrtc.js";
@@ -275,7 +275,8 @@ async function start() {
     state.transport = kind === "ws" ? new WsTransport(handlers) : new WebRtcTransport(handlers);
     state.startedAt = performance.now();
     state.timer = setInterval(tick, 50);
-    await state.transport.start(state.mic, { maxSpeakers });
+    const apiKey = new URLSearchParams(location.search).get("api_key") || null;
+    await state.transport.start(state.mic, { maxSpeakers, apiKey });
   } catch (err) {
     handlers.onError(err.message || String(err));
     finish();

@@ -16,7 +16,7 @@ export class WebRtcTransport {
     return "webrtc";
   }
 
-  async start(mic, { maxSpeakers }) {
+  async start(mic, { maxSpeakers, apiKey }) {
     const config = await fetchJson("/v1/webrtc/config");
     const slots = Math.max(1, Math.min(maxSpeakers || config.max_speakers, config.max_speakers));
     const pc = new RTCPeerConnection({ iceServers: config.ice_servers });
@@ -38,7 +38,7 @@ export class WebRtcTransport {
     const body = { sdp: pc.localDescription.sdp, type: "offer", client: "rtsep-web", max_speakers: slots };
     const answer = await fetchJson("/v1/webrtc/offer", {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: apiKey ? { "Content-Type": "application/json", "X-API-Key": apiKey } : { "Content-Type": "application/json" },
       body: JSON.stringify(body),
     });
     await pc.setRemoteDescription({ type: answer.type, sdp: answer.sdp });

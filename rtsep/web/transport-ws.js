@@ -22,7 +22,7 @@ export class WsTransport {
     return "ws";
   }
 
-  async start(mic, { maxSpeakers }) {
+  async start(mic, { maxSpeakers, apiKey }) {
     this.captureCtx = new AudioContext({ sampleRate: CAPTURE_RATE_HZ, latencyHint: "interactive" });
     await this.captureCtx.audioWorklet.addModule("capture-worklet.js");
     const source = this.captureCtx.createMediaStreamSource(mic);
@@ -38,6 +38,7 @@ export class WsTransport {
 
     const url = new URL("/v1/stream", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+    if (apiKey) url.searchParams.set("api_key", apiKey); // browsers cannot set WebSocket headers
     const ws = new WebSocket(url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
