@@ -159,13 +159,22 @@ def streaming_rtf(model: ConvTasNet, step_samples: int, batch: int = 1, seconds:
     return statistics.median(times) / (x.shape[1] / RATE_HZ) / batch
 
 
-def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None) -> dict:
+def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf_seconds: float = 10.0) -> dict:
     model = load_convtasnet(path)
     meta = read_checkpoint_metadata(path)["metadata"]
     result = {"checkpoint": str(path), "step": meta.get("step"), "trained_h": round(meta.get("trained_s", 0) / 3600, 3),
               "size_bytes": path.stat().st_size, "parameters": model.num_parameters(), **score(sets, model_separate(model))}
     if rtf_steps:
-        result["rtf"] = {f"step{s}_batch{b}": round(streaming_rtf(model, s, b), 4) for s in rtf_steps for b in (1, 8)}
+        result["rtf"] = {f"step{s}_batch{b}": round(streaming_rtf(model, s, b, seconds=rtf_seconds, runs=3), 4)
+                         for s in rtf_steps for b in (1, 8)}
+        with torch.inference_mode():
+            x = torch.randn(1, int(rtf_seconds * RATE_HZ))
+            times = []
+            for _ in range(3):
+                t0 = time.perf_counter()
+                model(x)
+                times.append(time.perf_counter() - t0)
+        result["rtf"]["offline_batch1"] = round(statistics.median(times) / rtf_seconds, 4)
     return result
 
 
@@ -177,13 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--synthetic-count", type=int, default=100)
     p.add_argument("--rtf", action="store_true", help="also measure streaming RTF (one thread)")
     p.add_argument("--rtf-steps", type=str, default="64,160,800,2048")
+    p.add_argument("--rtf-seconds", type=float, default=10.0)
+    p.add_argument("--rtf-only", action="store_true", help="measure speed and size only")
     p.add_argument("--oracle", action="store_true", help="print the oracle IRM figures")
     p.add_argument("--out", type=Path, help="append JSON lines here")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
-    sets = real_sets()
-    if args.corpus is not None:
+    sets = {} if args.rtf_only else real_sets()
+    if args.corpus is not None and not args.rtf_only:
         sets["synthetic"] = synthetic_set(args.corpus, args.synthetic_count)
     if args.oracle:
         oracle = {}
@@ -205,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         paths += [q for q in sorted((args.watch / "snapshots").glob("step*.safetensors")) if str(q) not in done]
     steps = [int(s) for s in args.rtf_steps.split(",")] if args.rtf else None
     for path in paths:
-        result = evaluate_checkpoint(path, sets, steps)
+        result = evaluate_checkpoint(path, sets, steps, args.rtf_seconds)
         line = json.dumps(result)
         print(line, flush=True)
         if out is not None:
