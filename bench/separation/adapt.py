@@ -24,10 +24,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval import SNRS_DB, model_separate, remix, score, single_talker_streams  # noqa: E402
+from eval import SNRS_DB, model_separate, remix, score, single_talker_streams
 
-from rtsep.separate.convtasnet import load_convtasnet  # noqa: E402
-from rtsep.separate.losses import pit_si_snr_loss  # noqa: E402
+from rtsep.separate.convtasnet import load_convtasnet
+from rtsep.separate.losses import pit_si_snr_loss
 
 RATE_HZ = 8000
 
