@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator
 from types import FrameType
@@ -84,6 +85,23 @@ def build_app(services: Services) -> FastAPI:
     return app
 
 
+class RedactSecrets(logging.Filter):
+    """Keeps API keys given as ``?api_key=`` (browsers cannot set WebSocket headers) out of the logs."""
+
+    PATTERN = re.compile(r"(api_key=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = self.PATTERN.sub(r"\1<redacted>", message), ()
+        return True
+
+
+def install_log_redaction() -> None:
+    for name in ("uvicorn.error", "uvicorn.access", "rtsep"):
+        logging.getLogger(name).addFilter(RedactSecrets())
+
+
 async def sweep_forever(manager: SessionManager, retention_s: float) -> None:
     """Retention: delete expired sessions now and then every ``min(retention / 4, 60 s)``."""
     interval_s = min(retention_s / 4, 60.0)
@@ -142,6 +160,7 @@ def uvicorn_config(app: FastAPI, config: AppConfig, port: int | None = None) -> 
 
 
 def serve(config: AppConfig) -> None:
+    install_log_redaction()
     services = build_services(config)
     app = build_app(services)
     log.info("data dir %s; up to %d sessions; device %s", config.server.data_dir, config.server.max_sessions,

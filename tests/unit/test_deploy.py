@@ -24,3 +24,15 @@ def test_dockerfile_commands_and_settings_exist(name):
     assert (config.server.host, config.server.port, config.server.data_dir) == ("0.0.0.0", 8000, "/data")
     assert "USER rtsep" in text and "HEALTHCHECK" in text and 'VOLUME ["/data"]' in text
     assert "/healthz" in text
+
+
+def test_api_keys_in_urls_are_redacted_from_logs(caplog):
+    import logging
+
+    from rtsep.server import RedactSecrets
+
+    logger = logging.getLogger("uvicorn.error.test-redaction")
+    logger.addFilter(RedactSecrets())
+    with caplog.at_level(logging.INFO, logger="uvicorn.error.test-redaction"):
+        logger.info('%s - "WebSocket %s" [accepted]', ("127.0.0.1", 5), "/v1/stream?api_key=s3cret&x=1")
+    assert "s3cret" not in caplog.text and "api_key=<redacted>&x=1" in caplog.text
