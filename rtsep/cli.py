@@ -16,6 +16,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with [server], [runtime], [diarization], [clustering], [pipeline]")
     p.add_argument("--device", help="torch device for inference: cpu (default) or cuda")
     p.add_argument("--max-speakers", type=int, help="cap on the number of speakers per session (default 8)")
+    p.add_argument("--separator", help="separate sources too: convtasnet (shipped checkpoint) or sepformer")
+    p.add_argument("--separator-checkpoint", help="convtasnet: a checkpoint file instead of the shipped one")
+    p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -23,7 +26,10 @@ def _load(args: argparse.Namespace, server: dict | None = None):
 
     return load_config(
         args.config,
-        overrides={"runtime": {"device": args.device}, "pipeline": {"max_speakers": args.max_speakers},
+        overrides={"runtime": {"device": args.device},
+                   "pipeline": {"max_speakers": args.max_speakers, "separator": args.separator,
+                                "separator_checkpoint": args.separator_checkpoint,
+                                "separator_dir": args.separator_dir},
                    "server": server or {}},
     )
 

@@ -45,8 +45,12 @@ from rtsep.protocol.messages import (
     TrackAnnouncement,
 )
 from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest, RuntimeConfig
+from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
+from rtsep.separate.base import create_separator
 from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.stream.chunker import Chunker
 from rtsep.stream.history import SampleHistory
+from rtsep.stream.resample import StreamResampler
 from rtsep.stream.routing import route_by_labels
 from rtsep.stream.session import ChunkReady, StreamConfig
 
@@ -59,6 +63,16 @@ class PipelineConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     max_speakers: int = 8
     stats_interval_s: float = 2.0
+    separator: str | None = None  # a registered separator (rtsep.separate): None routes the input by speaker
+    separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
+    separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
+
+    def separator_options(self) -> dict[str, Any]:
+        if self.separator == "sepformer":
+            return {"separator_dir": self.separator_dir}
+        if self.separator == "convtasnet":
+            return {"checkpoint": self.separator_checkpoint}
+        return {}
 
     def stream_config(self, max_message_bytes: int) -> StreamConfig:
         return StreamConfig(
@@ -66,6 +80,14 @@ class PipelineConfig:
             step_samples=self.diarization.step_samples,
             max_message_bytes=max_message_bytes,
         )
+
+
+def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
+    """The configured separator, loaded once for every session (None: tracks are routed by speaker)."""
+    if config.separator is None:
+        return None
+    separator = create_separator(config.separator, **config.separator_options())
+    return SeparationRuntime(config.runtime, separator)
 
 
 class Outbox(Protocol):
@@ -86,6 +108,13 @@ class NullOutbox:
         return None
 
 
+SOURCE_TRACK_BASE = 0x8000  # audio frames of separated source k carry track index 0x8000 + k
+
+
+def source_name(index: int) -> str:
+    return f"source_{index}"
+
+
 def track_url(session_id: str, track: str) -> str:
     return f"/v1/sessions/{session_id}/tracks/{track}.wav"
 
@@ -95,6 +124,77 @@ def timeline_url(session_id: str) -> str:
 
 
 _STOP = object()
+
+
+class SeparationPath:
+    """A session's separated sources: model-rate steps -> separator rate -> batched separator -> back to
+    the model rate -> ``source_<k>`` tracks (stored and sent). Results are consumed in step order; steps
+    awaiting the separator are bounded (the session waits for room)."""
+
+    def __init__(self, pipeline: SessionPipeline, runtime: SeparationRuntime, max_in_flight: int) -> None:
+        self.pipeline = pipeline
+        self.runtime = runtime
+        spec = runtime.spec
+        rate = pipeline.rate
+        self._down = StreamResampler(rate, spec.sample_rate_hz)
+        self._up = [StreamResampler(spec.sample_rate_hz, rate) for _ in range(spec.num_outputs)]
+        self._chunker = Chunker(spec.step_samples)
+        self._state = runtime.new_state()
+        self._written = [0] * spec.num_outputs  # model-rate samples written per source
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._in_flight = asyncio.Semaphore(max_in_flight)
+        self._step_index = 0
+        self._consumer = asyncio.create_task(self._consume())
+
+    @property
+    def num_sources(self) -> int:
+        return self.runtime.spec.num_outputs
+
+    async def feed(self, samples: np.ndarray) -> None:
+        for start, chunk in self._chunker.push(self._down.process(samples)):
+            await self._submit(start, chunk)
+
+    async def finish(self) -> None:
+        for start, chunk in self._chunker.push(self._down.flush()):
+            await self._submit(start, chunk)
+        last = self._chunker.flush()
+        if last is not None:
+            await self._submit(last[0], last[1])
+        self._queue.put_nowait(_STOP)
+        await self._consumer
+        for k, up in enumerate(self._up):
+            await self._write(k, up.flush())
+
+    async def _submit(self, start: int, chunk: np.ndarray) -> None:
+        await self._in_flight.acquire()
+        request = SeparateRequest(self._step_index, start, chunk, self._state)
+        self._step_index += 1
+        self._queue.put_nowait(asyncio.wrap_future(self.runtime.submit(self.pipeline.session_id, request)))
+
+    async def _consume(self) -> None:
+        while True:
+            item = await self._queue.get()
+            if item is _STOP:
+                return
+            try:
+                step = await item
+            finally:
+                self._in_flight.release()
+            skip = max(0, -step.start_sample)  # the separator's look-ahead delays its first outputs
+            for k, source in enumerate(step.sources):
+                await self._write(k, self._up[k].process(np.ascontiguousarray(source[skip:], np.float32)))
+
+    async def _write(self, k: int, samples: np.ndarray) -> None:
+        if not samples.size:
+            return
+        p = self.pipeline
+        start = self._written[k]
+        self._written[k] += samples.size
+        p.store.write_track(p.session_id, source_name(k), start, samples)
+        if p.send_audio:
+            await p.outbox.send_audio(
+                encode_audio_frame(SOURCE_TRACK_BASE + k, start, samples, p.rate, p.output_encoding))
+        p.metrics.audio_out_seconds.inc(samples.size / p.rate)
 
 
 class SessionPipeline:
@@ -111,6 +211,7 @@ class SessionPipeline:
         send_audio: bool = True,
         output_encoding: str = "pcm_s16le",
         clock: Callable[[], float] = time.monotonic,
+        separation: SeparationRuntime | None = None,
     ) -> None:
         self.info = info
         self.config = config
@@ -141,6 +242,9 @@ class SessionPipeline:
         self.end_reason: RtsepError | None = None
         self.end_flush = True
         self._consumer = asyncio.create_task(self._consume(), name=f"rtsep-session-{info.session_id}")
+        self.separation = (
+            SeparationPath(self, separation, config.runtime.max_in_flight_steps) if separation is not None else None
+        )
 
     @property
     def session_id(self) -> str:
@@ -149,6 +253,15 @@ class SessionPipeline:
     @property
     def rate(self) -> int:
         return self.config.diarization.sample_rate_hz
+
+    async def announce_sources(self) -> None:
+        """Tell the client about the separated-source tracks (after ``ready``)."""
+        if self.separation is None:
+            return
+        for k in range(self.separation.num_sources):
+            name = source_name(k)
+            await self.outbox.send_message(
+                TrackAnnouncement(name, SOURCE_TRACK_BASE + k, track_url(self.session_id, name), kind="source"))
 
     def request_end(self, reason: RtsepError, flush: bool) -> None:
         """Ask the transport to end this session: ``flush`` finishes it normally (final timeline, done)."""
@@ -168,6 +281,8 @@ class SessionPipeline:
         arrived = self.clock()
         self.metrics.audio_in_seconds.inc(event.valid_samples / self.rate)
         self._chunks[index] = (chunk.samples, arrived)
+        if self.separation is not None:
+            await self.separation.feed(chunk.samples[: event.valid_samples])
         if self._in_flight.locked() and self.config.runtime.overflow == "drop":
             self.dropped_steps += 1
             self.metrics.dropped_frames.inc()
@@ -189,6 +304,8 @@ class SessionPipeline:
         self._queue.put_nowait(_STOP)
         await self._consumer
         self._raise_if_failed()
+        if self.separation is not None:
+            await self.separation.finish()
         await self._handle(self.diarizer.finish())
         final = await asyncio.to_thread(self.final_timeline)
         self.store.write_final(self.session_id, final)
@@ -207,6 +324,8 @@ class SessionPipeline:
             except Exception:  # noqa: BLE001 - already recorded in self.error
                 pass
         try:
+            if self.error is None and self.separation is not None:
+                await self.separation.finish()
             if self.error is None:
                 await self._handle(self.diarizer.finish())
                 self.store.write_final(self.session_id, await asyncio.to_thread(self.final_timeline))

@@ -19,7 +19,9 @@ from rtsep import __version__
 from rtsep.config import AppConfig, ServerConfig
 from rtsep.errors import RtsepError
 from rtsep.metrics import Metrics
+from rtsep.pipeline import build_separation
 from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.stream.limits import RateLimit
 from rtsep.store.sqlite import SqliteSessionStore
@@ -35,9 +37,12 @@ class Services:
     runtime: DiarizationRuntime
     store: SqliteSessionStore
     manager: SessionManager
+    separation: SeparationRuntime | None = None
 
     def close(self) -> None:
         self.runtime.close()
+        if self.separation is not None:
+            self.separation.close()
         self.store.close()
 
 
@@ -51,11 +56,13 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
             on_batch=lambda size, seconds: metrics.observe_batch(size, seconds, step_s),
         )
     store = SqliteSessionStore(config.server.data_dir)
+    separation = build_separation(pipeline)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
-        limits=session_limits(config.server),
+        limits=session_limits(config.server), separation=separation,
     )
-    return Services(config, metrics, runtime, store, manager)
+    return Services(config, metrics, runtime, store, manager, separation)
+
 
 
 def session_limits(server: ServerConfig) -> SessionLimits:

@@ -17,6 +17,7 @@ from rtsep.metrics import Metrics
 from rtsep.pipeline import Outbox, PipelineConfig, SessionPipeline
 from rtsep.protocol.messages import Start
 from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.runtime.separation import SeparationRuntime
 from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.stream.limits import RateLimit
 from rtsep.stream.session import StreamConfig
@@ -47,9 +48,11 @@ class SessionManager:
         store: SessionStore,
         metrics: Metrics,
         limits: SessionLimits,
+        separation: SeparationRuntime | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
+        self.separation = separation
         self.store = store
         self.metrics = metrics
         self.limits = limits
@@ -114,6 +117,7 @@ class SessionManager:
             max_speakers=start.max_speakers,
             send_audio=start.send_audio,
             output_encoding=start.output_encoding,
+            separation=self.separation,
         )
         self.live[info.session_id] = pipeline
         self.metrics.active_sessions.set(len(self.live))

@@ -21,15 +21,14 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_server(data_dir: Path, **server_overrides) -> Iterator[RunningServer]:
+def run_server(data_dir: Path, pipeline=None, **server_overrides) -> Iterator[RunningServer]:
     """A real rtsep server (real models, uvicorn, websockets) on 127.0.0.1, port chosen by the OS."""
     import uvicorn
 
     from rtsep.server import build_app, build_services, uvicorn_config
 
-    base = load_config(env={})
     config = AppConfig(server=replace(ServerConfig(data_dir=str(data_dir), port=0, log_level="warning"),
-                                      **server_overrides), pipeline=base.pipeline)
+                                      **server_overrides), pipeline=pipeline or load_config(env={}).pipeline)
     services = build_services(config)
     server = uvicorn.Server(uvicorn_config(build_app(services), config))
     thread = threading.Thread(target=server.run, daemon=True)

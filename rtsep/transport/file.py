@@ -17,9 +17,10 @@ from rtsep.audio import wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import ClientError
 from rtsep.metrics import Metrics
-from rtsep.pipeline import NullOutbox, PipelineConfig
+from rtsep.pipeline import NullOutbox, PipelineConfig, build_separation
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.base import SessionStore
 from rtsep.store.sqlite import SqliteSessionStore
@@ -52,6 +53,7 @@ async def process_file(
     runtime: DiarizationRuntime,
     progress: Callable[[float], None] | None = None,
     max_speakers: int | None = None,
+    separation: SeparationRuntime | None = None,
 ) -> ProcessResult:
     info = read_info(path)
     rate = int(info.samplerate)
@@ -60,7 +62,8 @@ async def process_file(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
         manager = SessionManager(config=config, runtime=runtime, store=SqliteSessionStore(scratch), metrics=Metrics(),
-                                 limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30))
+                                 limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
+                                 separation=separation)
         stream = StreamSession(manager.stream_config)
         start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
         stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
@@ -94,9 +97,13 @@ def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dic
     for name in store.track_names(session_id):
         pcm = store.read_track(session_id, name)
         assert pcm is not None
-        padded = np.zeros(max(total, pcm.size), "<i2")  # every track spans the whole session
-        padded[: pcm.size] = pcm
-        path = tracks / f"{name}.wav"
+        padded = np.zeros(total, "<i2")  # every track spans exactly the whole session
+        padded[: min(total, pcm.size)] = pcm[:total]
+        if name.startswith("source_"):  # separated sources
+            (out_dir / "separated").mkdir(exist_ok=True)
+            path = out_dir / "separated" / f"{name}.wav"
+        else:
+            path = tracks / f"{name}.wav"
         path.write_bytes(wav_bytes(padded, rate))
         files.append(path)
     for kind, data in (("", final), ("live.", live)):
@@ -146,9 +153,12 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress
 
     info = read_info(path)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
+    separation = build_separation(config)
     try:
         with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
             return asyncio.run(process_file(path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)),
-                                            max_speakers))
+                                            max_speakers, separation))
     finally:
         runtime.close()
+        if separation is not None:
+            separation.close()
