@@ -294,7 +294,9 @@ class Playout:
     ``write`` puts a speaker's audio at its position; ``read`` takes the next ``n`` samples of every slot.
     - After a start, or when the buffer ran dry and new audio begins later, playback resumes
       ``prebuffer`` samples before it (a cushion against the jitter of inference).
-    - Underrun: ``read`` returns silence and does not advance (the cushion grows by the stall).
+    - Underrun: ``read`` returns silence and does not advance (the cushion grows by the stall). When the
+      audio that resumes it continues where playback stopped, the underrun was a glitch (audible gap in a
+      turn), counted in ``glitches``; when it starts later, there was nothing to play (a pause).
     - Audio for positions already played is late and dropped; audio further ahead than ``capacity``
       drops the oldest buffered audio (playback jumps forward).
     """
@@ -312,6 +314,8 @@ class Playout:
         self.underrun_samples = 0
         self.late_samples = 0
         self.dropped_samples = 0
+        self.glitches = 0
+        self._stalled = False
 
     @property
     def buffered_samples(self) -> int:
@@ -330,6 +334,9 @@ class Playout:
             self.write_end = self.read_pos
         elif self.write_end <= self.read_pos and start_sample - self.prebuffer > self.read_pos:
             self._advance_to(start_sample - self.prebuffer)  # ran dry: resume with a fresh cushion
+        elif self._stalled:
+            self.glitches += 1  # what should have been playing arrived too late
+        self._stalled = False
         end = start_sample + samples.size
         if end - self.read_pos > self.capacity:
             before = self.read_pos
@@ -357,7 +364,9 @@ class Playout:
             self._ring[:, index] = 0.0
             self.read_pos += take
             self.played_samples += take
-        self.underrun_samples += n - max(take, 0)
+        if take < n:
+            self.underrun_samples += n - max(take, 0)
+            self._stalled = True
         return out
 
     def skip(self, n: int) -> int:
@@ -601,6 +610,9 @@ class WebRtcSession:
             self.end("client_gone")
         except RtsepError as exc:
             self.end(exc.error_code, exc)
+        except Exception as exc:  # one session's failure must not reach the server
+            log.exception("session %s: microphone track failed", self.session_id)
+            self.end("internal_error", RtsepError(f"internal error: {exc}"))
 
     def _accept(self, frame: AudioFrame) -> None:
         """Called for every frame, so that the track never queues up; the audio is used while streaming."""
@@ -741,18 +753,21 @@ class WebRtcSession:
                         await pipeline.abort(outcome)
                 else:
                     await pipeline.abort(outcome)
-        except Exception:
+        except Exception:  # ending one session must not disturb the others
             log.exception("session %s: error while ending", self.session_id)
             if pipeline.info.state == "live":
                 pipeline.outbox = NullOutbox()
+                with contextlib.suppress(Exception):
+                    await pipeline.abort("internal_error")
         finally:
             manager.release(pipeline, outcome)
             await self.events.drain(timeout_s=2.0)
             await self.close_media()
-            if self.discarded_input_samples or self.playout.dropped_samples:
-                log.info("session %s: %.2f s of input discarded, %.2f s of playout dropped", self.session_id,
-                         self.discarded_input_samples / OPUS_RATE_HZ,
-                         self.playout.dropped_samples / self.playout_rate)
+            playout, rate = self.playout, self.playout_rate
+            log.info("session %s: playout %.1f s, %d glitch(es), %.2f s dropped, %.2f s late; %.2f s of input "
+                     "discarded", self.session_id, playout.played_samples / rate, playout.glitches,
+                     playout.dropped_samples / rate, playout.late_samples / rate,
+                     self.discarded_input_samples / OPUS_RATE_HZ)
             self.gateway.sessions.discard(self)
             self.ended.set()
 

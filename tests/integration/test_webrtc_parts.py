@@ -47,7 +47,7 @@ class TestPlayout:
         assert p.read_pos == 50 and p.underrun_samples == 30
         assert not p.read(40).any() and p.read_pos == 50  # stalled: nothing to play
         p.write(0, 50, ramp(50, 40))  # continuous audio arrives late: played next, nothing skipped
-        assert np.array_equal(p.read(40)[0], ramp(50, 40))
+        assert np.array_equal(p.read(40)[0], ramp(50, 40)) and p.glitches == 1
 
     def test_resumes_with_a_fresh_cushion_after_a_pause(self):
         p = Playout(slots=1, capacity_samples=10_000, prebuffer_samples=100)
@@ -55,7 +55,7 @@ class TestPlayout:
         p.read(200)
         assert p.buffered_samples == 0
         p.write(0, 5000, ramp(5000, 100))  # the next turn, long after: no 4800 samples of silence first
-        assert p.read_pos == 4900 and p.buffered_samples == 200
+        assert p.read_pos == 4900 and p.buffered_samples == 200 and p.glitches == 0  # a pause, not a glitch
         assert not p.read(100).any() and np.array_equal(p.read(100)[0], ramp(5000, 100))
 
     def test_oldest_dropped_when_the_buffer_is_full(self):
