@@ -4,8 +4,9 @@ track per speaker slot out, and a data channel with the same JSON events as ``WS
 The client's offer holds, in this order or any other:
 
 - exactly one audio m-line that the client sends on (``sendonly``/``sendrecv``): the microphone;
-- N ``recvonly`` audio m-lines: the speaker *slots*. The server maps each new speaker to a free slot,
-  announces it with a ``slot`` message (slot, mid, speaker) and plays that speaker on it;
+- N ``recvonly`` audio m-lines: the *slots*. The server maps each new track (a speaker, or a separated
+  source when a separator is configured) to a free slot, announces it with a ``slot`` message (slot, mid,
+  speaker, index) and plays that track on it;
 - optionally one data channel (any label): the server sends ``ready`` when it opens, then every event
   of protocol v1 (``speaker``, ``segment``, ``track``, ``timeline``, ``stats``, ``error``, ``done``) as
   text; the client may send ``{"type":"stop"}`` on it to end the session cleanly.
@@ -51,6 +52,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from rtsep.audio import float_to_s16
+from rtsep.diarize.online import speaker_name
 from rtsep.errors import (
     BadApiKey,
     ClientError,
@@ -63,7 +65,7 @@ from rtsep.errors import (
     ServerDraining,
     UnsupportedAudio,
 )
-from rtsep.pipeline import NullOutbox, SessionPipeline
+from rtsep.pipeline import SOURCE_TRACK_BASE, NullOutbox, SessionPipeline, source_name
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.protocol.messages import (
     ErrorMessage,
@@ -502,6 +504,11 @@ class DataChannelEvents:
             await asyncio.sleep(0.02)
 
 
+def track_name(index: int) -> str:
+    """The name of the track an audio frame's index stands for (a speaker, or a separated source)."""
+    return source_name(index - SOURCE_TRACK_BASE) if index >= SOURCE_TRACK_BASE else speaker_name(index)
+
+
 class WebRtcOutbox:
     """The pipeline's :class:`~rtsep.pipeline.Outbox` for a WebRTC session: events to the data channel,
     speaker audio to the playout (and from there to the speaker's slot track)."""
@@ -518,7 +525,7 @@ class WebRtcOutbox:
 
     async def send_audio(self, frame: bytes) -> None:
         header, samples = decode_audio_frame(frame)
-        slot = self._slot_of(header.track, f"SPEAKER_{header.track:02d}")
+        slot = self._slot_of(header.track, track_name(header.track))
         if slot is not None:
             self.playout.write(slot, header.start_sample, samples)
 
@@ -587,7 +594,8 @@ class WebRtcSession:
         manager = self.gateway.manager
         diarization = manager.config.diarization
         return Ready(self.pipeline.session_id, self.token, diarization.sample_rate_hz, self.pipeline.output_encoding,
-                     manager.max_message_bytes, self.pipeline.max_speakers, diarization.step_s)
+                     manager.max_message_bytes, self.pipeline.max_speakers, diarization.step_s,
+                     separator=manager.config.separator)
 
     def start(self) -> None:
         self._feeder = asyncio.create_task(self._feed(), name=f"rtsep-webrtc-feed-{self.session_id}")
@@ -792,10 +800,20 @@ class WebRtcGateway:
         self.sessions: set[WebRtcSession] = set()
         self.closing = False
 
+    @property
+    def num_sources(self) -> int:
+        """Separated-source tracks per session (0 without a separator): they take slots first."""
+        separation = self.manager.separation
+        return separation.spec.num_outputs if separation is not None else 0
+
     def client_config(self) -> dict[str, Any]:
+        sources, speakers = self.num_sources, self.manager.config.max_speakers
         return {
             "ice_servers": [s.public() for s in self.config.ice_servers],
-            "max_speakers": self.manager.config.max_speakers,
+            "max_speakers": speakers,
+            "sources": sources,
+            "slots": sources + speakers,  # recvonly transceivers to offer so that every track gets one
+            "separator": self.manager.config.separator,
             "sample_rate": self.manager.config.diarization.sample_rate_hz,
             "frame_ms": self.config.frame_ms,
         }
@@ -812,8 +830,9 @@ class WebRtcGateway:
                                  "output_encoding": "pcm_f32le", **offer.options})
         (accepted,) = stream.receive_text(start_text)  # the options pass the protocol's own checks
         start = accepted.start
-        if layout.slots:  # every speaker gets a slot
-            limit = min(start.max_speakers or self.manager.config.max_speakers, layout.slots)
+        if layout.slots:  # every track gets a slot: the separated sources first, then the speakers
+            limit = min(start.max_speakers or self.manager.config.max_speakers,
+                        max(1, layout.slots - self.num_sources))
             start = dataclasses.replace(start, max_speakers=limit)
 
         pc = RTCPeerConnection(self.config.rtc_configuration())
@@ -858,7 +877,8 @@ class WebRtcGateway:
             session.end("bad_offer")
             raise ProtocolViolation(f"the offer cannot be answered: {exc}", error_code="bad_offer") from None
         session.start()
-        log.info("session %s: WebRTC, %d speaker slot(s)", pipeline.session_id, len(tracks))
+        await pipeline.announce_sources()  # held until the data channel opens, like every event
+        log.info("session %s: WebRTC, %d slot(s)", pipeline.session_id, len(tracks))
         local = pc.localDescription
         return {
             "sdp": local.sdp,
@@ -867,6 +887,7 @@ class WebRtcGateway:
             "token": token,
             "slots": [{"slot": i, "mid": mid} for i, mid in enumerate(slots.mids)],
             "max_speakers": pipeline.max_speakers,
+            "sources": self.num_sources,
             "sample_rate": rate,
             "step_s": self.manager.config.diarization.step_s,
         }

@@ -96,6 +96,7 @@ function addSpeaker(msg) {
   const el = $("speaker-template").content.firstElementChild.cloneNode(true);
   el.dataset.speaker = msg.speaker;
   el.dataset.index = String(msg.index);
+  el.dataset.kind = msg.kind || "speaker"; // "source": a separated source, not a diarized speaker
   el.querySelector(".name").textContent = msg.speaker;
   el.querySelector(".swatch").style.background = colorOf(msg.index);
   if (msg.url !== "#") enableLink(el.querySelector(".track-link"), msg.url, `${state.sessionId}-${msg.speaker}.wav`);
@@ -111,10 +112,10 @@ function addSpeaker(msg) {
   state.speakers.set(msg.index, speaker);
   $("speakers").append(el);
   $("no-speakers").hidden = true;
-  timeline.addSpeaker(msg.index, msg.speaker);
+  if (el.dataset.kind === "speaker") timeline.addSpeaker(msg.index, msg.speaker);
   attachAudio(msg.index, speaker, 0);
   applyMuting();
-  log(`${msg.speaker} joined`);
+  log(el.dataset.kind === "source" ? `separated ${msg.speaker}` : `${msg.speaker} joined`);
 }
 
 function attachAudio(index, speaker, attempt) {

@@ -1,6 +1,7 @@
 // Protocol v1 pieces the page needs (see docs/protocol.md): the binary audio frame header.
 
 export const HEADER_BYTES = 24;
+export const SOURCE_TRACK_BASE = 0x8000; // track index of separated source k: 0x8000 + k
 const MAGIC = [0x52, 0x54, 0x53, 0x41]; // "RTSA"
 const ENCODINGS = { 1: "pcm_s16le", 2: "pcm_f32le" };
 

@@ -1,6 +1,6 @@
-// WebRTC transport: POST /v1/webrtc/offer. The microphone goes out on a sendonly transceiver; N recvonly
-// transceivers are the speaker slots the server fills (a `slot` message maps a speaker to a transceiver mid);
-// a data channel carries the same JSON events as the WebSocket path, and `stop`.
+// WebRTC transport: POST /v1/webrtc/offer. The microphone goes out on a sendonly transceiver; recvonly
+// transceivers are the slots the server fills (a `slot` message maps a track, a speaker or a separated
+// source, to a transceiver mid); a data channel carries the same JSON events as the WebSocket path, and `stop`.
 
 export class WebRtcTransport {
   constructor(handlers) {
@@ -18,7 +18,8 @@ export class WebRtcTransport {
 
   async start(mic, { maxSpeakers, apiKey }) {
     const config = await fetchJson("/v1/webrtc/config");
-    const slots = Math.max(1, Math.min(maxSpeakers || config.max_speakers, config.max_speakers));
+    const speakers = Math.max(1, Math.min(maxSpeakers || config.max_speakers, config.max_speakers));
+    const slots = speakers + (config.sources || 0); // separated sources (if any) take slots first
     const pc = new RTCPeerConnection({ iceServers: config.ice_servers });
     this.pc = pc;
     pc.addTransceiver(mic.getAudioTracks()[0], { direction: "sendonly", streams: [mic] });
@@ -35,7 +36,7 @@ export class WebRtcTransport {
 
     await pc.setLocalDescription(await pc.createOffer());
     await iceGatheringComplete(pc, 3000); // the server takes whole offers (no trickle ICE)
-    const body = { sdp: pc.localDescription.sdp, type: "offer", client: "rtsep-web", max_speakers: slots };
+    const body = { sdp: pc.localDescription.sdp, type: "offer", client: "rtsep-web", max_speakers: speakers };
     const answer = await fetchJson("/v1/webrtc/offer", {
       method: "POST",
       headers: apiKey ? { "Content-Type": "application/json", "X-API-Key": apiKey } : { "Content-Type": "application/json" },

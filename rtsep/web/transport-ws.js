@@ -1,7 +1,7 @@
 // WebSocket transport: the microphone through an AudioWorklet as 16-bit PCM at 48 kHz (WS /v1/stream);
 // speakers' audio comes back as binary frames and is played by one AudioWorklet with one output per speaker.
 
-import { decodeAudioFrame } from "./protocol.js";
+import { SOURCE_TRACK_BASE, decodeAudioFrame } from "./protocol.js";
 
 const CAPTURE_RATE_HZ = 48000;
 const PREBUFFER_S = 0.1;
@@ -36,6 +36,9 @@ export class WsTransport {
     sink.gain.value = 0;
     source.connect(capture).connect(sink).connect(this.captureCtx.destination);
 
+    // how many separated-source tracks to expect besides the speakers (same endpoint as WebRTC's)
+    const config = await (await fetch("/v1/webrtc/config")).json();
+    this.sources = config.sources || 0;
     const url = new URL("/v1/stream", location.href);
     url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
     if (apiKey) url.searchParams.set("api_key", apiKey); // browsers cannot set WebSocket headers
@@ -73,8 +76,10 @@ export class WsTransport {
     if (typeof data !== "string") {
       if (!this.player) return;
       const frame = decodeAudioFrame(data);
+      const output = this.outputOf(frame.track);
+      if (output === null) return;
       this.player.port.postMessage(
-        { type: "audio", index: frame.track, start: frame.startSample, samples: frame.samples },
+        { type: "audio", index: output, start: frame.startSample, samples: frame.samples },
         [frame.samples.buffer],
       );
       return;
@@ -93,10 +98,12 @@ export class WsTransport {
     // a context at the model rate, so the worklet works in the server's sample positions
     this.playCtx = new AudioContext({ sampleRate: ready.sample_rate, latencyHint: "interactive" });
     await this.playCtx.audioWorklet.addModule("player-worklet.js");
+    this.maxSpeakers = ready.max_speakers;
+    const outputs = ready.max_speakers + this.sources; // speakers first, then the separated sources
     this.player = new AudioWorkletNode(this.playCtx, "rtsep-player", {
       numberOfInputs: 0,
-      numberOfOutputs: ready.max_speakers,
-      outputChannelCount: Array(ready.max_speakers).fill(1),
+      numberOfOutputs: outputs,
+      outputChannelCount: Array(outputs).fill(1),
       processorOptions: {
         prebufferSamples: Math.round(PREBUFFER_S * ready.sample_rate),
         capacitySamples: Math.round(CAPACITY_S * ready.sample_rate),
@@ -104,15 +111,22 @@ export class WsTransport {
     });
   }
 
-  // The MediaStream that carries speaker `index` (an <audio> element plays it).
+  // The player output of a track index (speaker k, or SOURCE_TRACK_BASE + k for source k).
+  outputOf(track) {
+    const output = track >= SOURCE_TRACK_BASE ? this.maxSpeakers + track - SOURCE_TRACK_BASE : track;
+    return this.player && output < this.player.numberOfOutputs ? output : null;
+  }
+
+  // The MediaStream that carries track `index` (an <audio> element plays it).
   speakerStream(index) {
-    if (!this.player || index >= this.player.numberOfOutputs) return null;
-    if (!this.streams.has(index)) {
+    const output = this.outputOf(index);
+    if (output === null) return null;
+    if (!this.streams.has(output)) {
       const dest = this.playCtx.createMediaStreamDestination();
-      this.player.connect(dest, index);
-      this.streams.set(index, dest.stream);
+      this.player.connect(dest, output);
+      this.streams.set(output, dest.stream);
     }
-    return this.streams.get(index);
+    return this.streams.get(output);
   }
 
   resumeAudio() {

@@ -437,3 +437,42 @@ async def test_server_shutdown_finishes_webrtc_sessions(tmp_path, meeting):
     await client.close()
     assert done["session_id"] == client.answer["session_id"] and done["duration_s"] > 1.0
     assert client.of_type("timeline")[-1]["kind"] == "final"
+
+
+async def test_separated_sources_take_the_first_slots(tmp_path, meeting):
+    """With a separator, its sources are tracks too: announced after 'ready', each on its own slot."""
+    import torch
+
+    from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
+
+    torch.manual_seed(0)  # a small, randomly initialised network: the path is under test, not its quality
+    checkpoint = tmp_path / "tiny.safetensors"
+    save_convtasnet(ConvTasNet(ConvTasNetConfig(encoder_filters=16, bottleneck_channels=16, hidden_channels=16,
+                                                blocks_per_repeat=2, repeats=1)), checkpoint)
+    overrides = {**TRANSPORT_TEST_DIARIZER,
+                 "pipeline": {"separator": "convtasnet", "separator_checkpoint": str(checkpoint)}}
+    audio, rate = meeting
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(tests.conftest, "load_config", lambda env=None: load_config(env={}, overrides=overrides))
+        with run_server(tmp_path / "data") as separating:
+            config = (await get(separating, "/v1/webrtc/config")).json()
+            assert config["sources"] == 2 and config["slots"] == 2 + config["max_speakers"]
+            mic = FileTrack(audio[6 * rate: 12 * rate], rate)
+            client = await connect(separating, mic, slots=4)
+            try:
+                assert client.answer["sources"] == 2 and client.answer["max_speakers"] == 2
+                while mic.sent_s < 6.0:
+                    await asyncio.sleep(0.2)
+                client.channel.send('{"type":"stop"}')
+                await client.wait_for("done")
+            finally:
+                await client.close()
+    ready, slots = client.events[0], client.of_type("slot")
+    assert ready["type"] == "ready" and ready["separator"] == "convtasnet"
+    assert [(s["speaker"], s["slot"]) for s in slots[:2]] == [("source_0", 0), ("source_1", 1)]
+    sources = [t for t in client.of_type("track") if t["kind"] == "source"]
+    assert [t["speaker"] for t in sources] == ["source_0", "source_1"]
+    assert all(s["slot"] in (2, 3) for s in slots[2:])  # the speakers after them
+    for slot in slots[:2]:
+        heard = client.received(slot["mid"])
+        assert heard.size > 48000 * 3 and np.sqrt(np.mean(heard**2)) > 1e-4
