@@ -33,6 +33,12 @@ class ClusteringConfig:
     new_speaker_patience: int = 3  # consecutive far, mutually close embeddings needed to found a speaker
     refine_iterations: int = 2  # k-means iterations over the remembered embeddings after each new one
     memory: int = 400  # embeddings remembered for refinement (older ones stay in their centroid's sum)
+    # every this many embeddings, a speaker whose remembered embeddings form two groups split_distance apart
+    # (average linkage), each of split_min_members, is split in two (a centroid that settled
+    # between two talkers absorbs both, and no single embedding is ever far enough from it); 0: never
+    split_check_every: int = 4
+    split_min_members: int = 8
+    split_distance: float = 0.33  # average cross-group cosine distance needed to split
 
     def __post_init__(self) -> None:
         if not 0.0 < self.new_speaker_distance < 2.0:
@@ -94,6 +100,8 @@ class OnlineClustering:
             self._far = []
             self._labels[pos] = nearest
             self._refine()
+            if cfg.split_check_every and self._next_id % cfg.split_check_every == 0:
+                self._split_mixed()
             return int(self._labels[pos])
         if speech_ratio >= cfg.min_speech_ratio_new and self._num < cfg.max_speakers:
             self._far.append(pos)
@@ -184,3 +192,43 @@ class OnlineClustering:
                 self._labels[p] = int(new[p])
             self._update_centroids()
         self._update_centroids()
+
+    def _split_mixed(self) -> None:
+        """Split a speaker whose trusted remembered embeddings form two distinct groups (2-means)."""
+        cfg = self.config
+        if self._num >= cfg.max_speakers:
+            return
+        embs = np.stack(self._embs)
+        labels = np.asarray(self._labels)
+        trusted = np.asarray(self._weights) >= cfg.min_speech_ratio_update
+        for k in range(self._num):
+            members = np.flatnonzero((labels == k) & trusted)
+            if members.size < 2 * cfg.split_min_members:
+                continue
+            x = embs[members]
+            # start from the member farthest from the centroid and the member farthest from that one
+            a = x[np.argmin(x @ self._centroids[k])]
+            b = x[np.argmin(x @ a)]
+            for _ in range(10):
+                side = (x @ a) < (x @ b)
+                if side.all() or not side.any():
+                    break
+                a, b = _unit(x[~side].mean(axis=0)), _unit(x[side].mean(axis=0))
+            n_b = int(side.sum())
+            if min(n_b, side.size - n_b) < cfg.split_min_members:
+                continue
+            # average-linkage distance between the groups, as the final re-clustering measures clusters
+            if 1.0 - float(np.mean(x[side] @ x[~side].T)) < cfg.split_distance:
+                continue
+            # the group holding the newest member keeps the index (the live turn goes on); the other is new
+            moved = members[side] if not side[-1] else members[~side]
+            speaker = self._num
+            self._num += 1
+            self._old_sums.append(np.zeros_like(self._embs[0]))
+            for p in moved:
+                self._labels[p] = speaker
+            self._old_sums[k] = np.zeros_like(self._old_sums[k])  # its older history was the mixture
+            self._update_centroids()
+            self._refine()
+            return
+

@@ -80,3 +80,33 @@ def test_config_validation():
         ClusteringConfig(new_speaker_distance=0)
     with pytest.raises(ConfigError):
         ClusteringConfig(new_speaker_patience=0)
+
+
+def test_a_centroid_between_two_talkers_is_split():
+    """Two talkers whose embeddings interleave from the start: the first centroid settles between them,
+    every embedding is near it, and only the split check can tell that it holds two speakers."""
+    from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
+
+    rng = np.random.default_rng(0)
+    u = np.zeros(256, np.float32)
+    u[0] = 1.0
+    v = np.zeros(256, np.float32)
+    v[0], v[1] = 0.6, 0.8  # cosine distance 0.4 between the talkers
+
+    def noisy(c):
+        e = c + rng.normal(0, 0.01, 256).astype(np.float32)
+        return e / np.linalg.norm(e)
+
+    def run(config):
+        clustering = OnlineClustering(config)
+        mid = (u + v) / np.linalg.norm(u + v)  # the first windows hold both talkers
+        [clustering.assign(noisy(mid), 1.0) for _ in range(5)]
+        labels = [clustering.assign(noisy(u if i % 2 else v), 1.0) for i in range(60)]
+        return clustering.num_speakers, labels
+
+    n_without, _ = run(ClusteringConfig(split_check_every=0))
+    n_with, labels = run(ClusteringConfig())
+    assert n_without == 1
+    assert n_with == 2
+    tail = labels[-20:]  # after the split, the two talkers get different labels
+    assert len(set(tail[0::2])) == 1 and len(set(tail[1::2])) == 1 and tail[0] != tail[1]
