@@ -8,16 +8,9 @@ import re
 
 import pytest
 
-import tests.conftest
-from rtsep.config import load_config
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.slow
-
-# As in tests/integration/test_webrtc.py: these tests are about the page and its transports, and with the
-# default new-speaker distance the online diarizer's founding of this meeting's second talker hinges on
-# sub-step alignment (an Opus round trip or a 5 ms shift loses it). At 0.2 it finds 2 or more whatever the path.
-TRANSPORT_TEST_DIARIZER = {"clustering": {"new_speaker_distance": 0.2}}
 
 PLAYING_SPEAKERS = """() => [...document.querySelectorAll('.speaker-track')].filter(el => {
     const audio = el.querySelector('audio');
@@ -39,11 +32,8 @@ SNAPSHOT = """() => ({
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tests.conftest, "load_config",
-                      lambda env=None: load_config(env={}, overrides=TRANSPORT_TEST_DIARIZER))
-        with run_server(tmp_path_factory.mktemp("data")) as running:
-            yield running
+    with run_server(tmp_path_factory.mktemp("data")) as running:
+        yield running
 
 
 @pytest.mark.parametrize("transport", ["webrtc", "ws"])

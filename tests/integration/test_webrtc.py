@@ -25,25 +25,18 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-import tests.conftest
 from rtsep.config import load_config
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.slow
 
 CONNECT_TIMEOUT_S = 6.0  # short, for the never-connected test; long enough for a loaded machine
-# These tests are about the transport. With the default new-speaker distance (0.25), whether the online
-# diarizer founds the second talker of this excerpt depends on sub-step alignment: a 5 ms shift or an Opus
-# round trip (which every WebRTC path has) leaves one speaker. At 0.2 it finds 2 or more (typically 4) under every alignment tried.
-TRANSPORT_TEST_DIARIZER = {"clustering": {"new_speaker_distance": 0.2}}
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("RTSEP_WEBRTC_CONNECT_TIMEOUT_S", str(CONNECT_TIMEOUT_S))
-        patch.setattr(tests.conftest, "load_config",
-                      lambda env=None: load_config(env={}, overrides=TRANSPORT_TEST_DIARIZER))
         with run_server(tmp_path_factory.mktemp("data"), max_sessions=2, idle_timeout_s=3.0) as running:
             yield running
 
@@ -449,24 +442,21 @@ async def test_separated_sources_take_the_first_slots(tmp_path, meeting):
     checkpoint = tmp_path / "tiny.safetensors"
     save_convtasnet(ConvTasNet(ConvTasNetConfig(encoder_filters=16, bottleneck_channels=16, hidden_channels=16,
                                                 blocks_per_repeat=2, repeats=1)), checkpoint)
-    overrides = {**TRANSPORT_TEST_DIARIZER,
-                 "pipeline": {"separator": "convtasnet", "separator_checkpoint": str(checkpoint)}}
+    overrides = {"pipeline": {"separator": "convtasnet", "separator_checkpoint": str(checkpoint)}}
     audio, rate = meeting
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(tests.conftest, "load_config", lambda env=None: load_config(env={}, overrides=overrides))
-        with run_server(tmp_path / "data") as separating:
-            config = (await get(separating, "/v1/webrtc/config")).json()
-            assert config["sources"] == 2 and config["slots"] == 2 + config["max_speakers"]
-            mic = FileTrack(audio[6 * rate: 12 * rate], rate)
-            client = await connect(separating, mic, slots=4)
-            try:
-                assert client.answer["sources"] == 2 and client.answer["max_speakers"] == 2
-                while mic.sent_s < 6.0:
-                    await asyncio.sleep(0.2)
-                client.channel.send('{"type":"stop"}')
-                await client.wait_for("done")
-            finally:
-                await client.close()
+    with run_server(tmp_path / "data", pipeline=load_config(env={}, overrides=overrides).pipeline) as separating:
+        config = (await get(separating, "/v1/webrtc/config")).json()
+        assert config["sources"] == 2 and config["slots"] == 2 + config["max_speakers"]
+        mic = FileTrack(audio[6 * rate: 12 * rate], rate)
+        client = await connect(separating, mic, slots=4)
+        try:
+            assert client.answer["sources"] == 2 and client.answer["max_speakers"] == 2
+            while mic.sent_s < 6.0:
+                await asyncio.sleep(0.2)
+            client.channel.send('{"type":"stop"}')
+            await client.wait_for("done")
+        finally:
+            await client.close()
     ready, slots = client.events[0], client.of_type("slot")
     assert ready["type"] == "ready" and ready["separator"] == "convtasnet"
     assert [(s["speaker"], s["slot"]) for s in slots[:2]] == [("source_0", 0), ("source_1", 1)]
