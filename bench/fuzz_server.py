@@ -24,9 +24,9 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_note, rtsep_server  # noqa: E402
+from rtsep_client import stream_file  # noqa: E402
 
 from rtsep.demo import sample_paths  # noqa: E402
-from rtsep_client import stream_file  # noqa: E402
 
 EXPECTED = {4400, 1009}
 

@@ -23,9 +23,9 @@ import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_note, metric_value, pct, rtsep_server  # noqa: E402
+from rtsep_client import stream_file  # noqa: E402
 
 from rtsep.demo import sample_paths  # noqa: E402
-from rtsep_client import stream_file  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:

@@ -24,15 +24,15 @@ import tempfile
 from pathlib import Path
 
 import httpx
-import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cpu_seconds, machine_note, metric_value, pct, rtsep_server  # noqa: E402
 import time  # noqa: E402
 
-from rtsep.demo import sample_paths  # noqa: E402
+from _common import cpu_seconds, machine_note, metric_value, pct, rtsep_server  # noqa: E402
 from rtsep_client import stream_file  # noqa: E402
+
+from rtsep.demo import sample_paths  # noqa: E402
 
 
 def latency(args: argparse.Namespace) -> dict:

@@ -94,7 +94,8 @@ def _coerce(cls: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 env: dict[str, str] | None = None) -> AppConfig:
     """Sections: [server], [runtime], [diarization], [clustering], [pipeline]."""
-    sections: dict[str, dict[str, Any]] = {k: {} for k in ("server", "runtime", "diarization", "clustering", "pipeline")}
+    names = ("server", "runtime", "diarization", "clustering", "pipeline")
+    sections: dict[str, dict[str, Any]] = {k: {} for k in names}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())

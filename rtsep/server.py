@@ -8,8 +8,8 @@ import logging
 import re
 import signal
 from collections.abc import AsyncIterator
-from types import FrameType
 from dataclasses import dataclass
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
@@ -23,8 +23,8 @@ from rtsep.pipeline import build_separation
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
-from rtsep.stream.limits import RateLimit
 from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.stream.limits import RateLimit
 from rtsep.transport.http import add_routes, web_root
 
 log = logging.getLogger(__name__)

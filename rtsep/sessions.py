@@ -22,7 +22,6 @@ from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.stream.limits import RateLimit
 from rtsep.stream.session import StreamConfig
 
-
 log = logging.getLogger(__name__)
 
 

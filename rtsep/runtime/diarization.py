@@ -144,7 +144,8 @@ class DiarizationRuntime:
             return
         first = int(np.argmax(is_speech))
         gap = request.start_sample + first * frame - state.last_speech_sample
-        if state.last_speech_sample >= 0 and cfg.speech_reset_gap_s is not None and gap > cfg.speech_reset_gap_s * cfg.sample_rate_hz:
+        reset_gap = None if cfg.speech_reset_gap_s is None else cfg.speech_reset_gap_s * cfg.sample_rate_hz
+        if state.last_speech_sample >= 0 and reset_gap is not None and gap > reset_gap:
             state.clear_speech()
         chunks = [request.samples[k * frame : (k + 1) * frame] for k in np.flatnonzero(is_speech)]
         state.add_speech(np.concatenate(chunks), cfg.embedding_window_samples)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import websockets
-
 from rtsep_client import stream_file
+
 from tests.conftest import run_server, tone
 
 pytestmark = pytest.mark.slow

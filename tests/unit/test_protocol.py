@@ -7,8 +7,17 @@ import pytest
 from rtsep.errors import ProtocolViolation, UnsupportedAudio
 from rtsep.protocol.frames import HEADER_BYTES, decode_audio_frame, encode_audio_frame
 from rtsep.protocol.messages import (
-    Done, ErrorMessage, Ready, Segment, SpeakerActivity, Start, Stop, TrackAnnouncement,
-    encode_message, parse_client_message, parse_server_message,
+    Done,
+    ErrorMessage,
+    Ready,
+    Segment,
+    SpeakerActivity,
+    Start,
+    Stop,
+    TrackAnnouncement,
+    encode_message,
+    parse_client_message,
+    parse_server_message,
 )
 from rtsep.protocol.pcm import decode_pcm, encode_pcm
 

@@ -53,7 +53,8 @@ def _only_client_errors(fn, *args):
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.one_of(st.text(max_size=200), st.binary(max_size=200), json_values.map(json.dumps), start_like.map(json.dumps)))
+@given(st.one_of(st.text(max_size=200), st.binary(max_size=200), json_values.map(json.dumps),
+                 start_like.map(json.dumps)))
 def test_client_message_decoder(text):
     _only_client_errors(parse_client_message, text)
 

@@ -16,10 +16,17 @@ import numpy as np
 import soundfile as sf
 import websockets
 
-from rtsep.audio import wav_bytes, float_to_s16
+from rtsep.audio import float_to_s16, wav_bytes
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.protocol.messages import (
-    Done, ErrorMessage, Ready, SpeakerActivity, parse_server_message, encode_message, Start, Stop,
+    Done,
+    ErrorMessage,
+    Ready,
+    SpeakerActivity,
+    Start,
+    Stop,
+    encode_message,
+    parse_server_message,
 )
 from rtsep.protocol.pcm import encode_pcm
 
