@@ -74,6 +74,8 @@ def capacity(args: argparse.Namespace) -> dict:
         clip = tmp_path / "clip.wav"
         sf.write(str(clip), audio[: int(args.seconds * rate)], rate)
         toml = '[runtime]\noverflow = "drop"\n'
+        if args.device:
+            toml += f'device = "{args.device}"\n'
         for n in args.sessions:
             with rtsep_server(tmp_path / f"data{n}", "--max-sessions", str(n), config_toml=toml) as (base, proc):
                 server_cpu0, client_cpu0, wall0 = cpu_seconds(proc.pid), time.process_time(), time.monotonic()
@@ -114,6 +116,7 @@ def main() -> None:
     p = sub.add_parser("capacity")
     p.add_argument("--sessions", type=int, nargs="+", default=[4, 8, 12, 16])
     p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--device", help="inference device of the server (cpu, cuda)")
     args = parser.parse_args()
     note = machine_note()
     report = latency(args) if args.mode == "latency" else capacity(args)
