@@ -135,13 +135,19 @@ def encode_message(message: Message) -> str:
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
-def _parse_object(text: str | bytes) -> dict[str, Any]:
+def parse_json_object(text: str | bytes, what: str = "message") -> dict[str, Any]:
+    """JSON text -> dict, or ProtocolViolation('bad_json') naming ``what`` was malformed."""
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolViolation(f"message is not valid JSON: {exc}", error_code="bad_json") from None
+        raise ProtocolViolation(f"{what} is not valid JSON: {exc}", error_code="bad_json") from None
     if not isinstance(obj, dict):
-        raise ProtocolViolation("message must be a JSON object", error_code="bad_json")
+        raise ProtocolViolation(f"{what} must be a JSON object", error_code="bad_json")
+    return obj
+
+
+def _parse_object(text: str | bytes) -> dict[str, Any]:
+    obj = parse_json_object(text)
     kind = obj.get("type")
     if not isinstance(kind, str):
         raise ProtocolViolation("message has no string 'type'", error_code="bad_message")

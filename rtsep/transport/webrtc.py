@@ -72,6 +72,7 @@ from rtsep.protocol.messages import (
     Ready,
     TrackAnnouncement,
     encode_message,
+    parse_json_object,
 )
 from rtsep.sessions import SessionManager
 from rtsep.stream.limits import RealtimeGuard
@@ -191,12 +192,7 @@ def parse_offer(body: bytes, max_bytes: int) -> Offer:
     """``{"sdp": ..., "type": "offer", "max_speakers"?: int, "client"?: str}`` -> Offer."""
     if len(body) > max_bytes:
         raise MessageTooBig(f"offer of {len(body)} bytes exceeds the limit of {max_bytes} bytes")
-    try:
-        obj = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProtocolViolation(f"the offer is not valid JSON: {exc}", error_code="bad_json") from None
-    if not isinstance(obj, dict):
-        raise ProtocolViolation("the offer must be a JSON object", error_code="bad_json")
+    obj = parse_json_object(body, "the offer")
     if obj.get("type") != "offer":
         raise ProtocolViolation(f"'type' must be \"offer\", got {obj.get('type')!r}", error_code="bad_offer")
     sdp = obj.get("sdp")
