@@ -40,14 +40,6 @@ class AudioChunk:
         return self.num_samples / self.sample_rate_hz
 
 
-def samples_to_s(num_samples: int, sample_rate_hz: int) -> float:
-    return num_samples / sample_rate_hz
-
-
-def s_to_samples(seconds: float, sample_rate_hz: int) -> int:
-    return int(round(seconds * sample_rate_hz))
-
-
 def wav_bytes(pcm_s16: np.ndarray, sample_rate_hz: int) -> bytes:
     """A mono 16-bit WAV file in memory."""
     import io
