@@ -42,16 +42,16 @@ def diarization_error_rate(reference_rttm: str, hypothesis: dict[str, Any], coll
 
 
 def run_demo(out_dir: Path, config: PipelineConfig) -> dict[str, Any]:
-    from rtsep.diarize.timeline import annotation_from_json, load_rttm, to_json
+    from rtsep.diarize.timeline import load_rttm, to_json
     from rtsep.transport.file import plot_timeline, run_process
 
     wav, rttm = sample_paths()
     result = run_process(wav, out_dir, config)
     reference_text = rttm.read_text()
     reference = to_json(next(iter(load_rttm(reference_text).values())), "reference")
+    # the same picture as `rtsep process` writes, with the reference rows on top
     plot_timeline({"final": result.final, "live": result.live}, result.duration_s, out_dir / "timeline.png",
                   reference=reference)
-    annotation_from_json(result.final)
     return {
         "input": str(wav),
         "out": str(out_dir),
