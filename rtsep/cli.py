@@ -19,6 +19,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separator", help="separate sources too: convtasnet (shipped checkpoint) or sepformer")
     p.add_argument("--separator-checkpoint", help="convtasnet: a checkpoint file instead of the shipped one")
     p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
+    p.add_argument("--adapt-steps", type=int,
+                   help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
+                        "(0: off; default 150)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -29,7 +32,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
         overrides={"runtime": {"device": args.device},
                    "pipeline": {"max_speakers": args.max_speakers, "separator": args.separator,
                                 "separator_checkpoint": args.separator_checkpoint,
-                                "separator_dir": args.separator_dir},
+                                "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps},
                    "server": server or {}},
     )
 

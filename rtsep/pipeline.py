@@ -66,6 +66,9 @@ class PipelineConfig:
     separator: str | None = None  # a registered separator (rtsep.separate): None routes the input by speaker
     separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
     separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
+    # convtasnet in `rtsep process`: fine-tune a copy on the recording's own single-talker turns first
+    # (rtsep.separate.adapt); 0 separates with the checkpoint as it is
+    adapt_steps: int = 150
 
     def separator_options(self) -> dict[str, Any]:
         if self.separator == "sepformer":

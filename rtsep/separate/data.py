@@ -339,7 +339,8 @@ def build_corpus(out: Path, *, seed: int = 0, sentences_per_voice: int = 24, pip
         for spec in voices:
             if spec.family != "world" or spec.speaker in index:
                 continue
-            pool = fest_sources if spec.params["source"] == "festival" else list(zip(piper_utts, piper_ids, strict=True))
+            piper_pool = list(zip(piper_utts, piper_ids, strict=True))
+            pool = fest_sources if spec.params["source"] == "festival" else piper_pool
             utts, ids = [], []
             for j in rng.choice(len(pool), min(world_utterances, len(pool)), replace=False):
                 audio, tid = pool[j]

@@ -37,7 +37,8 @@ def pit_si_snr_loss(estimates: torch.Tensor, references: torch.Tensor) -> torch.
 
 
 def si_sdr_np(estimate: np.ndarray, reference: np.ndarray) -> float:
-    return float(si_sdr(torch.from_numpy(np.asarray(estimate, np.float64)), torch.from_numpy(np.asarray(reference, np.float64))))
+    as64 = lambda x: torch.from_numpy(np.asarray(x, np.float64))  # noqa: E731
+    return float(si_sdr(as64(estimate), as64(reference)))
 
 
 def pit_si_sdr_improvement(mixture: np.ndarray, estimates: np.ndarray, references: np.ndarray) -> tuple[float, float]:

@@ -21,6 +21,7 @@ from rtsep.pipeline import NullOutbox, PipelineConfig, build_separation
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
+from rtsep.separate.adapt import AdaptConfig, AdaptedSeparation, AdaptiveSeparator, AdaptReport
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.base import SessionStore
 from rtsep.store.sqlite import SqliteSessionStore
@@ -37,6 +38,7 @@ class ProcessResult:
     live: dict[str, Any]
     final: dict[str, Any]
     files: list[Path]
+    adaptation: AdaptReport | None = None
 
 
 def read_info(path: Path) -> sf._SoundFileInfo:
@@ -54,7 +56,11 @@ async def process_file(
     progress: Callable[[float], None] | None = None,
     max_speakers: int | None = None,
     separation: SeparationRuntime | None = None,
+    adaptive: AdaptiveSeparator | None = None,
+    adapt_progress: Callable[[int, float], None] | None = None,
 ) -> ProcessResult:
+    """Run one session over ``path``. Sources come from ``separation`` (streamed with the session) or, after the
+    session, from ``adaptive`` (fine-tuned on the file's own single-talker turns, then run over the file)."""
     info = read_info(path)
     rate = int(info.samplerate)
     if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
@@ -69,15 +75,20 @@ async def process_file(
         stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
         pipeline, _ = manager.open(start, NullOutbox(), "file")
         block = max(1, int(BLOCK_S * rate))
-        for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
-            for event in stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))):
+        model_rate_audio: list[np.ndarray] = []  # kept only for the adaptive separator
+
+        async def feed(events: list) -> None:
+            for event in events:
                 if isinstance(event, ChunkReady):
+                    if adaptive is not None:
+                        model_rate_audio.append(event.chunk.samples[: event.valid_samples].copy())
                     await pipeline.feed(event)
+
+        for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+            await feed(stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))))
             if progress is not None:
                 progress(samples.shape[0] / rate)
-        for event in stream.finish():
-            if isinstance(event, ChunkReady):
-                await pipeline.feed(event)
+        await feed(stream.finish())
         done = await pipeline.finish()
         manager.release(pipeline, "completed")
         sid = pipeline.session_id
@@ -85,7 +96,31 @@ async def process_file(
         live = pipeline.live_timeline()
         files = write_outputs(out_dir, manager.store, sid, live, final, pipeline.rate, done.duration_s)
         manager.store.close()
-    return ProcessResult(sid, done.duration_s, done.speakers, live, final, files)
+    report = None
+    if adaptive is not None:
+        audio = np.concatenate(model_rate_audio) if model_rate_audio else np.zeros(0, np.float32)
+        result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []), adapt_progress)
+        files += write_separated(out_dir, result)
+        report = result.report
+    return ProcessResult(sid, done.duration_s, done.speakers, live, final, files, report)
+
+
+def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
+    """separated/source_<k>.wav (16-bit, the session's rate) and separated/sources.json (who is in which
+    source, what the adaptation did)."""
+    folder = out_dir / "separated"
+    folder.mkdir(exist_ok=True)
+    files = []
+    for k, source in enumerate(result.sources):
+        path = folder / f"source_{k}.wav"
+        path.write_bytes(wav_bytes(np.clip(np.round(source * 32767.0), -32768, 32767).astype("<i2"), result.rate_hz))
+        files.append(path)
+    info = folder / "sources.json"
+    info.write_text(json.dumps({
+        "sources": [{"track": f"source_{k}", "speaker": spk} for k, spk in enumerate(result.speakers)],
+        "adaptation": result.report.as_dict(),
+    }, indent=1))
+    return files + [info]
 
 
 def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dict, final: dict,
@@ -147,17 +182,31 @@ def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, ref
     plt.close(fig)
 
 
+def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
+    """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
+    if config.separator != "convtasnet" or config.adapt_steps <= 0:
+        return None
+    from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
+
+    checkpoint = config.separator_checkpoint or default_checkpoint_path()
+    return AdaptiveSeparator(load_convtasnet(checkpoint), AdaptConfig(steps=config.adapt_steps))
+
+
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
                 max_speakers: int | None = None) -> ProcessResult:
     from tqdm import tqdm
 
     info = read_info(path)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
-    separation = build_separation(config)
+    adaptive = build_adaptive(config)
+    separation = None if adaptive is not None else build_separation(config)
     try:
         with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
-            return asyncio.run(process_file(path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)),
-                                            max_speakers, separation))
+            with tqdm(total=config.adapt_steps, unit="step", desc="adapting separator",
+                      disable=not show_progress or adaptive is None, delay=0.5) as adapt_bar:
+                return asyncio.run(process_file(
+                    path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
+                    adaptive, lambda step, si_snr_db: adapt_bar.update(1)))
     finally:
         runtime.close()
         if separation is not None:

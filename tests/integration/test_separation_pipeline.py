@@ -18,7 +18,7 @@ from rtsep.pipeline import SOURCE_TRACK_BASE, build_separation
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
-from rtsep.transport.file import process_file
+from rtsep.transport.file import build_adaptive, process_file
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.slow
@@ -53,6 +53,26 @@ async def test_process_writes_separated_sources(checkpoint, meeting_wav, tmp_pat
         audio, rate = sf.read(str(path))
         assert rate == 16000 and len(audio) == round(result.duration_s * 16000) and np.abs(audio).max() > 0
     assert len(list((tmp_path / "tracks").glob("*.wav"))) == len(result.speakers)  # speaker tracks as before
+
+
+async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav, tmp_path):
+    config = replace(pipeline_config(checkpoint), adapt_steps=3)
+    runtime = DiarizationRuntime(config.runtime, config.diarization)
+    adaptive = build_adaptive(config)
+    assert build_adaptive(replace(config, adapt_steps=0)) is None
+    try:
+        result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)
+    finally:
+        runtime.close()
+    assert result.adaptation is not None and result.adaptation.steps == 3
+    assert sorted(result.adaptation.speakers) == sorted(result.speakers) == ["SPEAKER_00", "SPEAKER_01"]
+    for k in range(2):
+        audio, rate = sf.read(str(tmp_path / "separated" / f"source_{k}.wav"))
+        assert rate == 16000 and abs(len(audio) - result.duration_s * 16000) <= 1 and np.abs(audio).max() > 0
+    info = json.loads((tmp_path / "separated" / "sources.json").read_text())
+    assert [s["track"] for s in info["sources"]] == ["source_0", "source_1"]
+    assert sorted(s["speaker"] for s in info["sources"]) == ["SPEAKER_00", "SPEAKER_01"]
+    assert info["adaptation"]["steps"] == 3 and set(info["adaptation"]["speech_s"]) == set(result.speakers)
 
 
 async def test_live_session_streams_and_stores_source_tracks(checkpoint, meeting_wav, tmp_path):

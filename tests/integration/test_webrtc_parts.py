@@ -181,7 +181,8 @@ def test_config_from_env():
         {"urls": ["stun:stun.example.org:3478"]},
         {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}]
     assert len(config.rtc_configuration().iceServers) == 2
-    assert WebRtcConfig.from_env({"RTSEP_WEBRTC_ICE_SERVERS": "stun:a:1, stun:b:2"}).ice_servers[1].urls == ("stun:b:2",)
+    two = WebRtcConfig.from_env({"RTSEP_WEBRTC_ICE_SERVERS": "stun:a:1, stun:b:2"})
+    assert two.ice_servers[1].urls == ("stun:b:2",)
     for bad in [{"RTSEP_WEBRTC_ICE_SERVERS": "http://x"}, {"RTSEP_WEBRTC_ICE_SERVERS": '[{"urls":"turn:x"}]'},
                 {"RTSEP_WEBRTC_ICE_SERVERS": "[nope"}, {"RTSEP_WEBRTC_PREBUFFER_MS": "many"},
                 {"RTSEP_WEBRTC_FRAME_MS": "7"}]:

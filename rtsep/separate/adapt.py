@@ -1,0 +1,279 @@
+"""In-session adaptation: fine-tune a copy of the Conv-TasNet on remixes of the session's own single-talker turns.
+
+Our separator is trained on synthetic and pseudo-speaker voices; real talkers are far from them. A session,
+though, contains real speech of exactly the talkers to separate: the diarizer finds the turns where only one of
+them speaks. Remixing those turns (pairs of different talkers, random level ratio) gives training mixtures with
+known sources, so a copy of the model can be fine-tuned on this session's voices, room and channel — in memory,
+for this session only. Nothing here does I/O: the caller passes audio at the model rate and the speaker turns,
+and gets the adapted model back.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from rtsep.errors import ConfigError
+from rtsep.separate.convtasnet import ConvTasNet
+from rtsep.separate.losses import pit_si_snr_loss
+
+Span = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    steps: int = 150  # optimiser steps (each one batch of remixes)
+    learning_rate: float = 3e-4
+    batch_size: int = 4
+    segment_s: float = 2.0  # length of each training remix
+    level_ratio_db: float = 5.0  # the two talkers are mixed at a level ratio drawn from +-level_ratio_db
+    min_turn_s: float = 0.5  # single-talker turns shorter than this are not used
+    edge_trim_s: float = 0.05  # cut from both ends of a turn (diarization boundaries are not exact)
+    min_speech_s: float = 2.0  # a talker needs this much single-talker speech to take part
+    max_grad_norm: float = 5.0
+    speed_perturb: float = 0.0  # each training piece is played at a speed drawn from 1 +- this (pitch moves with it)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1:
+            raise ConfigError("adaptation steps must be >= 0 and batch_size >= 1")
+        if self.learning_rate <= 0 or self.segment_s <= 0 or self.min_speech_s <= 0:
+            raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
+
+
+@dataclass
+class AdaptReport:
+    """What an adaptation did: who took part, with how much speech, and the training loss before / after."""
+
+    speakers: list[str]
+    speech_s: dict[str, float]
+    steps: int = 0
+    seconds: float = 0.0
+    loss_first_db: float | None = None  # mean PIT SI-SNR of the first / last 10 % of steps (higher is better)
+    loss_last_db: float | None = None
+    skipped: str | None = None  # why no adaptation happened
+    losses_db: list[float] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict:
+        out = {k: v for k, v in self.__dict__.items() if k != "losses_db"}
+        out["seconds"] = round(self.seconds, 2)
+        return out
+
+
+def single_talker_spans(segments: Iterable[Mapping], min_turn_s: float = 0.5, edge_trim_s: float = 0.05,
+                        resolution_s: float = 0.01) -> dict[str, list[Span]]:
+    """Spans (start_s, end_s) where exactly one speaker is active, per speaker, from timeline segments
+    (``{"speaker", "start_s", "end_s"}``). Each span is trimmed by ``edge_trim_s`` at both ends and kept only
+    if at least ``min_turn_s`` long."""
+    segs = [(str(s["speaker"]), float(s["start_s"]), float(s["end_s"])) for s in segments]
+    if not segs:
+        return {}
+    speakers = sorted({s for s, _, _ in segs})
+    frames = int(np.ceil(max(e for _, _, e in segs) / resolution_s)) + 1
+    active = np.zeros((len(speakers), frames), bool)
+    for spk, start, end in segs:
+        active[speakers.index(spk), int(round(start / resolution_s)) : int(round(end / resolution_s))] = True
+    alone = active & (active.sum(0) == 1)
+    spans: dict[str, list[Span]] = {}
+    for i, spk in enumerate(speakers):
+        edges = np.flatnonzero(np.diff(np.r_[0, alone[i].astype(np.int8), 0]))
+        for a, b in zip(edges[::2], edges[1::2], strict=True):
+            start, end = a * resolution_s + edge_trim_s, b * resolution_s - edge_trim_s
+            if end - start >= min_turn_s:
+                spans.setdefault(spk, []).append((start, end))
+    return spans
+
+
+def gather_speech(audio: np.ndarray, rate_hz: int, spans: Mapping[str, Sequence[Span]]) -> dict[str, np.ndarray]:
+    """Each speaker's spans of ``audio`` (mono, at ``rate_hz``), concatenated."""
+    out = {}
+    for spk, items in spans.items():
+        pieces = [audio[int(a * rate_hz) : int(b * rate_hz)] for a, b in items]
+        pieces = [p for p in pieces if p.size]
+        if pieces:
+            out[spk] = np.concatenate(pieces).astype(np.float32)
+    return out
+
+
+def remix_pair(a: np.ndarray, b: np.ndarray, ratio_db: float, level: float) -> tuple[np.ndarray, np.ndarray]:
+    """Mix two single-talker pieces (equal length) with ``a`` ``ratio_db`` louder than ``b``; both sources are
+    returned at their level in the mixture, which peaks at most at ``level``."""
+    power_a, power_b = float(np.mean(a**2)) + 1e-10, float(np.mean(b**2)) + 1e-10
+    b = b * np.sqrt(power_a / power_b * 10 ** (-ratio_db / 10))
+    sources = np.stack([a, b])
+    peak = float(np.abs(sources.sum(0)).max()) + 1e-9
+    sources = sources * (level / peak)
+    return sources.sum(0).astype(np.float32), sources.astype(np.float32)
+
+
+class RemixSampler:
+    """Draws training remixes of two different talkers' single-talker speech (random pieces, levels, pairs)."""
+
+    def __init__(self, speech: Mapping[str, np.ndarray], segment_samples: int, level_ratio_db: float,
+                 rng: np.random.Generator, speed_perturb: float = 0.0) -> None:
+        self.speakers = sorted(speech)
+        if len(self.speakers) < 2:
+            raise ValueError("remixes need single-talker speech of at least two talkers")
+        self.speech = speech
+        shortest = min(len(v) for v in speech.values())
+        self.segment_samples = min(segment_samples, shortest)
+        self.level_ratio_db = level_ratio_db
+        self.rng = rng
+        self.speed_perturb = speed_perturb
+        self.pairs = list(itertools.combinations(self.speakers, 2))
+
+    def _piece(self, speaker: str) -> np.ndarray:
+        x = self.speech[speaker]
+        speed = 1.0 + float(self.rng.uniform(-self.speed_perturb, self.speed_perturb)) if self.speed_perturb else 1.0
+        span = min(len(x), int(np.ceil(self.segment_samples * speed)))
+        start = int(self.rng.integers(0, len(x) - span + 1))
+        piece = x[start : start + span]
+        if speed == 1.0:
+            return piece
+        # play ``piece`` at ``speed``: read it at fractional positions (linear interpolation)
+        positions = np.minimum(np.arange(self.segment_samples) * (span / self.segment_samples), span - 1)
+        return np.interp(positions, np.arange(span), piece).astype(np.float32)
+
+    def draw(self, count: int) -> tuple[np.ndarray, np.ndarray]:
+        """(mixtures (count, T), sources (count, 2, T)) float32."""
+        mixes, sources = [], []
+        for _ in range(count):
+            s1, s2 = self.pairs[int(self.rng.integers(len(self.pairs)))]
+            ratio = float(self.rng.uniform(-self.level_ratio_db, self.level_ratio_db))
+            mix, src = remix_pair(self._piece(s1), self._piece(s2), ratio, float(self.rng.uniform(0.3, 0.9)))
+            mixes.append(mix)
+            sources.append(src)
+        return np.stack(mixes), np.stack(sources)
+
+
+def adapt_convtasnet(
+    model: ConvTasNet,
+    speech: Mapping[str, np.ndarray],
+    config: AdaptConfig = AdaptConfig(),
+    progress: Callable[[int, float], None] | None = None,
+) -> tuple[ConvTasNet, AdaptReport]:
+    """Fine-tune a copy of ``model`` on remixes of ``speech`` (speaker -> single-talker audio at the model rate).
+
+    ``model`` itself is not changed. Talkers with less than ``config.min_speech_s`` are left out; with fewer
+    than two left, the copy is returned unchanged and the report says why. ``progress(step, si_snr_db)`` is
+    called after every step. Runs on the model's device with the caller's torch thread settings."""
+    rate = model.config.sample_rate_hz
+    lengths = {spk: len(x) / rate for spk, x in speech.items()}
+    usable = {spk: np.asarray(x, np.float32) for spk, x in speech.items() if lengths[spk] >= config.min_speech_s}
+    report = AdaptReport(speakers=sorted(usable), speech_s={k: round(v, 2) for k, v in sorted(lengths.items())})
+    adapted = copy.deepcopy(model)
+    if model.config.num_sources != 2:
+        report.skipped = f"adaptation needs a 2-output model, this one has {model.config.num_sources}"
+    elif len(usable) < 2:
+        report.skipped = f"fewer than two talkers with >= {config.min_speech_s:g} s of single-talker speech"
+    elif config.steps == 0:
+        report.skipped = "steps = 0"
+    if report.skipped:
+        return adapted.eval(), report
+
+    rng = np.random.default_rng(config.seed)
+    torch.manual_seed(config.seed)
+    sampler = RemixSampler(usable, int(config.segment_s * rate), config.level_ratio_db, rng, config.speed_perturb)
+    device = model.device
+    adapted.train()
+    optimiser = torch.optim.Adam(adapted.parameters(), lr=config.learning_rate)
+    started = time.perf_counter()
+    for step in range(config.steps):
+        mixes, sources = sampler.draw(config.batch_size)
+        estimates = adapted(torch.from_numpy(mixes).to(device))
+        loss = pit_si_snr_loss(estimates, torch.from_numpy(sources).to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(adapted.parameters(), config.max_grad_norm)
+        optimiser.step()
+        report.losses_db.append(-float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, report.losses_db[-1])
+    report.seconds = time.perf_counter() - started
+    report.steps = config.steps
+    tenth = max(1, config.steps // 10)
+    report.loss_first_db = round(float(np.mean(report.losses_db[:tenth])), 2)
+    report.loss_last_db = round(float(np.mean(report.losses_db[-tenth:])), 2)
+    return adapted.eval(), report
+
+
+def separate_offline(model: ConvTasNet, audio: np.ndarray, chunk_s: float = 10.0) -> np.ndarray:
+    """Causal separation of a whole signal (mono, model rate) -> (num_sources, T), streamed in chunks so that
+    memory stays bounded; equal to one forward over the signal."""
+    c = model.config
+    chunk = max(c.hop_samples, int(chunk_s * c.sample_rate_hz) // c.hop_samples * c.hop_samples)
+    total = len(audio)
+    padded = np.zeros(-(-(total + c.lookahead_samples) // c.hop_samples) * c.hop_samples, np.float32)
+    padded[:total] = audio
+    state = model.new_state()
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(padded), chunk):
+            piece = torch.from_numpy(padded[start : start + chunk]).to(model.device)
+            outputs.append(model.stream(piece[None], [state])[0].cpu().numpy())
+    out = np.concatenate(outputs, axis=1)
+    return out[:, c.lookahead_samples : c.lookahead_samples + total]
+
+
+def match_sources_to_speakers(sources: np.ndarray, rate_hz: int,
+                              spans: Mapping[str, Sequence[Span]]) -> list[str | None]:
+    """For each separated source, the speaker it carries: the one-to-one assignment of sources to speakers that
+    maximises the summed share of each speaker's single-talker spans that lands in its source. Sources left
+    without a speaker (more sources than speakers with spans) get None."""
+    speakers = sorted(spk for spk, items in spans.items() if items)
+    share = np.zeros((len(sources), len(speakers)))
+    for j, spk in enumerate(speakers):
+        idx = np.concatenate([np.arange(int(a * rate_hz), min(int(b * rate_hz), sources.shape[1]))
+                              for a, b in spans[spk]])
+        power = (sources[:, idx].astype(np.float64) ** 2).sum(1) if idx.size else np.zeros(len(sources))
+        share[:, j] = power / (power.sum() + 1e-12)
+    best: tuple[float, tuple] = (-1.0, ())
+    choices = list(range(len(speakers))) + [-1] * len(sources)  # -1: no speaker
+    for chosen in sorted(set(itertools.permutations(choices, len(sources)))):
+        total = sum(share[k, j] for k, j in enumerate(chosen) if j >= 0)
+        if total > best[0]:
+            best = (total, chosen)
+    return [speakers[j] if j >= 0 else None for j in best[1]]
+
+
+@dataclass
+class AdaptedSeparation:
+    """The result of :meth:`AdaptiveSeparator.run`: ``sources`` (num_sources, T) at the input rate, the speaker
+    each source carries (None if unknown) and the adaptation report."""
+
+    sources: np.ndarray
+    rate_hz: int
+    speakers: list[str | None]
+    report: AdaptReport
+
+
+class AdaptiveSeparator:
+    """Offline use of in-session adaptation: given a whole recording and its diarization, fine-tune a copy of the
+    model on the recording's single-talker turns, then separate the recording with it (causally, as streaming
+    would). The base model is shared and never changed."""
+
+    def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig()) -> None:
+        self.model = model.eval()
+        self.config = config
+
+    def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
+            progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
+        import soxr
+
+        model_rate = self.model.config.sample_rate_hz
+        audio = np.asarray(audio, np.float32)
+        at_model_rate = audio if rate_hz == model_rate else soxr.resample(audio, rate_hz, model_rate).astype(np.float32)
+        spans = single_talker_spans(segments, self.config.min_turn_s, self.config.edge_trim_s)
+        speech = gather_speech(at_model_rate, model_rate, spans)
+        adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
+        sources = separate_offline(adapted, at_model_rate)
+        speakers = match_sources_to_speakers(sources, model_rate, spans)
+        if rate_hz != model_rate:
+            sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
+        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report)

@@ -1,0 +1,159 @@
+"""In-session adaptation core (rtsep.separate.adapt): turns from a timeline, remixes, fine-tuning of a copy,
+offline separation equal to streaming, and the source-to-speaker assignment."""
+
+import numpy as np
+import pytest
+import torch
+
+from rtsep.errors import ConfigError
+from rtsep.separate.adapt import (
+    AdaptConfig,
+    AdaptiveSeparator,
+    RemixSampler,
+    adapt_convtasnet,
+    gather_speech,
+    match_sources_to_speakers,
+    remix_pair,
+    separate_offline,
+    single_talker_spans,
+)
+from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig
+from rtsep.separate.losses import pit_si_sdr_improvement
+
+SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_channels=8, hidden_channels=16,
+                         blocks_per_repeat=2, repeats=1, sample_rate_hz=8000)
+RATE = 8000
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return ConvTasNet(SMALL).eval()
+
+
+def talker(seed: int, seconds: float, low_hz: float, high_hz: float) -> np.ndarray:
+    """A stand-in talker: noise confined to one band, so that two talkers are separable."""
+    rng = np.random.default_rng(seed)
+    spec = np.fft.rfft(rng.standard_normal(int(seconds * RATE)))
+    freqs = np.fft.rfftfreq(int(seconds * RATE), 1 / RATE)
+    spec[(freqs < low_hz) | (freqs > high_hz)] = 0
+    x = np.fft.irfft(spec, int(seconds * RATE))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+def seg(speaker, start, end):
+    return {"speaker": speaker, "start_s": start, "end_s": end}
+
+
+def test_single_talker_spans_leave_out_overlap_and_short_turns():
+    segments = [seg("A", 0.0, 3.0), seg("B", 2.0, 5.0), seg("A", 6.0, 6.3), seg("C", 7.0, 9.0)]
+    spans = single_talker_spans(segments, min_turn_s=0.5, edge_trim_s=0.1)
+    assert spans.keys() == {"A", "B", "C"}
+    assert spans["A"] == [pytest.approx((0.1, 1.9))]  # 2..3 overlaps B; 6.0..6.3 is too short once trimmed
+    assert spans["B"] == [pytest.approx((3.1, 4.9))]
+    assert spans["C"] == [pytest.approx((7.1, 8.9))]
+    assert single_talker_spans([]) == {}
+
+
+def test_gather_speech_concatenates_each_speakers_spans():
+    audio = np.arange(10 * RATE, dtype=np.float32)
+    speech = gather_speech(audio, RATE, {"A": [(0.0, 1.0), (2.0, 2.5)], "B": [(9.5, 12.0)]})
+    assert len(speech["A"]) == 1.5 * RATE and speech["A"][RATE] == 2 * RATE
+    assert len(speech["B"]) == 0.5 * RATE  # clipped at the end of the audio
+
+
+def test_remix_pair_levels_and_peak():
+    a, b = talker(1, 1, 100, 900), talker(2, 1, 1500, 3000) * 0.1
+    mix, sources = remix_pair(a, b, ratio_db=3.0, level=0.5)
+    np.testing.assert_allclose(mix, sources.sum(0), atol=1e-6)
+    assert np.abs(mix).max() == pytest.approx(0.5, rel=1e-4)
+    ratio = 10 * np.log10(np.mean(sources[0] ** 2) / np.mean(sources[1] ** 2))
+    assert ratio == pytest.approx(3.0, abs=1e-3)
+
+
+def test_sampler_draws_pairs_of_different_talkers():
+    speech = {"A": np.ones(RATE, np.float32), "B": 2 * np.ones(RATE, np.float32), "C": 3 * np.ones(RATE, np.float32)}
+    sampler = RemixSampler(speech, 4000, 5.0, np.random.default_rng(0))
+    mixes, sources = sampler.draw(20)
+    assert mixes.shape == (20, 4000) and sources.shape == (20, 2, 4000)
+    for src in sources:  # the two sources come from two different talkers: their shapes differ only by scale
+        assert src[0, 0] > 0 and src[1, 0] > 0
+    with pytest.raises(ValueError):
+        RemixSampler({"A": np.ones(RATE, np.float32)}, 4000, 5.0, np.random.default_rng(0))
+
+
+def test_speed_perturbation_resamples_pieces_to_the_segment_length():
+    ramp = np.linspace(0, 1, 2 * RATE, dtype=np.float32)
+    sampler = RemixSampler({"A": ramp, "B": ramp[::-1].copy()}, RATE, 0.0, np.random.default_rng(1), 0.1)
+    slopes = []
+    for _ in range(20):
+        piece = sampler._piece("A")
+        assert piece.shape == (RATE,)
+        slopes.append(float(np.median(np.diff(piece))) * (2 * RATE - 1))  # 1.0 at the original speed
+    assert 0.9 <= min(slopes) < 0.98 and 1.02 < max(slopes) <= 1.1
+
+
+def test_adaptation_learns_the_sessions_talkers_and_leaves_the_base_model_alone(model):
+    speech = {"A": talker(1, 6, 100, 900), "B": talker(2, 6, 1500, 3500)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    adapted, report = adapt_convtasnet(model, speech, AdaptConfig(steps=60, learning_rate=3e-3, segment_s=0.5))
+    assert report.skipped is None and report.steps == 60 and report.speakers == ["A", "B"]
+    assert report.loss_last_db > report.loss_first_db + 3  # it learnt to separate these two talkers
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not adapted.training
+    # and it separates unseen audio of the same talkers better than the base model
+    test = {"A": talker(11, 1, 100, 900), "B": talker(12, 1, 1500, 3500)}
+    mix = test["A"] + test["B"]
+
+    def improvement_db(m):
+        return pit_si_sdr_improvement(mix, separate_offline(m, mix), np.stack([test["A"], test["B"]]))[1]
+
+    assert improvement_db(adapted) > improvement_db(model) + 3
+
+
+def test_adaptation_is_skipped_without_two_talkers(model):
+    _, report = adapt_convtasnet(model, {"A": talker(1, 6, 100, 900), "B": talker(2, 1, 1500, 3500)},
+                                 AdaptConfig(steps=5, min_speech_s=2.0))
+    assert report.skipped and report.steps == 0 and report.speakers == ["A"]
+    _, report = adapt_convtasnet(model, {}, AdaptConfig(steps=5))
+    assert report.skipped
+
+
+def test_adapt_config_is_validated():
+    with pytest.raises(ConfigError):
+        AdaptConfig(steps=-1)
+    with pytest.raises(ConfigError):
+        AdaptConfig(learning_rate=0)
+
+
+@pytest.mark.parametrize("chunk_s", [0.013, 0.5, 10.0])
+def test_separate_offline_equals_one_forward(model, chunk_s):
+    x = talker(3, 1.5, 100, 3000)
+    expected = model(torch.from_numpy(x)[None])[0].detach().numpy()
+    got = separate_offline(model, x, chunk_s=chunk_s)
+    assert got.shape == (2, len(x))
+    # the forward lacks the last look-ahead's overlap-add contribution; everything before it is equal
+    np.testing.assert_allclose(got[:, : -SMALL.lookahead_samples], expected[:, : -SMALL.lookahead_samples], atol=1e-4)
+
+
+def test_sources_are_matched_to_the_speakers_they_carry():
+    sources = np.zeros((2, 10 * RATE), np.float32)
+    sources[0, 5 * RATE : 8 * RATE] = 1.0  # source 0 is loud in B's turn
+    sources[1, 0 : 3 * RATE] = 1.0  # source 1 in A's
+    spans = {"A": [(0.0, 3.0)], "B": [(5.0, 8.0)], "C": [(9.0, 9.5)]}
+    assert match_sources_to_speakers(sources, RATE, spans) == ["B", "A"]
+    assert match_sources_to_speakers(sources, RATE, {"A": [(0.0, 3.0)]}) == [None, "A"]
+    assert match_sources_to_speakers(sources, RATE, {}) == [None, None]
+
+
+def test_adaptive_separator_runs_at_the_input_rate(model):
+    a, b = talker(1, 4, 100, 900), talker(2, 4, 1500, 3500)
+    audio8 = np.concatenate([a, b, a[:RATE] + b[:RATE]])
+    import soxr
+
+    audio16 = soxr.resample(audio8, RATE, 16000).astype(np.float32)
+    segments = [seg("SPEAKER_00", 0, 4), seg("SPEAKER_01", 4, 8), seg("SPEAKER_00", 8, 9), seg("SPEAKER_01", 8, 9)]
+    result = AdaptiveSeparator(model, AdaptConfig(steps=3, segment_s=0.5)).run(audio16, 16000, segments)
+    assert result.sources.shape == (2, len(audio16)) and result.rate_hz == 16000
+    assert result.report.steps == 3 and result.report.speech_s == {"SPEAKER_00": 3.9, "SPEAKER_01": 3.9}
+    assert sorted(s for s in result.speakers if s) == ["SPEAKER_00", "SPEAKER_01"]
