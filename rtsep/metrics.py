@@ -41,6 +41,9 @@ class Metrics:
         self.deleted_sessions = Counter(
             "rtsep_deleted_sessions", "Sessions deleted (retention or DELETE)", registry=r
         )
+        self.separator_adaptations = Counter(
+            "rtsep_separator_adaptations", "Separators fine-tuned on a live session's own talkers", registry=r
+        )
 
         self.last_real_time_factor = 0.0
 

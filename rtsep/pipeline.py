@@ -46,6 +46,7 @@ from rtsep.protocol.messages import (
 )
 from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest, RuntimeConfig
 from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
+from rtsep.separate.adapt import AdaptationSchedule, AdaptConfig, AdaptReport
 from rtsep.separate.base import create_separator
 from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.stream.chunker import Chunker
@@ -66,9 +67,12 @@ class PipelineConfig:
     separator: str | None = None  # a registered separator (rtsep.separate): None routes the input by speaker
     separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
     separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
-    # convtasnet in `rtsep process`: fine-tune a copy on the recording's own single-talker turns first
-    # (rtsep.separate.adapt); 0 separates with the checkpoint as it is
+    # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
+    # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
+    # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
     adapt_steps: int = 150
+    adapt_live: bool = True
+    adapt_min_speech_s: float = 4.0
 
     def separator_options(self) -> dict[str, Any]:
         if self.separator == "sepformer":
@@ -148,14 +152,48 @@ class SeparationPath:
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._step_index = 0
         self._consumer = asyncio.create_task(self._consume())
+        config = pipeline.config
+        self.adaptation: AdaptationSchedule | None = None
+        if config.adapt_live and config.adapt_steps > 0 and runtime.supports_adaptation:
+            self.adaptation = AdaptationSchedule(spec.sample_rate_hz, AdaptConfig(steps=config.adapt_steps),
+                                                 min_speech_s=config.adapt_min_speech_s)
+        self.adaptations: list[AdaptReport] = []
 
     @property
     def num_sources(self) -> int:
         return self.runtime.spec.num_outputs
 
     async def feed(self, samples: np.ndarray) -> None:
-        for start, chunk in self._chunker.push(self._down.process(samples)):
+        down = self._down.process(samples)
+        if self.adaptation is not None:
+            self.adaptation.push(down)
+        for start, chunk in self._chunker.push(down):
             await self._submit(start, chunk)
+
+    def segments_changed(self, closed: list[tuple[int, int, int]]) -> None:
+        """The diarizer closed a segment: start a background adaptation if the schedule says it is due."""
+        if self.adaptation is None or not self.adaptation.open:
+            return
+        rate = self.pipeline.rate
+        speech = self.adaptation.due([{"speaker": k, "start_s": a / rate, "end_s": b / rate} for a, b, k in closed])
+        if speech is None:
+            return
+        schedule, sid = self.adaptation, self.pipeline.session_id
+        log.info("session %s: adapting the separator on %s", sid,
+                 ", ".join(f"{spk} {len(x) / schedule.rate_hz:.1f} s" for spk, x in speech.items()))
+
+        def finished(future) -> None:  # in the adaptation thread
+            schedule.done()
+            if future.cancelled():
+                return
+            if future.exception() is not None:
+                log.error("session %s: separator adaptation failed: %s", sid, future.exception())
+                return
+            self.adaptations.append(future.result())
+            self.pipeline.metrics.separator_adaptations.inc()
+            log.info("session %s: separator adapted: %s", sid, future.result().as_dict())
+
+        self.runtime.adapt(self._state, speech, schedule.config).add_done_callback(finished)
 
     async def finish(self) -> None:
         for start, chunk in self._chunker.push(self._down.flush()):
@@ -432,6 +470,8 @@ class SessionPipeline:
                 )
             elif isinstance(event, SegmentClosed):
                 self._closed_segments.append((event.start_sample, event.end_sample, event.speaker))
+                if self.separation is not None:
+                    self.separation.segments_changed(self._closed_segments)
                 name = speaker_name(event.speaker)
                 start_s, end_s = event.start_sample / self.rate, event.end_sample / self.rate
                 self.store.append_live_segment(sid, name, start_s, end_s)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
+import os
+import threading
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +43,14 @@ class SeparatedStep:
     sources: np.ndarray
 
 
+def _lower_priority() -> None:
+    """Background adaptation yields the CPU to real-time inference (Linux: per-thread nice value)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):  # not Linux, or not permitted
+        pass
+
+
 class SeparationRuntime:
     def __init__(
         self,
@@ -57,6 +67,31 @@ class SeparationRuntime:
         self._worker: BatchWorker[SeparateRequest, SeparatedStep] = BatchWorker(
             self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch
         )
+        self._adapter: ThreadPoolExecutor | None = None
+
+    @property
+    def supports_adaptation(self) -> bool:
+        """Whether sessions can get a copy of the model fine-tuned on their own talkers (Conv-TasNet)."""
+        return callable(getattr(self.separator, "adopt", None))
+
+    def adapt(self, state: Any, speech: Mapping[str, np.ndarray], config: Any) -> Future:
+        """Fine-tune a copy of the shared model on ``speech`` (speaker -> single-talker audio at the separator's
+        rate) in the background, then hand it to the session of ``state``. One adaptation runs at a time, in a
+        thread below the inference threads' priority; the future's result is the :class:`AdaptReport`."""
+        from rtsep.separate.adapt import adapt_convtasnet
+
+        if not self.supports_adaptation:
+            raise RuntimeError(f"separator {self.spec.name!r} cannot be adapted")
+        if self._adapter is None:
+            self._adapter = ThreadPoolExecutor(1, thread_name_prefix="rtsep-adapt", initializer=_lower_priority)
+
+        def run():
+            model, report = adapt_convtasnet(self.separator.model, speech, config)
+            if report.skipped is None:
+                self.separator.adopt(state, model)
+            return report
+
+        return self._adapter.submit(run)
 
     @property
     def queue_depth(self) -> int:
@@ -74,6 +109,8 @@ class SeparationRuntime:
 
     def close(self) -> None:
         self._worker.close()
+        if self._adapter is not None:
+            self._adapter.shutdown(wait=True, cancel_futures=True)
 
     def _process(self, requests: Sequence[SeparateRequest]) -> list[SeparatedStep]:
         chunks = torch.from_numpy(np.stack([r.samples for r in requests]).astype(np.float32, copy=False))

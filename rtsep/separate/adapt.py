@@ -277,3 +277,59 @@ class AdaptiveSeparator:
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
         return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report)
+
+
+class AdaptationSchedule:
+    """When a live session adapts its separator, and on what: keeps the session's last ``window_s`` of input (at
+    the model rate) and, given the diarizer's closed segments, says when at least two talkers have
+    ``min_speech_s`` of single-talker speech each in that window — first time, then again each time their
+    single-talker speech has grown ``growth`` times, up to ``max_rounds`` rounds, one at a time."""
+
+    def __init__(self, rate_hz: int, config: AdaptConfig, min_speech_s: float = 4.0, growth: float = 2.0,
+                 max_rounds: int = 3, window_s: float = 180.0) -> None:
+        self.rate_hz = rate_hz
+        self.config = config
+        self.min_speech_s, self.growth, self.max_rounds = min_speech_s, growth, max_rounds
+        self.window_samples = int(window_s * rate_hz)
+        self._pieces: list[np.ndarray] = []
+        self._kept = 0
+        self.start_sample = 0  # absolute index of the first kept sample
+        self.rounds = 0
+        self.busy = False
+        self._last_total_s = 0.0
+
+    def push(self, samples: np.ndarray) -> None:
+        if not samples.size:
+            return
+        self._pieces.append(np.asarray(samples, np.float32))
+        self._kept += samples.size
+        while self._pieces and self._kept - self._pieces[0].size >= self.window_samples:
+            dropped = self._pieces.pop(0)
+            self._kept -= dropped.size
+            self.start_sample += dropped.size
+
+    @property
+    def open(self) -> bool:
+        """Whether a round could start now (none running, rounds left)."""
+        return not self.busy and self.rounds < self.max_rounds
+
+    def due(self, segments: Iterable[Mapping]) -> dict[str, np.ndarray] | None:
+        """The speech to adapt on now (speaker -> audio), or None. Marks the schedule busy until :meth:`done`."""
+        if not self.open or not self._pieces:
+            return None
+        offset_s = self.start_sample / self.rate_hz
+        spans = single_talker_spans(segments, self.config.min_turn_s, self.config.edge_trim_s)
+        kept = {spk: [(a - offset_s, b - offset_s) for a, b in items if a >= offset_s] for spk, items in spans.items()}
+        seconds = {spk: sum(b - a for a, b in items) for spk, items in kept.items()}
+        enough = [spk for spk, s in seconds.items() if s >= self.min_speech_s]
+        total = sum(seconds[spk] for spk in enough)
+        if len(enough) < 2 or total < self.growth * self._last_total_s:
+            return None
+        self.busy = True
+        self._last_total_s = total
+        audio = np.concatenate(self._pieces)
+        return gather_speech(audio, self.rate_hz, {spk: kept[spk] for spk in enough})
+
+    def done(self) -> None:
+        self.busy = False
+        self.rounds += 1

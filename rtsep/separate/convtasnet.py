@@ -360,9 +360,16 @@ class ConvTasNetSeparator(StreamingSeparator):
     Latency = step + look-ahead. The model's own algorithmic latency is its window (4 ms at 8 kHz: 2 ms hop +
     2 ms look-ahead); :func:`low_latency_step_samples` gives the step of the 10 ms operating point. The default
     step (:data:`DEFAULT_STEP_S`, 100 ms) is where one CPU core streams one session at RTF <= 0.1 (eager PyTorch
-    pays a fixed cost per call; see bench/RESULTS.md "Separation" for RTF against step and batch)."""
+    pays a fixed cost per call; see bench/RESULTS.md "Separation" for RTF against step and batch).
 
-    def __init__(self, model: ConvTasNet, step_samples: int | None = None, name: str = "convtasnet") -> None:
+    Per-session models: :meth:`adopt` hands one session a model of its own (e.g. adapted to its talkers,
+    rtsep.separate.adapt). The switch happens at that session's next step, inside :meth:`process`: the new
+    model's state is first warmed up on the session's last ``warmup_s`` of input, so that its output continues
+    without a restart. Sessions on the shared model are batched together; each adopted model runs its own batch.
+    """
+
+    def __init__(self, model: ConvTasNet, step_samples: int | None = None, name: str = "convtasnet",
+                 warmup_s: float = 4.0) -> None:
         c = model.config
         hop = c.hop_samples
         if step_samples is None:
@@ -370,6 +377,7 @@ class ConvTasNetSeparator(StreamingSeparator):
         if step_samples < hop or step_samples % hop:
             raise ConfigError(f"step_samples must be a positive multiple of the hop ({hop}), got {step_samples}")
         self.model = model.eval()
+        self.warmup_samples = max(1, round(warmup_s * c.sample_rate_hz / step_samples)) * step_samples
         self.spec = ModelSpec(
             name=name,
             sample_rate_hz=c.sample_rate_hz,
@@ -386,10 +394,44 @@ class ConvTasNetSeparator(StreamingSeparator):
     def new_state(self) -> ConvTasNetState:
         return self.model.new_state()
 
+    def adopt(self, state: ConvTasNetState, model: ConvTasNet) -> None:
+        """From its next step on, the session of ``state`` is separated by ``model`` (same config as the shared
+        one). Safe to call from any thread: the switch itself happens in :meth:`process`."""
+        if model.config != self.model.config:
+            raise ConfigError("an adopted model must have the shared model's configuration")
+        state.extra["pending_model"] = model.to(self.device).eval()
+
     def process(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
         self.validate_batch(chunks, states)
+        chunks = chunks.to(self.device, torch.float32)
         with torch.inference_mode():
-            return self.model.stream(chunks.to(self.device, torch.float32), states)
+            groups: dict[int, list[int]] = {}
+            for i, state in enumerate(states):
+                if "pending_model" in state.extra:
+                    self._switch(state, state.extra.pop("pending_model"))
+                groups.setdefault(id(state.extra.get("model", self.model)), []).append(i)
+            if len(groups) == 1:
+                out = self._stream(chunks, states)
+            else:
+                out = chunks.new_empty(len(states), self.spec.num_outputs, chunks.shape[1])
+                for index in groups.values():
+                    out[index] = self._stream(chunks[index], [states[i] for i in index])
+            for i, state in enumerate(states):  # the input tail that a model switch warms up on
+                recent = state.extra.get("recent")
+                joined = chunks[i] if recent is None else torch.cat((recent, chunks[i]))
+                state.extra["recent"] = joined[-self.warmup_samples :]
+            return out
+
+    def _stream(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
+        return states[0].extra.get("model", self.model).stream(chunks, states)
+
+    def _switch(self, state: ConvTasNetState, model: ConvTasNet) -> None:
+        fresh = model.new_state(self.device)
+        recent = state.extra.get("recent")
+        if recent is not None:
+            model.stream(recent[None], [fresh])
+        state.caches, state.stats = fresh.caches, fresh.stats
+        state.extra["model"] = model
 
     def to(self, device: torch.device | str) -> ConvTasNetSeparator:
         self.model.to(device)

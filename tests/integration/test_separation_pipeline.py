@@ -102,3 +102,32 @@ async def test_live_session_streams_and_stores_source_tracks(checkpoint, meeting
             httpx.get, f"{server.base_url}/v1/sessions/{ready['session_id']}/tracks/source_1.wav",
             headers={"Authorization": f"Bearer {ready['token']}"})
         assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+
+
+async def test_live_session_adapts_its_separator_in_the_background(checkpoint, meeting_wav, tmp_path):
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    config = replace(pipeline_config(checkpoint), adapt_steps=5, adapt_min_speech_s=1.0)
+    with run_server(tmp_path / "data", pipeline=config) as server:
+        async with websockets.connect(server.ws_url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+            json.loads(await ws.recv())
+            for i in range(0, len(audio), rate):  # 1 s messages
+                await ws.send(audio[i : i + rate].astype("<f4").tobytes())
+            await ws.send('{"type":"stop"}')
+            source_samples = {}
+            async for message in ws:
+                if isinstance(message, bytes):
+                    header, _ = decode_audio_frame(message)
+                    if header.track >= SOURCE_TRACK_BASE:
+                        k = header.track - SOURCE_TRACK_BASE
+                        assert header.start_sample == source_samples.get(k, 0)  # contiguous across the switch
+                        source_samples[k] = header.start_sample + header.sample_count
+        assert all(abs(n - len(audio)) <= 16 for n in source_samples.values())
+        metrics = ""
+        for _ in range(100):  # the adaptation runs beside the session and may end after it
+            metrics = (await asyncio.to_thread(httpx.get, server.base_url + "/metrics")).text
+            if "rtsep_separator_adaptations_total 0.0" not in metrics:
+                break
+            await asyncio.sleep(0.2)
+        assert "rtsep_separator_adaptations_total" in metrics
+        assert "rtsep_separator_adaptations_total 0.0" not in metrics

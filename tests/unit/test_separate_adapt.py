@@ -7,6 +7,7 @@ import torch
 
 from rtsep.errors import ConfigError
 from rtsep.separate.adapt import (
+    AdaptationSchedule,
     AdaptConfig,
     AdaptiveSeparator,
     RemixSampler,
@@ -157,3 +158,32 @@ def test_adaptive_separator_runs_at_the_input_rate(model):
     assert result.sources.shape == (2, len(audio16)) and result.rate_hz == 16000
     assert result.report.steps == 3 and result.report.speech_s == {"SPEAKER_00": 3.9, "SPEAKER_01": 3.9}
     assert sorted(s for s in result.speakers if s) == ["SPEAKER_00", "SPEAKER_01"]
+
+
+def test_schedule_starts_when_two_talkers_have_enough_speech_then_as_it_doubles():
+    schedule = AdaptationSchedule(RATE, AdaptConfig(edge_trim_s=0.0), min_speech_s=2.0, growth=2.0, max_rounds=2)
+    schedule.push(np.arange(20 * RATE, dtype=np.float32))
+    turns = [seg("A", 0, 3), seg("B", 3, 4.5)]
+    assert schedule.due(turns) is None  # B has 1.5 s only
+    turns.append(seg("B", 5, 6))
+    speech = schedule.due(turns)
+    assert speech is not None and set(speech) == {"A", "B"}
+    assert len(speech["A"]) == 3 * RATE and len(speech["B"]) == 2.5 * RATE and speech["B"][0] == 3 * RATE
+    assert schedule.busy and not schedule.open and schedule.due(turns) is None  # one round at a time
+    schedule.done()
+    assert schedule.due(turns + [seg("A", 7, 9)]) is None  # 7.5 s is not twice the 5.5 s of round one
+    speech = schedule.due(turns + [seg("A", 7, 13)])
+    assert speech is not None and len(speech["A"]) == 9 * RATE
+    schedule.done()
+    assert schedule.rounds == 2 and not schedule.open  # max_rounds reached
+    assert schedule.due(turns + [seg("A", 7, 19)]) is None
+
+
+def test_schedule_keeps_a_window_of_recent_input():
+    schedule = AdaptationSchedule(RATE, AdaptConfig(edge_trim_s=0.0), min_speech_s=1.0, window_s=5.0)
+    for k in range(10):  # 10 s in 1 s pieces: the first 5 s are dropped
+        schedule.push(np.full(RATE, k, np.float32))
+    assert schedule.start_sample == 5 * RATE
+    assert schedule.due([seg("A", 0, 3), seg("B", 3, 5)]) is None  # all before the window
+    speech = schedule.due([seg("A", 6, 7.5), seg("B", 8, 9.5)])
+    assert speech["A"][0] == 6 and speech["B"][-1] == 9

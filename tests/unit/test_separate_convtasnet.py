@@ -166,3 +166,33 @@ def test_batch_of_numpy_shapes_is_float32(model):
     sep = ConvTasNetSeparator(model, step_samples=80)
     out = sep.process(torch.from_numpy(np.zeros((1, 80), np.float64)), [sep.new_state()])
     assert out.dtype == torch.float32
+
+
+def test_adopted_model_takes_over_one_session_after_a_warm_up(model):
+    torch.manual_seed(2)
+    other = ConvTasNet(SMALL).eval()
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    step, switch_step = 80, 6
+    sep = ConvTasNetSeparator(model, step_samples=step, warmup_s=0.03)  # warm-up: 3 steps = 240 samples
+    warm = sep.warmup_samples
+    assert warm == 240
+    x = 0.3 * torch.randn(2, 12 * step)
+    states = [sep.new_state(), sep.new_state()]
+    outs = []
+    for k in range(12):
+        if k == switch_step:
+            sep.adopt(states[1], other)
+        outs.append(sep.process(x[:, k * step : (k + 1) * step], states))
+    out = torch.cat(outs, dim=-1)
+    with torch.no_grad():
+        shared = stream(model, x, [step])
+        # the adopted session = the other model streamed from `warm` samples before the switch, warm-up dropped
+        begin = switch_step * step - warm
+        taken = stream(other, x[1:, begin:], [step])[0, :, warm:]
+    assert torch.allclose(out[0], shared[0], atol=1e-5)  # the session beside it is untouched
+    assert torch.allclose(out[1, :, : switch_step * step], shared[1, :, : switch_step * step], atol=1e-5)
+    assert torch.allclose(out[1, :, switch_step * step :], taken, atol=1e-4)
+    with pytest.raises(ConfigError):
+        sep.adopt(states[0], ConvTasNet(ConvTasNetConfig()))
