@@ -16,12 +16,13 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="TOML file with [server], [runtime], [diarization], [clustering], [pipeline]")
     p.add_argument("--device", help="torch device for inference: cpu (default) or cuda")
     p.add_argument("--max-speakers", type=int, help="cap on the number of speakers per session (default 8)")
-    p.add_argument("--separator", help="separate sources too: convtasnet (shipped checkpoint) or sepformer")
+    p.add_argument("--separator",
+                   help="separate sources too: convtasnet (shipped checkpoint), sepformer, or none")
     p.add_argument("--separator-checkpoint", help="convtasnet: a checkpoint file instead of the shipped one")
     p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
     p.add_argument("--adapt-steps", type=int,
                    help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
-                        "(0: off; default 150)")
+                        "(0: off; default 300)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):

@@ -70,9 +70,13 @@ class PipelineConfig:
     # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
     # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
     # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
-    adapt_steps: int = 150
+    adapt_steps: int = 300
     adapt_live: bool = True
     adapt_min_speech_s: float = 4.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
+            object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 
     def separator_options(self) -> dict[str, Any]:
         if self.separator == "sepformer":

@@ -41,8 +41,8 @@ def fold_split(stream: np.ndarray, folds: int, fold: int) -> tuple[np.ndarray, n
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--segment-s", type=float, default=2.0)
     p.add_argument("--folds", type=int, default=5)

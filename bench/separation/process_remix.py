@@ -70,7 +70,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-fold", type=int, default=None)
-    p.add_argument("--adapt-steps", type=int, default=150)
+    p.add_argument("--adapt-steps", type=int, default=300)
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
     args = p.parse_args()

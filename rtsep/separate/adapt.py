@@ -28,8 +28,8 @@ Span = tuple[float, float]
 
 @dataclass(frozen=True)
 class AdaptConfig:
-    steps: int = 150  # optimiser steps (each one batch of remixes)
-    learning_rate: float = 3e-4
+    steps: int = 300  # optimiser steps (each one batch of remixes)
+    learning_rate: float = 1e-3  # the peak: it decays to 1 % of this over the steps (cosine)
     batch_size: int = 4
     segment_s: float = 2.0  # length of each training remix
     level_ratio_db: float = 5.0  # the two talkers are mixed at a level ratio drawn from +-level_ratio_db
@@ -183,6 +183,7 @@ def adapt_convtasnet(
     device = model.device
     adapted.train()
     optimiser = torch.optim.Adam(adapted.parameters(), lr=config.learning_rate)
+    lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
     started = time.perf_counter()
     for step in range(config.steps):
         mixes, sources = sampler.draw(config.batch_size)
@@ -192,6 +193,7 @@ def adapt_convtasnet(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(adapted.parameters(), config.max_grad_norm)
         optimiser.step()
+        lr_decay.step()
         report.losses_db.append(-float(loss.detach()))
         if progress is not None:
             progress(step + 1, report.losses_db[-1])

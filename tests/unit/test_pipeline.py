@@ -77,3 +77,19 @@ async def test_backpressure_policy_waits_and_drops_nothing(tmp_path):
     runtime.release_all()
     await pipeline.finish()
     assert pipeline.dropped_steps == 0 and pipeline.processed_samples == 3 * 4096
+
+
+def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
+    from rtsep.cli import _load, build_parser
+    from rtsep.config import load_config
+
+    args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "convtasnet",
+                                      "--adapt-steps", "0"])
+    pipeline = _load(args).pipeline
+    assert pipeline.separator == "convtasnet" and pipeline.adapt_steps == 0
+    off = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "none"])
+    assert _load(off).pipeline.separator is None
+    toml = tmp_path / "c.toml"
+    toml.write_text('[pipeline]\nseparator = "convtasnet"\nadapt_live = false\nadapt_min_speech_s = 6.5\n')
+    pipeline = load_config(toml, env={}).pipeline
+    assert pipeline.separator == "convtasnet" and pipeline.adapt_live is False and pipeline.adapt_min_speech_s == 6.5
