@@ -49,8 +49,10 @@ def pyannote_sample() -> tuple[Path, Path]:
     return root / "sample.wav", root / "sample.rttm"
 
 
-def single_talker_streams(rate_hz: int = RATE_HZ, min_region_s: float = 0.5, trim_s: float = 0.05) -> list[np.ndarray]:
-    """Each talker's single-talker speech of the pyannote sample, concatenated, at ``rate_hz``."""
+def single_talker_regions(rate_hz: int = RATE_HZ, min_region_s: float = 0.5,
+                          trim_s: float = 0.05) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
+    """The pyannote sample at ``rate_hz`` and, per talker (sorted by name), the sample ranges where only that
+    talker speaks according to sample.rttm (trimmed by ``trim_s``, at least ``min_region_s`` long)."""
     import soundfile as sf
     import soxr
 
@@ -70,17 +72,23 @@ def single_talker_streams(rate_hz: int = RATE_HZ, min_region_s: float = 0.5, tri
         for a, b in segs:
             active[s][(grid >= a) & (grid < b)] = True
     count = sum(active.values())
-    streams = []
+    regions = []
     for s in sorted(turns):
         only = active[s] & (count == 1)
         edges = np.flatnonzero(np.diff(np.r_[0, only.astype(int), 0]))
-        pieces = []
+        mine = []
         for a, b in zip(edges[::2], edges[1::2], strict=True):
             start, end = grid[a] + trim_s, grid[b - 1] + step - trim_s
             if end - start >= min_region_s:
-                pieces.append(audio[int(start * rate_hz) : int(end * rate_hz)])
-        streams.append(np.concatenate(pieces))
-    return streams
+                mine.append((int(start * rate_hz), int(end * rate_hz)))
+        regions.append(mine)
+    return audio, regions
+
+
+def single_talker_streams(rate_hz: int = RATE_HZ, min_region_s: float = 0.5, trim_s: float = 0.05) -> list[np.ndarray]:
+    """Each talker's single-talker speech of the pyannote sample, concatenated, at ``rate_hz``."""
+    audio, regions = single_talker_regions(rate_hz, min_region_s, trim_s)
+    return [np.concatenate([audio[a:b] for a, b in mine]) for mine in regions]
 
 
 def remix(a: np.ndarray, b: np.ndarray, snr_db: float) -> tuple[np.ndarray, np.ndarray]:

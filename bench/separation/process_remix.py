@@ -5,8 +5,9 @@ pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
 sample.rttm as in eval.py) is cut into ``folds`` parts in time. Meeting ``f`` (16 kHz WAV) is: the other parts
-as alternating turns of the two talkers (about 2 s each, 0.25 s apart), then part ``f`` of both talkers
-overlapped, once at each of -5 / 0 / +5 dB, 1 s apart. `rtsep process` diarizes the meeting and writes
+as alternating turns of the two talkers (about 2 s each, 0.25 s apart), and part ``f`` of both talkers
+overlapped, once at each of -5 / 0 / +5 dB, with 1 s of silence around each overlap (``--layout``: one overlap
+after each quarter of the turns, or all three at the end). `rtsep process` diarizes the meeting and writes
 separated/source_<k>.wav; with ``--adapt-steps`` > 0 the separator is first fine-tuned on the turns the diarizer
 finds (rtsep.separate.adapt) — so what it adapts on is what a user's file gives it, and the overlapped test
 speech is never a clean training target. Scores are taken at the model rate (8 kHz) on each overlapped part:
@@ -32,7 +33,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adapt import fold_split
-from eval import SNRS_DB, remix, single_talker_streams
+from eval import SNRS_DB, remix, single_talker_regions, single_talker_streams
 
 from rtsep.separate.losses import pit_si_sdr_improvement
 
@@ -41,25 +42,64 @@ SCORE_RATE_HZ = 8000
 TURN_S, GAP_S, TEST_GAP_S = 2.0, 0.25, 1.0
 
 
-def build_meeting(adapt: list[np.ndarray], test: list[np.ndarray]) -> tuple[np.ndarray, list[dict]]:
-    """(meeting audio, test parts: {"start", "end", "snr_db", "sources" (2, n)}) at RATE_HZ."""
+def build_meeting(adapt: list[np.ndarray], test: list[np.ndarray], layout: str) -> tuple[np.ndarray, list[dict]]:
+    """(meeting audio, test parts: {"start", "end", "snr_db", "sources" (2, n)}) at RATE_HZ. ``layout``: "end"
+    puts the three overlaps after all the turns; "interleaved" puts one after each quarter of the turns, as
+    overlaps come in a conversation."""
     turn, gap = int(TURN_S * RATE_HZ), np.zeros(int(GAP_S * RATE_HZ), np.float32)
-    pieces: list[np.ndarray] = []
     turns = [[x[i : i + turn] for i in range(0, len(x), turn)] for x in adapt]
-    for k in range(max(len(t) for t in turns)):
-        for talker in turns:
-            if k < len(talker):
-                pieces += [talker[k], gap]
-    tests = []
-    position = sum(len(p) for p in pieces)
-    for snr in SNRS_DB:
-        mix, sources = remix(test[0], test[1], snr)
-        pieces += [np.zeros(int(TEST_GAP_S * RATE_HZ), np.float32), mix]
-        position += int(TEST_GAP_S * RATE_HZ)
-        tests.append({"start": position, "end": position + len(mix), "snr_db": snr, "sources": sources})
-        position += len(mix)
-    audio = np.concatenate(pieces).astype(np.float32)
-    return audio, tests
+    sequence = [t[k] for k in range(max(len(t) for t in turns)) for t in turns if k < len(t)]
+    mixes = [(snr, *remix(test[0], test[1], snr)) for snr in SNRS_DB]
+    if layout == "end":
+        slots = {len(sequence): mixes}
+    else:
+        slots = {round(len(sequence) * (i + 1) / (len(mixes) + 1)): [m] for i, m in enumerate(mixes)}
+    pieces: list[np.ndarray] = []
+    tests, position = [], 0
+    for index in range(len(sequence) + 1):
+        for snr, mix, sources in slots.get(index, []):
+            silence = np.zeros(int(TEST_GAP_S * RATE_HZ), np.float32)
+            tests.append({"start": position + silence.size, "end": position + silence.size + len(mix),
+                          "snr_db": snr, "sources": sources})
+            pieces += [silence, mix, silence]
+            position += 2 * silence.size + len(mix)
+        if index < len(sequence):
+            pieces += [sequence[index], gap]
+            position += len(sequence[index]) + gap.size
+    return np.concatenate(pieces).astype(np.float32), tests
+
+
+def build_conversation(folds: int, fold: int) -> tuple[np.ndarray, list[dict]]:
+    """The pyannote sample's own conversation with fold ``fold`` of each talker's single-talker speech muted,
+    and the remixes of those muted parts (-5 / 0 / +5 dB) inserted at the ends of single-talker turns near a
+    quarter, half and three quarters of the way, with 1 s of silence around each. (audio, test parts)."""
+    audio, regions = single_talker_regions(RATE_HZ)
+    audio = audio.copy()
+    held_out = []
+    for mine in regions:  # the fold, in the talker's concatenated single-talker speech -> original samples
+        lengths = np.array([b - a for a, b in mine])
+        edges = np.linspace(0, lengths.sum(), folds + 1).astype(int)
+        lo, hi, offset, pieces = edges[fold], edges[fold + 1], 0, []
+        for a, b in mine:
+            x0, x1 = max(lo - offset, 0), min(hi - offset, b - a)
+            if x0 < x1:
+                pieces.append(audio[a + x0 : a + x1].copy())
+                audio[a + x0 : a + x1] = 0.0
+            offset += b - a
+        held_out.append(np.concatenate(pieces))
+    ends = sorted(b for mine in regions for _, b in mine)
+    points = sorted({min(ends, key=lambda e: abs(e - len(audio) * q)) for q in (0.25, 0.5, 0.75)})
+    mixes = [remix(held_out[0], held_out[1], snr) + (snr,) for snr in SNRS_DB]
+    silence = np.zeros(int(TEST_GAP_S * RATE_HZ), np.float32)
+    pieces, tests, previous, shift = [], [], 0, 0
+    for point, (mix, sources, snr) in zip(points + [points[-1]] * (len(mixes) - len(points)), mixes, strict=True):
+        pieces += [audio[previous:point], silence, mix, silence]
+        start = point + shift + silence.size
+        tests.append({"start": start, "end": start + len(mix), "snr_db": snr, "sources": sources})
+        shift += 2 * silence.size + len(mix)
+        previous = point
+    pieces.append(audio[previous:])
+    return np.concatenate(pieces).astype(np.float32), tests
 
 
 def to_score_rate(x: np.ndarray) -> np.ndarray:
@@ -73,12 +113,16 @@ def main() -> int:
     p.add_argument("--adapt-steps", type=int, default=300)
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
+    p.add_argument("--layout", choices=["conversation", "interleaved", "end"], default="conversation")
     args = p.parse_args()
     streams = single_talker_streams(rate_hz=RATE_HZ)
     rows = []
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]
-        audio, tests = build_meeting([a for a, _ in parts], [t for _, t in parts])
+        if args.layout == "conversation":
+            audio, tests = build_conversation(args.folds, fold)
+        else:
+            audio, tests = build_meeting([a for a, _ in parts], [t for _, t in parts], args.layout)
         folder = args.out / f"fold{fold}"
         folder.mkdir(parents=True, exist_ok=True)
         wav = folder / "meeting.wav"
@@ -107,7 +151,7 @@ def main() -> int:
                      "process_wall_s": round(wall_s, 1), "adaptation": info.get("adaptation"),
                      "sources": info.get("sources")})
         print(json.dumps(rows[-1]), flush=True)
-    summary = {"adapt_steps": args.adapt_steps, "checkpoint": str(args.checkpoint or "shipped"),
+    summary = {"adapt_steps": args.adapt_steps, "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"),
                "meetings": len(rows), "si_sdri_db_mean": float(np.mean([r["si_sdri_db"] for r in rows])),
                "si_sdri_db_median": float(np.median([r["si_sdri_db"] for r in rows])),
                **{f"si_sdri_db@{snr:+.0f}dB": float(np.mean([r["by_snr"][f"{snr:+.0f}dB"] for r in rows]))
