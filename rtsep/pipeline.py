@@ -159,9 +159,10 @@ class SeparationPath:
         config = pipeline.config
         self.adaptation: AdaptationSchedule | None = None
         if config.adapt_live and config.adapt_steps > 0 and runtime.supports_adaptation:
-            self.adaptation = AdaptationSchedule(spec.sample_rate_hz, AdaptConfig(steps=config.adapt_steps),
-                                                 min_speech_s=config.adapt_min_speech_s)
+            adapt = AdaptConfig(steps=config.adapt_steps, min_speech_s=config.adapt_min_speech_s)
+            self.adaptation = AdaptationSchedule(spec.sample_rate_hz, adapt, min_speech_s=config.adapt_min_speech_s)
         self.adaptations: list[AdaptReport] = []
+        self._ended = False  # a running adaptation stops when the session ends
 
     @property
     def num_sources(self) -> int:
@@ -179,7 +180,8 @@ class SeparationPath:
         if self.adaptation is None or not self.adaptation.open:
             return
         rate = self.pipeline.rate
-        speech = self.adaptation.due([{"speaker": k, "start_s": a / rate, "end_s": b / rate} for a, b, k in closed])
+        speech = self.adaptation.due(
+            [{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate} for a, b, k in closed])
         if speech is None:
             return
         schedule, sid = self.adaptation, self.pipeline.session_id
@@ -193,13 +195,16 @@ class SeparationPath:
             if future.exception() is not None:
                 log.error("session %s: separator adaptation failed: %s", sid, future.exception())
                 return
-            self.adaptations.append(future.result())
-            self.pipeline.metrics.separator_adaptations.inc()
-            log.info("session %s: separator adapted: %s", sid, future.result().as_dict())
+            report = future.result()
+            if report.skipped is None:
+                self.adaptations.append(report)
+                self.pipeline.metrics.separator_adaptations.inc()
+            log.info("session %s: separator adaptation: %s", sid, report.as_dict())
 
-        self.runtime.adapt(self._state, speech, schedule.config).add_done_callback(finished)
+        self.runtime.adapt(self._state, speech, schedule.config, stop=lambda: self._ended).add_done_callback(finished)
 
     async def finish(self) -> None:
+        self._ended = True
         for start, chunk in self._chunker.push(self._down.flush()):
             await self._submit(start, chunk)
         last = self._chunker.flush()

@@ -68,16 +68,19 @@ class SeparationRuntime:
             self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch
         )
         self._adapter: ThreadPoolExecutor | None = None
+        self._closing = threading.Event()
 
     @property
     def supports_adaptation(self) -> bool:
         """Whether sessions can get a copy of the model fine-tuned on their own talkers (Conv-TasNet)."""
         return callable(getattr(self.separator, "adopt", None))
 
-    def adapt(self, state: Any, speech: Mapping[str, np.ndarray], config: Any) -> Future:
+    def adapt(self, state: Any, speech: Mapping[str, np.ndarray], config: Any,
+              stop: Callable[[], bool] | None = None) -> Future:
         """Fine-tune a copy of the shared model on ``speech`` (speaker -> single-talker audio at the separator's
         rate) in the background, then hand it to the session of ``state``. One adaptation runs at a time, in a
-        thread below the inference threads' priority; the future's result is the :class:`AdaptReport`."""
+        thread below the inference threads' priority; the future's result is the :class:`AdaptReport`. It ends
+        early, unused, when ``stop()`` says so (e.g. the session ended) or the runtime closes."""
         from rtsep.separate.adapt import adapt_convtasnet
 
         if not self.supports_adaptation:
@@ -86,7 +89,8 @@ class SeparationRuntime:
             self._adapter = ThreadPoolExecutor(1, thread_name_prefix="rtsep-adapt", initializer=_lower_priority)
 
         def run():
-            model, report = adapt_convtasnet(self.separator.model, speech, config)
+            stopped = (lambda: self._closing.is_set() or stop()) if stop is not None else self._closing.is_set
+            model, report = adapt_convtasnet(self.separator.model, speech, config, stop=stopped)
             if report.skipped is None:
                 self.separator.adopt(state, model)
             return report
@@ -108,6 +112,7 @@ class SeparationRuntime:
         return self._worker.submit(key, request)
 
     def close(self) -> None:
+        self._closing.set()
         self._worker.close()
         if self._adapter is not None:
             self._adapter.shutdown(wait=True, cancel_futures=True)

@@ -157,12 +157,15 @@ def adapt_convtasnet(
     speech: Mapping[str, np.ndarray],
     config: AdaptConfig = AdaptConfig(),
     progress: Callable[[int, float], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> tuple[ConvTasNet, AdaptReport]:
     """Fine-tune a copy of ``model`` on remixes of ``speech`` (speaker -> single-talker audio at the model rate).
 
     ``model`` itself is not changed. Talkers with less than ``config.min_speech_s`` are left out; with fewer
     than two left, the copy is returned unchanged and the report says why. ``progress(step, si_snr_db)`` is
-    called after every step. Runs on the model's device with the caller's torch thread settings."""
+    called after every step; ``stop()`` is asked before every step, and when it says True the adaptation ends
+    there, unused (``report.skipped == "stopped"``). Runs on the model's device with the caller's torch
+    thread settings."""
     rate = model.config.sample_rate_hz
     lengths = {spk: len(x) / rate for spk, x in speech.items()}
     usable = {spk: np.asarray(x, np.float32) for spk, x in speech.items() if lengths[spk] >= config.min_speech_s}
@@ -186,6 +189,10 @@ def adapt_convtasnet(
     lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
     started = time.perf_counter()
     for step in range(config.steps):
+        if stop is not None and stop():
+            report.skipped = "stopped"
+            report.steps = step
+            return model, report
         mixes, sources = sampler.draw(config.batch_size)
         estimates = adapted(torch.from_numpy(mixes).to(device))
         loss = pit_si_snr_loss(estimates, torch.from_numpy(sources).to(device))

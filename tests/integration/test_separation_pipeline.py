@@ -113,6 +113,14 @@ async def test_live_session_adapts_its_separator_in_the_background(checkpoint, m
             json.loads(await ws.recv())
             for i in range(0, len(audio), rate):  # 1 s messages
                 await ws.send(audio[i : i + rate].astype("<f4").tobytes())
+            metrics = ""
+            for _ in range(150):  # the adaptation runs beside the session; it would stop if the session ended
+                metrics = (await asyncio.to_thread(httpx.get, server.base_url + "/metrics")).text
+                if "rtsep_separator_adaptations_total 0.0" not in metrics:
+                    break
+                await asyncio.sleep(0.2)
+            assert "rtsep_separator_adaptations_total" in metrics
+            assert "rtsep_separator_adaptations_total 0.0" not in metrics
             await ws.send('{"type":"stop"}')
             source_samples = {}
             async for message in ws:
@@ -123,11 +131,3 @@ async def test_live_session_adapts_its_separator_in_the_background(checkpoint, m
                         assert header.start_sample == source_samples.get(k, 0)  # contiguous across the switch
                         source_samples[k] = header.start_sample + header.sample_count
         assert all(abs(n - len(audio)) <= 16 for n in source_samples.values())
-        metrics = ""
-        for _ in range(100):  # the adaptation runs beside the session and may end after it
-            metrics = (await asyncio.to_thread(httpx.get, server.base_url + "/metrics")).text
-            if "rtsep_separator_adaptations_total 0.0" not in metrics:
-                break
-            await asyncio.sleep(0.2)
-        assert "rtsep_separator_adaptations_total" in metrics
-        assert "rtsep_separator_adaptations_total 0.0" not in metrics

@@ -120,6 +120,14 @@ def test_adaptation_is_skipped_without_two_talkers(model):
     assert report.skipped
 
 
+def test_adaptation_stops_when_asked(model):
+    speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
+    calls = []
+    adapted, report = adapt_convtasnet(model, speech, AdaptConfig(steps=50, segment_s=0.5),
+                                       stop=lambda: calls.append(1) or len(calls) > 3)
+    assert report.skipped == "stopped" and report.steps == 3 and adapted is model
+
+
 def test_adapt_config_is_validated():
     with pytest.raises(ConfigError):
         AdaptConfig(steps=-1)
