@@ -75,16 +75,18 @@ def single_talker_spans(segments: Iterable[Mapping], min_turn_s: float = 0.5, ed
     if not segs:
         return {}
     speakers = sorted({s for s, _, _ in segs})
-    frames = int(np.ceil(max(e for _, _, e in segs) / resolution_s)) + 1
+    origin = int(min(a for _, a, _ in segs) / resolution_s)  # the grid covers the segments' span only
+    frames = int(np.ceil(max(e for _, _, e in segs) / resolution_s)) + 1 - origin
     active = np.zeros((len(speakers), frames), bool)
     for spk, start, end in segs:
-        active[speakers.index(spk), int(round(start / resolution_s)) : int(round(end / resolution_s))] = True
+        first, last = int(round(start / resolution_s)) - origin, int(round(end / resolution_s)) - origin
+        active[speakers.index(spk), first:last] = True
     alone = active & (active.sum(0) == 1)
     spans: dict[str, list[Span]] = {}
     for i, spk in enumerate(speakers):
         edges = np.flatnonzero(np.diff(np.r_[0, alone[i].astype(np.int8), 0]))
         for a, b in zip(edges[::2], edges[1::2], strict=True):
-            start, end = a * resolution_s + edge_trim_s, b * resolution_s - edge_trim_s
+            start, end = (a + origin) * resolution_s + edge_trim_s, (b + origin) * resolution_s - edge_trim_s
             if end - start >= min_turn_s:
                 spans.setdefault(spk, []).append((start, end))
     return spans
@@ -327,7 +329,8 @@ class AdaptationSchedule:
         if not self.open or not self._pieces:
             return None
         offset_s = self.start_sample / self.rate_hz
-        spans = single_talker_spans(segments, self.config.min_turn_s, self.config.edge_trim_s)
+        recent = [s for s in segments if float(s["end_s"]) > offset_s]  # the work stays bounded by the window
+        spans = single_talker_spans(recent, self.config.min_turn_s, self.config.edge_trim_s)
         kept = {spk: [(a - offset_s, b - offset_s) for a, b in items if a >= offset_s] for spk, items in spans.items()}
         seconds = {spk: sum(b - a for a, b in items) for spk, items in kept.items()}
         enough = [spk for spk, s in seconds.items() if s >= self.min_speech_s]
