@@ -23,6 +23,8 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapt-steps", type=int,
                    help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
                         "(0: off; default 300)")
+    p.add_argument("--adapt-min-similarity", type=float,
+                   help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -33,7 +35,8 @@ def _load(args: argparse.Namespace, server: dict | None = None):
         overrides={"runtime": {"device": args.device},
                    "pipeline": {"max_speakers": args.max_speakers, "separator": args.separator,
                                 "separator_checkpoint": args.separator_checkpoint,
-                                "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps},
+                                "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
+                                "adapt_min_similarity": args.adapt_min_similarity},
                    "server": server or {}},
     )
 

@@ -73,6 +73,9 @@ class PipelineConfig:
     adapt_steps: int = 300
     adapt_live: bool = True
     adapt_min_speech_s: float = 4.0
+    # adapt only on turn windows whose speaker embedding has at least this cosine similarity to their talker's
+    # (rtsep.separate.purity: overlaps labelled as one talker's turn are left out); 0: on all of the turns
+    adapt_min_similarity: float = 0.82
 
     def __post_init__(self) -> None:
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
@@ -160,7 +163,8 @@ class SeparationPath:
         self.adaptation: AdaptationSchedule | None = None
         if config.adapt_live and config.adapt_steps > 0 and runtime.supports_adaptation:
             adapt = AdaptConfig(steps=config.adapt_steps, min_speech_s=config.adapt_min_speech_s)
-            self.adaptation = AdaptationSchedule(spec.sample_rate_hz, adapt, min_speech_s=config.adapt_min_speech_s)
+            # the schedule keeps the input at the pipeline rate: the purity filter's speaker encoder needs 16 kHz
+            self.adaptation = AdaptationSchedule(rate, adapt, min_speech_s=config.adapt_min_speech_s)
         self.adaptations: list[AdaptReport] = []
         self._ended = False  # a running adaptation stops when the session ends
 
@@ -171,7 +175,7 @@ class SeparationPath:
     async def feed(self, samples: np.ndarray) -> None:
         down = self._down.process(samples)
         if self.adaptation is not None:
-            self.adaptation.push(down)
+            self.adaptation.push(samples)
         for start, chunk in self._chunker.push(down):
             await self._submit(start, chunk)
 
@@ -180,13 +184,18 @@ class SeparationPath:
         if self.adaptation is None or not self.adaptation.open:
             return
         rate = self.pipeline.rate
-        speech = self.adaptation.due(
+        material = self.adaptation.due(
             [{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate} for a, b, k in closed])
-        if speech is None:
+        if material is None:
             return
         schedule, sid = self.adaptation, self.pipeline.session_id
         log.info("session %s: adapting the separator on %s", sid,
-                 ", ".join(f"{spk} {len(x) / schedule.rate_hz:.1f} s" for spk, x in speech.items()))
+                 ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
+        min_similarity, model_rate = self.pipeline.config.adapt_min_similarity, self.runtime.spec.sample_rate_hz
+
+        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
+            purity = self.runtime.purity_filter(min_similarity) if min_similarity > 0 else None
+            return material.speech(model_rate, purity)
 
         def finished(future) -> None:  # in the adaptation thread
             schedule.done()

@@ -1,17 +1,24 @@
 """Real-speech remix through the product path: `rtsep process --separator convtasnet` on meetings built from the
 pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped parts.
 
-    python bench/separation/process_remix.py [--folds 5] [--adapt-steps 150] [--checkpoint CKPT] [--out DIR]
+    python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-min-similarity S]
+                                             [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
-sample.rttm as in eval.py) is cut into ``folds`` parts in time. Meeting ``f`` (16 kHz WAV) is: the other parts
-as alternating turns of the two talkers (about 2 s each, 0.25 s apart), and part ``f`` of both talkers
-overlapped, once at each of -5 / 0 / +5 dB, with 1 s of silence around each overlap (``--layout``: one overlap
-after each quarter of the turns, or all three at the end). `rtsep process` diarizes the meeting and writes
-separated/source_<k>.wav; with ``--adapt-steps`` > 0 the separator is first fine-tuned on the turns the diarizer
-finds (rtsep.separate.adapt) — so what it adapts on is what a user's file gives it, and the overlapped test
-speech is never a clean training target. Scores are taken at the model rate (8 kHz) on each overlapped part:
-SI-SDRi of the best permutation. Prints one JSON line per meeting and a summary.
+sample.rttm as in eval.py) is cut into ``folds`` parts in time; part ``f`` of both talkers is the test speech of
+fold ``f``, remixed at -5 / 0 / +5 dB. ``--layout``:
+- ``conversation-single`` (default): the sample's own conversation with part ``f`` muted and ONE remix inserted
+  near its middle (1 s of silence around it): three meetings per fold, one per level ratio. A real meeting does
+  not repeat the same overlapped passage; three copies of it in one file form a tight cluster of their own,
+  which the diarizer takes for a third talker.
+- ``conversation``: as above with all three remixes in one meeting (near ¼, ½, ¾).
+- ``interleaved`` / ``end``: the other parts as alternating turns of about 2 s, the three remixes after each
+  quarter of the turns or all at the end.
+`rtsep process` diarizes each meeting and writes separated/source_<k>.wav; with ``--adapt-steps`` > 0 the
+separator is first fine-tuned on the turns the diarizer finds (rtsep.separate.adapt) — so what it adapts on is
+what a user's file gives it, and the overlapped test speech is never a clean training target. Scores are taken
+at the model rate (8 kHz) on each overlapped part: SI-SDRi of the best permutation. Prints one JSON line per
+meeting and a summary (mean and median over the overlapped parts, mean per level ratio).
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +77,11 @@ def build_meeting(adapt: list[np.ndarray], test: list[np.ndarray], layout: str) 
     return np.concatenate(pieces).astype(np.float32), tests
 
 
-def build_conversation(folds: int, fold: int) -> tuple[np.ndarray, list[dict]]:
+def build_conversation(folds: int, fold: int, snrs_db: tuple = SNRS_DB) -> tuple[np.ndarray, list[dict]]:
     """The pyannote sample's own conversation with fold ``fold`` of each talker's single-talker speech muted,
-    and the remixes of those muted parts (-5 / 0 / +5 dB) inserted at the ends of single-talker turns near a
-    quarter, half and three quarters of the way, with 1 s of silence around each. (audio, test parts)."""
+    and the remixes of those muted parts (at each of ``snrs_db``) inserted at the ends of single-talker turns
+    evenly spread through it (three: near a quarter, half and three quarters of the way; one: near half), with
+    1 s of silence around each. (audio, test parts)."""
     audio, regions = single_talker_regions(RATE_HZ)
     audio = audio.copy()
     held_out = []
@@ -88,8 +97,9 @@ def build_conversation(folds: int, fold: int) -> tuple[np.ndarray, list[dict]]:
             offset += b - a
         held_out.append(np.concatenate(pieces))
     ends = sorted(b for mine in regions for _, b in mine)
-    points = sorted({min(ends, key=lambda e: abs(e - len(audio) * q)) for q in (0.25, 0.5, 0.75)})
-    mixes = [remix(held_out[0], held_out[1], snr) + (snr,) for snr in SNRS_DB]
+    quarters = [(i + 1) / (len(snrs_db) + 1) for i in range(len(snrs_db))]
+    points = sorted({min(ends, key=lambda e: abs(e - len(audio) * q)) for q in quarters})
+    mixes = [remix(held_out[0], held_out[1], snr) + (snr,) for snr in snrs_db]
     silence = np.zeros(int(TEST_GAP_S * RATE_HZ), np.float32)
     pieces, tests, previous, shift = [], [], 0, 0
     for point, (mix, sources, snr) in zip(points + [points[-1]] * (len(mixes) - len(points)), mixes, strict=True):
@@ -106,56 +116,79 @@ def to_score_rate(x: np.ndarray) -> np.ndarray:
     return soxr.resample(np.asarray(x, np.float32).T, RATE_HZ, SCORE_RATE_HZ).T
 
 
+def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: list[dict], test_s: float) -> dict:
+    """`rtsep process` on one meeting, scored on its overlapped parts."""
+    folder = args.out / name
+    folder.mkdir(parents=True, exist_ok=True)
+    wav = folder / "meeting.wav"
+    sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
+    cmd = [sys.executable, "-m", "rtsep", "process", str(wav), "--out", str(folder / "out"), "--quiet",
+           "--separator", "convtasnet", "--adapt-steps", str(args.adapt_steps)]
+    if args.checkpoint:
+        cmd += ["--separator-checkpoint", str(args.checkpoint)]
+    if args.adapt_min_similarity is not None:
+        cmd += ["--adapt-min-similarity", str(args.adapt_min_similarity)]
+    started = time.perf_counter()
+    with open(folder / "process.log", "w") as log:
+        subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       stdout=subprocess.DEVNULL, stderr=log)
+    wall_s = time.perf_counter() - started
+    est = np.stack([sf.read(str(folder / "out" / "separated" / f"source_{k}.wav"), dtype="float32")[0]
+                    for k in range(2)])
+    scores = {}
+    for t in tests:
+        piece = to_score_rate(est[:, t["start"] : t["end"]])
+        refs = to_score_rate(t["sources"])
+        mix = to_score_rate(audio[t["start"] : t["end"]])
+        n = min(piece.shape[1], refs.shape[1], len(mix))
+        scores[f"{t['snr_db']:+.0f}dB"] = pit_si_sdr_improvement(mix[:n], piece[:, :n], refs[:, :n])[1]
+    info_path = folder / "out" / "separated" / "sources.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    return {"meeting": name, "si_sdri_db": float(np.mean(list(scores.values()))), "by_snr": scores,
+            "meeting_s": round(len(audio) / RATE_HZ, 2), "test_s": round(test_s, 2),
+            "process_wall_s": round(wall_s, 1), "adaptation": info.get("adaptation"), "sources": info.get("sources")}
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-fold", type=int, default=None)
     p.add_argument("--adapt-steps", type=int, default=300)
+    p.add_argument("--adapt-min-similarity", type=float, default=None, help="default: rtsep's")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
-    p.add_argument("--layout", choices=["conversation", "interleaved", "end"], default="conversation")
+    p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
+                   default="conversation-single")
+    p.add_argument("--jobs", type=int, default=1, help="meetings processed at once (each `rtsep process` uses 1 core)")
     args = p.parse_args()
     streams = single_talker_streams(rate_hz=RATE_HZ)
-    rows = []
+    meetings = []  # (name, audio, tests, test_s)
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]
-        if args.layout == "conversation":
-            audio, tests = build_conversation(args.folds, fold)
+        test_s = len(parts[0][1]) / RATE_HZ
+        if args.layout == "conversation-single":
+            for snr in SNRS_DB:
+                meetings.append((f"fold{fold}_{snr:+.0f}dB", *build_conversation(args.folds, fold, (snr,)), test_s))
+        elif args.layout == "conversation":
+            meetings.append((f"fold{fold}", *build_conversation(args.folds, fold), test_s))
         else:
             audio, tests = build_meeting([a for a, _ in parts], [t for _, t in parts], args.layout)
-        folder = args.out / f"fold{fold}"
-        folder.mkdir(parents=True, exist_ok=True)
-        wav = folder / "meeting.wav"
-        sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
-        cmd = [sys.executable, "-m", "rtsep", "process", str(wav), "--out", str(folder / "out"), "--quiet",
-               "--separator", "convtasnet", "--adapt-steps", str(args.adapt_steps)]
-        if args.checkpoint:
-            cmd += ["--separator-checkpoint", str(args.checkpoint)]
-        started = time.perf_counter()
-        subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                       stdout=subprocess.DEVNULL, stderr=open(folder / "process.log", "w"))
-        wall_s = time.perf_counter() - started
-        est = np.stack([sf.read(str(folder / "out" / "separated" / f"source_{k}.wav"), dtype="float32")[0]
-                        for k in range(2)])
-        scores = {}
-        for t in tests:
-            piece = to_score_rate(est[:, t["start"] : t["end"]])
-            refs = to_score_rate(t["sources"])
-            mix = to_score_rate(audio[t["start"] : t["end"]])
-            n = min(piece.shape[1], refs.shape[1], len(mix))
-            scores[f"{t['snr_db']:+.0f}dB"] = pit_si_sdr_improvement(mix[:n], piece[:, :n], refs[:, :n])[1]
-        info_path = folder / "out" / "separated" / "sources.json"
-        info = json.loads(info_path.read_text()) if info_path.exists() else {}
-        rows.append({"fold": fold, "si_sdri_db": float(np.mean(list(scores.values()))), "by_snr": scores,
-                     "meeting_s": round(len(audio) / RATE_HZ, 2), "test_s": round(len(parts[0][1]) / RATE_HZ, 2),
-                     "process_wall_s": round(wall_s, 1), "adaptation": info.get("adaptation"),
-                     "sources": info.get("sources")})
-        print(json.dumps(rows[-1]), flush=True)
-    summary = {"adapt_steps": args.adapt_steps, "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"),
-               "meetings": len(rows), "si_sdri_db_mean": float(np.mean([r["si_sdri_db"] for r in rows])),
-               "si_sdri_db_median": float(np.median([r["si_sdri_db"] for r in rows])),
-               **{f"si_sdri_db@{snr:+.0f}dB": float(np.mean([r["by_snr"][f"{snr:+.0f}dB"] for r in rows]))
-                  for snr in SNRS_DB},
+            meetings.append((f"fold{fold}", audio, tests, test_s))
+    rows = []
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        for row in pool.map(lambda m: run_meeting(args, *m), meetings):
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    by_snr = {}
+    for r in rows:
+        for key, value in r["by_snr"].items():
+            by_snr.setdefault(key, []).append(value)
+    mixtures = [v for r in rows for v in r["by_snr"].values()]
+    summary = {"adapt_steps": args.adapt_steps, "adapt_min_similarity": args.adapt_min_similarity,
+               "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),
+               "mixtures": len(mixtures), "si_sdri_db_mean": float(np.mean(mixtures)),
+               "si_sdri_db_median": float(np.median(mixtures)),
+               **{f"si_sdri_db@{key}": float(np.mean(v)) for key, v in sorted(by_snr.items())},
                "process_wall_s_median": float(np.median([r["process_wall_s"] for r in rows]))}
     print(json.dumps(summary))
     return 0

@@ -68,6 +68,7 @@ class SeparationRuntime:
             self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch
         )
         self._adapter: ThreadPoolExecutor | None = None
+        self._speaker_encoder: Any = None  # for purity filters of adaptation material, loaded on first use
         self._closing = threading.Event()
 
     @property
@@ -75,12 +76,13 @@ class SeparationRuntime:
         """Whether sessions can get a copy of the model fine-tuned on their own talkers (Conv-TasNet)."""
         return callable(getattr(self.separator, "adopt", None))
 
-    def adapt(self, state: Any, speech: Mapping[str, np.ndarray], config: Any,
-              stop: Callable[[], bool] | None = None) -> Future:
+    def adapt(self, state: Any, speech: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]],
+              config: Any, stop: Callable[[], bool] | None = None) -> Future:
         """Fine-tune a copy of the shared model on ``speech`` (speaker -> single-talker audio at the separator's
-        rate) in the background, then hand it to the session of ``state``. One adaptation runs at a time, in a
-        thread below the inference threads' priority; the future's result is the :class:`AdaptReport`. It ends
-        early, unused, when ``stop()`` says so (e.g. the session ended) or the runtime closes."""
+        rate, or a function that returns it, called in the adaptation thread) in the background, then hand it to
+        the session of ``state``. One adaptation runs at a time, in a thread below the inference threads'
+        priority; the future's result is the :class:`AdaptReport`. It ends early, unused, when ``stop()`` says so
+        (e.g. the session ended) or the runtime closes."""
         from rtsep.separate.adapt import adapt_convtasnet
 
         if not self.supports_adaptation:
@@ -90,12 +92,24 @@ class SeparationRuntime:
 
         def run():
             stopped = (lambda: self._closing.is_set() or stop()) if stop is not None else self._closing.is_set
-            model, report = adapt_convtasnet(self.separator.model, speech, config, stop=stopped)
+            material = speech() if callable(speech) else speech
+            model, report = adapt_convtasnet(self.separator.model, material, config, stop=stopped)
             if report.skipped is None:
                 self.separator.adopt(state, model)
             return report
 
         return self._adapter.submit(run)
+
+    def purity_filter(self, min_similarity: float) -> Any:
+        """A purity filter (rtsep.separate.purity) for adaptation material; all share one speaker encoder on the
+        CPU, loaded on first use — call it from the adaptation thread."""
+        from rtsep.separate.purity import PurityConfig, PurityFilter
+
+        if self._speaker_encoder is None:
+            from rtsep.diarize.embedding import load_speaker_encoder
+
+            self._speaker_encoder = load_speaker_encoder()
+        return PurityFilter(PurityConfig(min_similarity=min_similarity), encoder=self._speaker_encoder)
 
     @property
     def queue_depth(self) -> int:

@@ -22,6 +22,7 @@ import torch
 from rtsep.errors import ConfigError
 from rtsep.separate.convtasnet import ConvTasNet
 from rtsep.separate.losses import pit_si_snr_loss
+from rtsep.separate.purity import PurityFilter
 
 Span = tuple[float, float]
 
@@ -267,11 +268,14 @@ class AdaptedSeparation:
 class AdaptiveSeparator:
     """Offline use of in-session adaptation: given a whole recording and its diarization, fine-tune a copy of the
     model on the recording's single-talker turns, then separate the recording with it (causally, as streaming
-    would). The base model is shared and never changed."""
+    would). The base model is shared and never changed. With a ``purity`` filter (rtsep.separate.purity), only the
+    parts of the turns that sound like their talker are used."""
 
-    def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig()) -> None:
+    def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
+                 purity: PurityFilter | None = None) -> None:
         self.model = model.eval()
         self.config = config
+        self.purity = purity
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
             progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
@@ -281,6 +285,8 @@ class AdaptiveSeparator:
         audio = np.asarray(audio, np.float32)
         at_model_rate = audio if rate_hz == model_rate else soxr.resample(audio, rate_hz, model_rate).astype(np.float32)
         spans = single_talker_spans(segments, self.config.min_turn_s, self.config.edge_trim_s)
+        if self.purity is not None:
+            spans = self.purity.filter(audio, rate_hz, spans)
         speech = gather_speech(at_model_rate, model_rate, spans)
         adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
         sources = separate_offline(adapted, at_model_rate)
@@ -290,11 +296,32 @@ class AdaptiveSeparator:
         return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report)
 
 
+@dataclass
+class AdaptationMaterial:
+    """What a live adaptation round trains on: the schedule's recent input (mono, at ``rate_hz``) and each
+    talker's single-talker spans in it (seconds from its first sample)."""
+
+    audio: np.ndarray
+    rate_hz: int
+    spans: dict[str, list[Span]]
+
+    def speech(self, model_rate_hz: int, purity: PurityFilter | None = None) -> dict[str, np.ndarray]:
+        """Each talker's speech at the model rate (only what ``purity`` keeps, with a filter): the input of
+        :func:`adapt_convtasnet`. Embeds and resamples: call it off the event loop."""
+        spans = purity.filter(self.audio, self.rate_hz, self.spans) if purity is not None else self.spans
+        audio = self.audio
+        if self.rate_hz != model_rate_hz:
+            import soxr
+
+            audio = soxr.resample(audio, self.rate_hz, model_rate_hz).astype(np.float32)
+        return gather_speech(audio, model_rate_hz, spans)
+
+
 class AdaptationSchedule:
     """When a live session adapts its separator, and on what: keeps the session's last ``window_s`` of input (at
-    the model rate) and, given the diarizer's closed segments, says when at least two talkers have
-    ``min_speech_s`` of single-talker speech each in that window — first time, then again each time their
-    single-talker speech has grown ``growth`` times, up to ``max_rounds`` rounds, one at a time."""
+    ``rate_hz``) and, given the diarizer's closed segments, says when at least two talkers have ``min_speech_s``
+    of single-talker speech each in that window — first time, then again each time their single-talker speech
+    has grown ``growth`` times, up to ``max_rounds`` rounds, one at a time."""
 
     def __init__(self, rate_hz: int, config: AdaptConfig, min_speech_s: float = 4.0, growth: float = 2.0,
                  max_rounds: int = 3, window_s: float = 180.0) -> None:
@@ -324,8 +351,9 @@ class AdaptationSchedule:
         """Whether a round could start now (none running, rounds left)."""
         return not self.busy and self.rounds < self.max_rounds
 
-    def due(self, segments: Iterable[Mapping]) -> dict[str, np.ndarray] | None:
-        """The speech to adapt on now (speaker -> audio), or None. Marks the schedule busy until :meth:`done`."""
+    def due(self, segments: Iterable[Mapping]) -> AdaptationMaterial | None:
+        """What to adapt on now (the talkers with enough speech), or None. Marks the schedule busy until
+        :meth:`done`."""
         if not self.open or not self._pieces:
             return None
         offset_s = self.start_sample / self.rate_hz
@@ -339,8 +367,7 @@ class AdaptationSchedule:
             return None
         self.busy = True
         self._last_total_s = total
-        audio = np.concatenate(self._pieces)
-        return gather_speech(audio, self.rate_hz, {spk: kept[spk] for spk in enough})
+        return AdaptationMaterial(np.concatenate(self._pieces), self.rate_hz, {spk: kept[spk] for spk in enough})
 
     def done(self) -> None:
         self.busy = False

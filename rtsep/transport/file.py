@@ -189,7 +189,12 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
     from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
 
     checkpoint = config.separator_checkpoint or default_checkpoint_path()
-    return AdaptiveSeparator(load_convtasnet(checkpoint), AdaptConfig(steps=config.adapt_steps))
+    purity = None
+    if config.adapt_min_similarity > 0:
+        from rtsep.separate.purity import PurityConfig, PurityFilter
+
+        purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
+    return AdaptiveSeparator(load_convtasnet(checkpoint), AdaptConfig(steps=config.adapt_steps), purity)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

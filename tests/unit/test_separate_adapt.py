@@ -174,14 +174,15 @@ def test_schedule_starts_when_two_talkers_have_enough_speech_then_as_it_doubles(
     turns = [seg("A", 0, 3), seg("B", 3, 4.5)]
     assert schedule.due(turns) is None  # B has 1.5 s only
     turns.append(seg("B", 5, 6))
-    speech = schedule.due(turns)
-    assert speech is not None and set(speech) == {"A", "B"}
+    material = schedule.due(turns)
+    assert material is not None and material.spans == {"A": [(0.0, 3.0)], "B": [(3.0, 4.5), (5.0, 6.0)]}
+    speech = material.speech(RATE)
     assert len(speech["A"]) == 3 * RATE and len(speech["B"]) == 2.5 * RATE and speech["B"][0] == 3 * RATE
     assert schedule.busy and not schedule.open and schedule.due(turns) is None  # one round at a time
     schedule.done()
     assert schedule.due(turns + [seg("A", 7, 9)]) is None  # 7.5 s is not twice the 5.5 s of round one
-    speech = schedule.due(turns + [seg("A", 7, 13)])
-    assert speech is not None and len(speech["A"]) == 9 * RATE
+    material = schedule.due(turns + [seg("A", 7, 13)])
+    assert material is not None and len(material.speech(RATE)["A"]) == 9 * RATE
     schedule.done()
     assert schedule.rounds == 2 and not schedule.open  # max_rounds reached
     assert schedule.due(turns + [seg("A", 7, 19)]) is None
@@ -193,5 +194,30 @@ def test_schedule_keeps_a_window_of_recent_input():
         schedule.push(np.full(RATE, k, np.float32))
     assert schedule.start_sample == 5 * RATE
     assert schedule.due([seg("A", 0, 3), seg("B", 3, 5)]) is None  # all before the window
-    speech = schedule.due([seg("A", 6, 7.5), seg("B", 8, 9.5)])
+    speech = schedule.due([seg("A", 6, 7.5), seg("B", 8, 9.5)]).speech(RATE)
     assert speech["A"][0] == 6 and speech["B"][-1] == 9
+
+
+class KeepFirstSecond:
+    """A stand-in purity filter: keeps the first second of each talker's first span."""
+
+    def filter(self, audio, rate_hz, spans):
+        self.rate_hz = rate_hz
+        return {spk: [(items[0][0], items[0][0] + 1.0)] for spk, items in spans.items()}
+
+
+def test_material_is_resampled_to_the_model_rate_and_filtered():
+    a, b = talker(1, 3, 100, 900), talker(2, 3, 1500, 3500)
+    import soxr
+
+    audio16 = soxr.resample(np.concatenate([a, b]), RATE, 16000).astype(np.float32)
+    schedule = AdaptationSchedule(16000, AdaptConfig(edge_trim_s=0.0), min_speech_s=2.0)
+    schedule.push(audio16)
+    material = schedule.due([seg("A", 0, 3), seg("B", 3, 6)])
+    assert material.rate_hz == 16000 and len(material.audio) == len(audio16)
+    speech = material.speech(RATE)
+    assert len(speech["A"]) == len(speech["B"]) == 3 * RATE
+    assert np.corrcoef(speech["B"], b)[0, 1] > 0.99  # resampled to the model rate, aligned
+    purity = KeepFirstSecond()
+    filtered = material.speech(RATE, purity)
+    assert purity.rate_hz == 16000 and len(filtered["A"]) == len(filtered["B"]) == RATE

@@ -1,0 +1,140 @@
+"""How pure is the speech that in-session adaptation trains on? Checks the single-talker turns `rtsep process`
+finds in the process_remix meetings against the truth, before and after a purity filter.
+
+    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter]
+
+The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
+diarizes it (cached in DIR/<meeting>/out). The adaptation's spans (rtsep.separate.adapt.single_talker_spans of the
+final timeline) are compared with the truth at 10 ms: per diarized talker, seconds of one true talker alone
+(the one most of them belong to), of another talker alone, of two or more talkers (overlap), and of silence.
+With ``--filter``, the spans are first passed through rtsep.separate.purity and the same table is printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from eval import SNRS_DB, pyannote_sample
+from process_remix import RATE_HZ, TEST_GAP_S, build_conversation
+
+from rtsep.separate.adapt import single_talker_spans
+
+STEP_S = 0.01
+
+
+def reference_activity(duration_s: float) -> tuple[list[str], np.ndarray]:
+    """(talkers, activity (talkers, frames) at STEP_S) of the pyannote sample from sample.rttm."""
+    _, rttm = pyannote_sample()
+    turns: dict[str, list[tuple[float, float]]] = {}
+    for line in rttm.read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "SPEAKER":
+            turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
+    names = sorted(turns)
+    grid = np.arange(0, duration_s, STEP_S)
+    active = np.zeros((len(names), len(grid)), bool)
+    for i, name in enumerate(names):
+        for a, b in turns[name]:
+            active[i, (grid >= a) & (grid < b)] = True
+    return names, active
+
+
+def meeting_truth(folds: int, fold: int, snrs_db: tuple = SNRS_DB) -> tuple[np.ndarray, np.ndarray, list[dict]]:
+    """(meeting audio, truth activity (2, frames) at STEP_S, test parts) for process_remix's conversation layout:
+    the sample's activity with the muted fold silenced, shifted past each inserted overlap, which is active for
+    both talkers."""
+    audio, tests = build_conversation(folds, fold, snrs_db)
+    original = sf.info(str(pyannote_sample()[0])).duration
+    _, active = reference_activity(original)
+    # the muted parts are silent in the meeting: a frame is active only where the meeting has signal there
+    frames = int(np.ceil(len(audio) / RATE_HZ / STEP_S))
+    truth = np.zeros((active.shape[0], frames), bool)
+    silence = int(TEST_GAP_S * RATE_HZ)
+    shift, previous_point = 0, 0
+    for t in tests + [None]:
+        point = (t["start"] - silence - shift) if t is not None else len(audio) - shift  # original sample index
+        a0, a1 = int(previous_point / RATE_HZ / STEP_S), int(point / RATE_HZ / STEP_S)
+        m0 = int((previous_point + shift) / RATE_HZ / STEP_S)
+        n = max(0, min(a1 - a0, active.shape[1] - a0, frames - m0))
+        truth[:, m0 : m0 + n] = active[:, a0 : a0 + n]
+        if t is None:
+            break
+        s0, s1 = int(t["start"] / RATE_HZ / STEP_S), int(t["end"] / RATE_HZ / STEP_S)
+        truth[:, s0:s1] = True
+        shift += 2 * silence + (t["end"] - t["start"])
+        previous_point = point
+    # silence the muted fold: frames whose audio is (exactly) zero
+    hop = int(STEP_S * RATE_HZ)
+    energy = np.array([np.abs(audio[i * hop : (i + 1) * hop]).max(initial=0.0) for i in range(frames)])
+    truth[:, energy == 0.0] = False
+    return audio, truth, tests
+
+
+def diarize(wav: Path, out: Path) -> list[dict]:
+    timeline = out / "timeline.json"
+    if not timeline.exists():
+        cmd = [sys.executable, "-m", "rtsep", "process", str(wav), "--out", str(out), "--quiet", "--separator", "none"]
+        subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return json.loads(timeline.read_text())["segments"]
+
+
+def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per diarized talker: seconds of its main true talker alone, of another alone, of overlap, of silence."""
+    out = {}
+    for spk, items in sorted(spans.items()):
+        frames = np.concatenate([np.arange(int(a / STEP_S), min(int(b / STEP_S), truth.shape[1])) for a, b in items])
+        count = truth[:, frames].sum(0)
+        alone = [(truth[i, frames] & (count == 1)).sum() for i in range(truth.shape[0])]
+        main = int(np.argmax(alone))
+        out[spk] = {"talker": main, "pure_s": round(alone[main] * STEP_S, 2),
+                    "other_s": round((sum(alone) - alone[main]) * STEP_S, 2),
+                    "overlap_s": round(int((count >= 2).sum()) * STEP_S, 2),
+                    "silence_s": round(int((count == 0).sum()) * STEP_S, 2)}
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-purity"))
+    p.add_argument("--layout", choices=["conversation-single", "conversation"], default="conversation-single",
+                   help="as process_remix.py")
+    p.add_argument("--filter", action="store_true", help="also pass the spans through rtsep.separate.purity")
+    args = p.parse_args()
+    meetings = [(f"fold{f}", f, SNRS_DB) for f in range(args.folds)]
+    if args.layout == "conversation-single":
+        meetings = [(f"fold{f}_{snr:+.0f}dB", f, (snr,)) for f in range(args.folds) for snr in SNRS_DB]
+    for name, fold, snrs in meetings:
+        folder = args.out / name
+        folder.mkdir(parents=True, exist_ok=True)
+        audio, truth, _ = meeting_truth(args.folds, fold, snrs)
+        wav = folder / "meeting.wav"
+        if not wav.exists():
+            sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
+        segments = diarize(wav, folder / "out")
+        spans = single_talker_spans(segments)
+        row = {"meeting": name, "spans": composition(spans, truth)}
+        if args.filter:
+            from rtsep.separate.purity import PurityFilter
+
+            kept = PurityFilter().filter(audio, RATE_HZ, spans)
+            row["filtered"] = composition(kept, truth)
+        print(json.dumps(row), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,125 @@
+"""Keep only clean single-talker speech for in-session adaptation.
+
+The diarizer's single-talker turns are not all clean: overlapped speech it could not see as such is labelled as
+one talker's turn, and turn edges stray into the next talker. Adaptation trains on those turns as clean sources,
+so every second of another voice in them teaches the model to leave that voice in. This filter embeds short
+windows of each talker's turns (resemblyzer, as the diarizer does) and keeps only the windows that sound like
+the talker: cosine similarity to the talker's centroid of at least ``min_similarity``. The centroid is estimated
+twice, the second time from the windows that passed the first time, so impure windows do not pull it towards
+themselves. Each window decides on the stretch around its centre (hop_s long; the first and last window of a
+span on the stretch out to its ends), so a window half on an overlap does not keep it.
+
+On process_remix's meetings (bench/separation/purity.py): the speech of the wrong talker in the turns falls from
+4.4 s to 0.7 s and overlap labelled as one talker's falls by most of its 9 s, for 7 % of the clean speech.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rtsep.diarize.embedding import EMBEDDING_SAMPLE_RATE_HZ, SpeakerEncoder, load_speaker_encoder
+
+Span = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class PurityConfig:
+    window_s: float = 1.0  # embedding window (the diarizer's too)
+    hop_s: float = 0.1
+    min_similarity: float = 0.82  # cosine similarity to the talker's centroid a window needs to be kept
+    min_window_s: float = 0.5  # spans shorter than this are dropped (their embedding means little)
+    batch_windows: int = 64
+
+
+class PurityFilter:
+    """``filter(audio, rate_hz, spans)`` -> the parts of ``spans`` (speaker -> [(start_s, end_s)]) that sound like
+    their speaker. Loads the speaker encoder on first use (on the CPU unless ``device`` says otherwise)."""
+
+    def __init__(self, config: PurityConfig = PurityConfig(), encoder: SpeakerEncoder | None = None,
+                 device: str = "cpu") -> None:
+        self.config = config
+        self._encoder = encoder
+        self.device = device
+
+    @property
+    def encoder(self) -> SpeakerEncoder:
+        if self._encoder is None:
+            self._encoder = load_speaker_encoder().to(self.device)
+        return self._encoder
+
+    def windows(self, items: Sequence[Span]) -> list[tuple[Span, Span]]:
+        """(window, judged part) pairs over ``items``: windows of window_s every hop_s (a span's tail gets its own
+        last window; a span shorter than a window but at least min_window_s is one window of its own length).
+        Each window judges the stretch hop_s around its centre, the first and last of a span out to its ends,
+        so the judged parts of a span's windows tile it."""
+        c = self.config
+        out = []
+        for a, b in items:
+            if b - a < c.min_window_s:
+                continue
+            if b - a <= c.window_s:
+                out.append(((a, b), (a, b)))
+                continue
+            count = int(np.floor((b - a - c.window_s) / c.hop_s + 1e-6)) + 1
+            mine = [(round(a + k * c.hop_s, 6), round(a + k * c.hop_s + c.window_s, 6)) for k in range(count)]
+            if mine[-1][1] < b - 1e-6:
+                mine.append((round(b - c.window_s, 6), b))
+            centres = [(w0 + w1) / 2 for w0, w1 in mine]
+            bounds = [a] + [(c0 + c1) / 2 for c0, c1 in zip(centres, centres[1:])] + [b]
+            out += list(zip(mine, zip(bounds[:-1], bounds[1:])))
+        return out
+
+    def embed(self, audio: np.ndarray, windows: Sequence[Span]) -> np.ndarray:
+        """(len(windows), dim) unit embeddings of ``audio`` (mono, at the encoder's rate)."""
+        rate = EMBEDDING_SAMPLE_RATE_HZ
+        pieces = [np.asarray(audio[int(a * rate) : int(b * rate)], np.float32) for a, b in windows]
+        out: list[np.ndarray] = []
+        with torch.inference_mode():
+            by_length: dict[int, list[int]] = {}
+            for i, p in enumerate(pieces):
+                by_length.setdefault(len(p), []).append(i)
+            result = [None] * len(pieces)
+            for length, idx in by_length.items():
+                for k in range(0, len(idx), self.config.batch_windows):
+                    chunk = idx[k : k + self.config.batch_windows]
+                    batch = torch.from_numpy(np.stack([pieces[i] for i in chunk])).to(self.device)
+                    for i, e in zip(chunk, self.encoder(batch).cpu().numpy(), strict=True):
+                        result[i] = e
+            out = result
+        return np.stack(out) if out else np.zeros((0, 0), np.float32)
+
+    def filter(self, audio: np.ndarray, rate_hz: int, spans: Mapping[str, Sequence[Span]]) -> dict[str, list[Span]]:
+        if rate_hz != EMBEDDING_SAMPLE_RATE_HZ:
+            import soxr
+
+            audio = soxr.resample(np.asarray(audio, np.float32), rate_hz, EMBEDDING_SAMPLE_RATE_HZ)
+        kept: dict[str, list[Span]] = {}
+        for speaker, items in spans.items():
+            pairs = self.windows(items)
+            if not pairs:
+                continue
+            emb = self.embed(audio, [w for w, _ in pairs])
+            good = np.ones(len(pairs), bool)
+            for _ in range(2):  # the second centroid comes from the windows the first one kept
+                centroid = emb[good].mean(0) if good.any() else emb.mean(0)
+                centroid /= max(float(np.linalg.norm(centroid)), 1e-8)
+                good = emb @ centroid >= self.config.min_similarity
+            merged = merge_spans([part for (_, part), g in zip(pairs, good, strict=True) if g])
+            if merged:
+                kept[speaker] = merged
+        return kept
+
+
+def merge_spans(spans: Sequence[Span]) -> list[Span]:
+    """The union of (start_s, end_s) spans, as sorted disjoint spans."""
+    out: list[list[float]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return [(a, b) for a, b in out]
