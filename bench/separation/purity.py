@@ -1,7 +1,7 @@
 """How pure is the speech that in-session adaptation trains on? Checks the single-talker turns `rtsep process`
 finds in the process_remix meetings against the truth, before and after a purity filter.
 
-    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter]
+    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter [--min-similarity S]]
 
 The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
 diarizes it (cached in DIR/<meeting>/out). The adaptation's spans (rtsep.separate.adapt.single_talker_spans of the
@@ -113,10 +113,12 @@ def main() -> int:
     p.add_argument("--layout", choices=["conversation-single", "conversation"], default="conversation-single",
                    help="as process_remix.py")
     p.add_argument("--filter", action="store_true", help="also pass the spans through rtsep.separate.purity")
+    p.add_argument("--min-similarity", type=float, default=None, help="the filter's threshold (default: rtsep's)")
     args = p.parse_args()
     meetings = [(f"fold{f}", f, SNRS_DB) for f in range(args.folds)]
     if args.layout == "conversation-single":
         meetings = [(f"fold{f}_{snr:+.0f}dB", f, (snr,)) for f in range(args.folds) for snr in SNRS_DB]
+    rows = []
     for name, fold, snrs in meetings:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -128,11 +130,16 @@ def main() -> int:
         spans = single_talker_spans(segments)
         row = {"meeting": name, "spans": composition(spans, truth)}
         if args.filter:
-            from rtsep.separate.purity import PurityFilter
+            from rtsep.separate.purity import PurityConfig, PurityFilter
 
-            kept = PurityFilter().filter(audio, RATE_HZ, spans)
+            config = PurityConfig() if args.min_similarity is None else PurityConfig(min_similarity=args.min_similarity)
+            kept = PurityFilter(config).filter(audio, RATE_HZ, spans)
             row["filtered"] = composition(kept, truth)
         print(json.dumps(row), flush=True)
+        rows.append(row)
+    totals = {key: {k: round(sum(v[k] for r in rows for v in r[key].values()), 1)
+                    for k in ("pure_s", "other_s", "overlap_s", "silence_s")} for key in rows[0] if key != "meeting"}
+    print(json.dumps({"meetings": len(rows), "total": totals}))
     return 0
 
 
