@@ -48,7 +48,7 @@ def main() -> int:
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-fold", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--speed-perturb", type=float, default=0.0)
+    p.add_argument("--speed-perturb", type=float, default=AdaptConfig.speed_perturb, help="default: rtsep's")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     streams = single_talker_streams()
