@@ -49,6 +49,16 @@ def pyannote_sample() -> tuple[Path, Path]:
     return root / "sample.wav", root / "sample.rttm"
 
 
+def reference_turns() -> dict[str, list[tuple[float, float]]]:
+    """Each talker's turns (start_s, end_s) in the pyannote sample, from sample.rttm."""
+    turns: dict[str, list[tuple[float, float]]] = {}
+    for line in pyannote_sample()[1].read_text().splitlines():
+        f = line.split()
+        if f and f[0] == "SPEAKER":
+            turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
+    return turns
+
+
 def single_talker_regions(rate_hz: int = RATE_HZ, min_region_s: float = 0.5,
                           trim_s: float = 0.05) -> tuple[np.ndarray, list[list[tuple[int, int]]]]:
     """The pyannote sample at ``rate_hz`` and, per talker (sorted by name), the sample ranges where only that
@@ -56,14 +66,10 @@ def single_talker_regions(rate_hz: int = RATE_HZ, min_region_s: float = 0.5,
     import soundfile as sf
     import soxr
 
-    wav, rttm = pyannote_sample()
+    wav, _ = pyannote_sample()
     audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     audio = soxr.resample(audio.mean(1), rate, rate_hz).astype(np.float32)
-    turns: dict[str, list[tuple[float, float]]] = {}
-    for line in rttm.read_text().splitlines():
-        f = line.split()
-        if f and f[0] == "SPEAKER":
-            turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
+    turns = reference_turns()
     step = 0.01
     total = len(audio) / rate_hz
     grid = np.arange(0, total, step)

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from eval import SNRS_DB, pyannote_sample
+from eval import SNRS_DB, pyannote_sample, reference_turns
 from process_remix import RATE_HZ, TEST_GAP_S, build_conversation
 
 from rtsep.separate.adapt import single_talker_spans
@@ -36,12 +36,7 @@ STEP_S = 0.01
 
 def reference_activity(duration_s: float) -> tuple[list[str], np.ndarray]:
     """(talkers, activity (talkers, frames) at STEP_S) of the pyannote sample from sample.rttm."""
-    _, rttm = pyannote_sample()
-    turns: dict[str, list[tuple[float, float]]] = {}
-    for line in rttm.read_text().splitlines():
-        f = line.split()
-        if f and f[0] == "SPEAKER":
-            turns.setdefault(f[7], []).append((float(f[3]), float(f[3]) + float(f[4])))
+    turns = reference_turns()
     names = sorted(turns)
     grid = np.arange(0, duration_s, STEP_S)
     active = np.zeros((len(names), len(grid)), bool)

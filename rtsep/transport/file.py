@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from rtsep.audio import wav_bytes
+from rtsep.audio import float_to_s16, wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import ClientError
 from rtsep.metrics import Metrics
@@ -75,13 +75,13 @@ async def process_file(
         stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
         pipeline, _ = manager.open(start, NullOutbox(), "file")
         block = max(1, int(BLOCK_S * rate))
-        model_rate_audio: list[np.ndarray] = []  # kept only for the adaptive separator
+        session_audio: list[np.ndarray] = []  # the input at the session's rate, kept only for the adaptive separator
 
         async def feed(events: list) -> None:
             for event in events:
                 if isinstance(event, ChunkReady):
                     if adaptive is not None:
-                        model_rate_audio.append(event.chunk.samples[: event.valid_samples].copy())
+                        session_audio.append(event.chunk.samples[: event.valid_samples].copy())
                     await pipeline.feed(event)
 
         for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
@@ -98,7 +98,7 @@ async def process_file(
         manager.store.close()
     report = None
     if adaptive is not None:
-        audio = np.concatenate(model_rate_audio) if model_rate_audio else np.zeros(0, np.float32)
+        audio = np.concatenate(session_audio) if session_audio else np.zeros(0, np.float32)
         result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []), adapt_progress)
         files += write_separated(out_dir, result)
         report = result.report
@@ -113,7 +113,7 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
     files = []
     for k, source in enumerate(result.sources):
         path = folder / f"source_{k}.wav"
-        path.write_bytes(wav_bytes(np.clip(np.round(source * 32767.0), -32768, 32767).astype("<i2"), result.rate_hz))
+        path.write_bytes(wav_bytes(float_to_s16(source), result.rate_hz))
         files.append(path)
     info = folder / "sources.json"
     info.write_text(json.dumps({
