@@ -49,12 +49,13 @@ def main() -> int:
     p.add_argument("--only-fold", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-perturb", type=float, default=AdaptConfig.speed_perturb, help="default: rtsep's")
+    p.add_argument("--average-last", type=float, default=AdaptConfig.average_last, help="default: rtsep's")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     streams = single_talker_streams()
     base = load_convtasnet(args.checkpoint)
     config = AdaptConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, segment_s=args.segment_s,
-                         speed_perturb=args.speed_perturb)
+                         speed_perturb=args.speed_perturb, average_last=args.average_last)
     rows = []
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]

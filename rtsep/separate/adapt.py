@@ -41,6 +41,9 @@ class AdaptConfig:
     # each training piece is played at a speed drawn from 1 +- this (pitch moves with it): more voices from the
     # few seconds a session has (reference turns, bench/RESULTS.md: 3.20 -> 3.52 dB with 0.08)
     speed_perturb: float = 0.08
+    # the adapted weights are the mean of the weights after each of the last ``average_last`` share of the steps
+    # (0: the last step's weights); averaging over the low-learning-rate tail smooths what a few seconds over-fit
+    average_last: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class AdaptConfig:
             raise ConfigError("adaptation steps must be >= 0 and batch_size >= 1")
         if self.learning_rate <= 0 or self.segment_s <= 0 or self.min_speech_s <= 0:
             raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
+        if not 0.0 <= self.average_last <= 1.0:
+            raise ConfigError("adaptation average_last must be within [0, 1]")
 
 
 @dataclass
@@ -192,6 +197,8 @@ def adapt_convtasnet(
     adapted.train()
     optimiser = torch.optim.Adam(adapted.parameters(), lr=config.learning_rate)
     lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
+    average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
+    averaged: list[torch.Tensor] | None = None
     started = time.perf_counter()
     for step in range(config.steps):
         if stop is not None and stop():
@@ -206,15 +213,32 @@ def adapt_convtasnet(
         torch.nn.utils.clip_grad_norm_(adapted.parameters(), config.max_grad_norm)
         optimiser.step()
         lr_decay.step()
+        if average_from is not None and step >= average_from:
+            averaged = _running_mean(averaged, adapted.parameters(), step - average_from)
         report.losses_db.append(-float(loss.detach()))
         if progress is not None:
             progress(step + 1, report.losses_db[-1])
+    if averaged is not None:
+        with torch.no_grad():
+            for param, mean in zip(adapted.parameters(), averaged, strict=True):
+                param.copy_(mean)
     report.seconds = time.perf_counter() - started
     report.steps = config.steps
     tenth = max(1, config.steps // 10)
     report.loss_first_db = round(float(np.mean(report.losses_db[:tenth])), 2)
     report.loss_last_db = round(float(np.mean(report.losses_db[-tenth:])), 2)
     return adapted.eval(), report
+
+
+def _running_mean(mean: list[torch.Tensor] | None, params: Iterable[torch.nn.Parameter],
+                  count: int) -> list[torch.Tensor]:
+    """The mean of ``count`` earlier parameter sets (``mean``) updated with ``params``."""
+    with torch.no_grad():
+        if mean is None:
+            return [p.detach().clone() for p in params]
+        for m, p in zip(mean, params, strict=True):
+            m.add_(p.detach() - m, alpha=1.0 / (count + 1))
+        return mean
 
 
 def separate_offline(model: ConvTasNet, audio: np.ndarray, chunk_s: float = 10.0) -> np.ndarray:

@@ -128,11 +128,32 @@ def test_adaptation_stops_when_asked(model):
     assert report.skipped == "stopped" and report.steps == 3 and adapted is model
 
 
+def test_adaptation_averages_the_weights_of_its_last_steps(model, monkeypatch):
+    speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
+    after_step: list[list[torch.Tensor]] = []
+    step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        out = step(self, *args, **kwargs)
+        after_step.append([p.detach().clone() for group in self.param_groups for p in group["params"]])
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    adapted, _ = adapt_convtasnet(model, speech, AdaptConfig(steps=4, segment_s=0.5, average_last=0.5))
+    expected = [(a + b) / 2 for a, b in zip(after_step[2], after_step[3], strict=True)]  # the last 2 of 4 steps
+    got = list(adapted.parameters())
+    assert len(got) == len(expected)
+    assert all(torch.allclose(g, e, atol=1e-6) for g, e in zip(got, expected, strict=True))
+    assert not all(torch.equal(g, last) for g, last in zip(got, after_step[3], strict=True))
+
+
 def test_adapt_config_is_validated():
     with pytest.raises(ConfigError):
         AdaptConfig(steps=-1)
     with pytest.raises(ConfigError):
         AdaptConfig(learning_rate=0)
+    with pytest.raises(ConfigError):
+        AdaptConfig(average_last=1.5)
 
 
 @pytest.mark.parametrize("chunk_s", [0.013, 0.5, 10.0])
