@@ -16,6 +16,7 @@ from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
+from rtsep.transport.webrtc_config import WebRtcConfig
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,7 @@ def parse_duration_s(text: str) -> float:
 class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
 
 
 ENV_KEYS = {
@@ -93,8 +95,9 @@ def _coerce(cls: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
 
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 env: dict[str, str] | None = None) -> AppConfig:
-    """Sections: [server], [runtime], [diarization], [clustering], [pipeline]."""
-    names = ("server", "runtime", "diarization", "clustering", "pipeline")
+    """Sections: [server], [runtime], [diarization], [clustering], [pipeline], [webrtc] (whose variables are
+    ``RTSEP_WEBRTC_<SETTING>``, see rtsep.transport.webrtc_config)."""
+    names = ("server", "runtime", "diarization", "clustering", "pipeline", "webrtc")
     sections: dict[str, dict[str, Any]] = {k: {} for k in names}
     if path is not None:
         try:
@@ -120,9 +123,10 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime,
                                   **_coerce(PipelineConfig, "pipeline", sections["pipeline"]))
         server = ServerConfig(**_coerce(ServerConfig, "server", sections["server"]))
+        webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
     if pipeline.max_speakers < 1 or server.max_sessions < 1:
         raise ConfigError("max_speakers and max_sessions must be >= 1")
     server.retention_s  # noqa: B018 - validates the duration now rather than at the first sweep
-    return AppConfig(server=server, pipeline=pipeline)
+    return AppConfig(server=server, pipeline=pipeline, webrtc=webrtc)

@@ -86,7 +86,7 @@ def build_app(services: Services) -> FastAPI:
 
     app = FastAPI(title="rtsep", version=__version__, lifespan=lifespan,
                   description="Real-time speech separation and diarization. Protocol: docs/protocol.md")
-    add_routes(app, services.manager)
+    add_routes(app, services.manager, services.config.webrtc)
     if web_root().is_dir():
         app.mount("/", StaticFiles(directory=web_root(), html=True), name="web")
     return app

@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 
 from rtsep.config import AppConfig, ServerConfig, load_config
+from rtsep.transport.webrtc_config import WebRtcConfig
 
 
 @dataclass
@@ -21,14 +22,15 @@ class RunningServer:
 
 
 @contextlib.contextmanager
-def run_server(data_dir: Path, pipeline=None, **server_overrides) -> Iterator[RunningServer]:
+def run_server(data_dir: Path, pipeline=None, webrtc=None, **server_overrides) -> Iterator[RunningServer]:
     """A real rtsep server (real models, uvicorn, websockets) on 127.0.0.1, port chosen by the OS."""
     import uvicorn
 
     from rtsep.server import build_app, build_services, uvicorn_config
 
     config = AppConfig(server=replace(ServerConfig(data_dir=str(data_dir), port=0, log_level="warning"),
-                                      **server_overrides), pipeline=pipeline or load_config(env={}).pipeline)
+                                      **server_overrides), pipeline=pipeline or load_config(env={}).pipeline,
+                       webrtc=webrtc or WebRtcConfig())
     services = build_services(config)
     server = uvicorn.Server(uvicorn_config(build_app(services), config))
     thread = threading.Thread(target=server.run, daemon=True)

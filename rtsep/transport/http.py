@@ -13,10 +13,11 @@ from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import NotFound, Unauthorized
 from rtsep.sessions import SessionManager
 from rtsep.transport.webrtc import add_webrtc_routes
+from rtsep.transport.webrtc_config import WebRtcConfig
 from rtsep.transport.ws import serve_stream
 
 
-def add_routes(app: FastAPI, manager: SessionManager) -> None:
+def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> None:
     store = manager.store
 
     def authorized(session_id: str, authorization: str | None):
@@ -81,7 +82,7 @@ def add_routes(app: FastAPI, manager: SessionManager) -> None:
     async def stream(ws: WebSocket) -> None:
         await serve_stream(ws, manager)
 
-    add_webrtc_routes(app, manager)  # POST /v1/webrtc/offer, GET /v1/webrtc/config; app.state.webrtc
+    add_webrtc_routes(app, manager, webrtc)  # POST /v1/webrtc/offer, GET /v1/webrtc/config; app.state.webrtc
 
 
 def _stored_live(manager: SessionManager, session_id: str) -> dict:

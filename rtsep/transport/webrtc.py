@@ -29,9 +29,7 @@ import dataclasses
 import fractions
 import json
 import logging
-import os
 from collections import deque
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -56,7 +54,6 @@ from rtsep.diarize.online import speaker_name
 from rtsep.errors import (
     BadApiKey,
     ClientError,
-    ConfigError,
     IdleTimeout,
     MessageTooBig,
     ProtocolViolation,
@@ -77,106 +74,19 @@ from rtsep.protocol.messages import (
 from rtsep.sessions import SessionManager
 from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, Phase, StopRequested, StreamSession
+from rtsep.transport.webrtc_config import WebRtcConfig
 
 log = logging.getLogger(__name__)
 
 OPUS_RATE_HZ = 48000  # aiortc decodes Opus to 48 kHz; the offer is answered with Opus only
 OFFER_OPTIONS = ("max_speakers", "client")  # the session options a client may put beside sdp/type
-ICE_URL_SCHEMES = ("stun:", "stuns:", "turn:", "turns:")
 
 
-# --- configuration ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class IceServer:
-    urls: tuple[str, ...]
-    username: str | None = None
-    credential: str | None = None
-
-    def __post_init__(self) -> None:
-        if not self.urls:
-            raise ConfigError("an ICE server needs at least one URL")
-        for url in self.urls:
-            if not url.startswith(ICE_URL_SCHEMES):
-                raise ConfigError(f"ICE server URL {url!r} must start with one of {ICE_URL_SCHEMES}")
-            if url.startswith(("turn:", "turns:")) and (self.username is None or self.credential is None):
-                raise ConfigError(f"TURN server {url!r} needs a username and a credential")
-
-    def public(self) -> dict[str, Any]:
-        """As the browser's RTCPeerConnection wants it."""
-        body: dict[str, Any] = {"urls": list(self.urls)}
-        if self.username is not None:
-            body["username"] = self.username
-            body["credential"] = self.credential
-        return body
-
-
-@dataclass(frozen=True)
-class WebRtcConfig:
-    """WebRTC transport settings. No STUN/TURN by default: LAN and localhost need none."""
-
-    ice_servers: tuple[IceServer, ...] = ()
-    frame_ms: int = 20  # outgoing packetisation, and the pacer's tick
-    prebuffer_ms: int = 100  # playout cushion after a (re)start, against inference jitter
-    max_buffer_ms: int = 1000  # playout bound: past it the oldest audio is dropped
-    max_pending_steps: int = 8  # steps awaiting the pipeline before incoming audio is discarded
-    max_queued_frames: int = 5  # frames waiting in an outgoing track (its sender may not be running yet)
-    connect_timeout_s: float = 20.0  # from the answer to the connection being established
-    max_offer_bytes: int = 64 * 1024
-    max_channel_buffer_bytes: int = 1 << 20  # events are dropped while the data channel holds more
-
-    def __post_init__(self) -> None:
-        if not 10 <= self.frame_ms <= 60 or 1000 % self.frame_ms:
-            raise ConfigError("frame_ms must divide 1000 and lie within 10..60")
-        if self.prebuffer_ms < 0 or self.max_buffer_ms <= self.prebuffer_ms + self.frame_ms:
-            raise ConfigError("need 0 <= prebuffer_ms and max_buffer_ms > prebuffer_ms + frame_ms")
-        if self.max_pending_steps < 1 or self.max_queued_frames < 1 or self.connect_timeout_s <= 0:
-            raise ConfigError("max_pending_steps, max_queued_frames and connect_timeout_s must be positive")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> WebRtcConfig:
-        """``RTSEP_WEBRTC_ICE_SERVERS``: a JSON list of ``{"urls", "username", "credential"}`` objects, or
-        a comma-separated list of ``stun:`` URLs. ``RTSEP_WEBRTC_<FIELD>`` sets any other field."""
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        raw = env.get("RTSEP_WEBRTC_ICE_SERVERS", "").strip()
-        if raw:
-            values["ice_servers"] = parse_ice_servers(raw)
-        for f in dataclasses.fields(cls):
-            if f.name == "ice_servers":
-                continue
-            value = env.get(f"RTSEP_WEBRTC_{f.name.upper()}")
-            if value:
-                kind = type(getattr(cls(), f.name))
-                try:
-                    values[f.name] = kind(value)
-                except ValueError:
-                    raise ConfigError(f"RTSEP_WEBRTC_{f.name.upper()}={value!r} is not a {kind.__name__}") from None
-        return cls(**values)
-
-    def rtc_configuration(self) -> RTCConfiguration:
-        # an explicit (possibly empty) list: aiortc would otherwise use a public STUN server
-        return RTCConfiguration(iceServers=[
-            RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in self.ice_servers
-        ])
-
-
-def parse_ice_servers(raw: str) -> tuple[IceServer, ...]:
-    if raw.startswith("["):
-        try:
-            items = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"ICE servers are not valid JSON: {exc}") from None
-        servers = []
-        for item in items:
-            if not isinstance(item, dict) or "urls" not in item:
-                raise ConfigError(f"each ICE server needs 'urls', got {item!r}")
-            urls = item["urls"]
-            servers.append(IceServer(tuple([urls] if isinstance(urls, str) else urls),
-                                     item.get("username"), item.get("credential")))
-        return tuple(servers)
-    return tuple(IceServer((url.strip(),)) for url in raw.split(",") if url.strip())
+def rtc_configuration(config: WebRtcConfig) -> RTCConfiguration:
+    # an explicit (possibly empty) list: aiortc would otherwise use a public STUN server
+    return RTCConfiguration(iceServers=[
+        RTCIceServer(urls=list(s.urls), username=s.username, credential=s.credential) for s in config.ice_servers
+    ])
 
 
 # --- signalling (sans-I/O) ----------------------------------------------------------------------
@@ -831,7 +741,7 @@ class WebRtcGateway:
                         max(1, layout.slots - self.num_sources))
             start = dataclasses.replace(start, max_speakers=limit)
 
-        pc = RTCPeerConnection(self.config.rtc_configuration())
+        pc = RTCPeerConnection(rtc_configuration(self.config))
         opus = [c for c in RTCRtpReceiver.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
         rate = self.manager.config.diarization.sample_rate_hz
         mic: RTCRtpTransceiver | None = None
@@ -919,8 +829,8 @@ def api_key_of(request: Request) -> str | None:
     return request.headers.get("x-api-key") or request.query_params.get("api_key")
 
 
-def add_webrtc_routes(app: FastAPI, manager: SessionManager, config: WebRtcConfig | None = None) -> WebRtcGateway:
-    gateway = WebRtcGateway(manager, config or WebRtcConfig.from_env())
+def add_webrtc_routes(app: FastAPI, manager: SessionManager, config: WebRtcConfig) -> WebRtcGateway:
+    gateway = WebRtcGateway(manager, config)
 
     @app.get("/v1/webrtc/config", tags=["webrtc"])
     async def webrtc_config() -> dict:

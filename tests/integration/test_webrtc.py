@@ -35,10 +35,9 @@ CONNECT_TIMEOUT_S = 6.0  # short, for the never-connected test; long enough for 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("RTSEP_WEBRTC_CONNECT_TIMEOUT_S", str(CONNECT_TIMEOUT_S))
-        with run_server(tmp_path_factory.mktemp("data"), max_sessions=2, idle_timeout_s=3.0) as running:
-            yield running
+    webrtc = load_config(env={"RTSEP_WEBRTC_CONNECT_TIMEOUT_S": str(CONNECT_TIMEOUT_S)}).webrtc
+    with run_server(tmp_path_factory.mktemp("data"), webrtc=webrtc, max_sessions=2, idle_timeout_s=3.0) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

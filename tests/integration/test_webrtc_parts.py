@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from av import AudioFrame
 
-from rtsep.errors import ConfigError, MessageTooBig, ProtocolViolation
+from rtsep.errors import MessageTooBig, ProtocolViolation
 from rtsep.transport.webrtc import (
     Playout,
     SlotMap,
@@ -19,6 +19,7 @@ from rtsep.transport.webrtc import (
     frame_to_mono,
     mono_to_frame,
     parse_offer,
+    rtc_configuration,
 )
 
 
@@ -169,22 +170,9 @@ def test_mono_to_frame_round_trip():
     assert np.allclose(frame_to_mono(frame), samples, atol=1e-4)
 
 
-def test_config_from_env():
-    assert WebRtcConfig.from_env({}).ice_servers == ()  # no public STUN by default
-    config = WebRtcConfig.from_env({
-        "RTSEP_WEBRTC_ICE_SERVERS": json.dumps([{"urls": "stun:stun.example.org:3478"},
-                                                {"urls": ["turn:turn.example.org"], "username": "u",
-                                                 "credential": "p"}]),
-        "RTSEP_WEBRTC_PREBUFFER_MS": "60",
-    })
-    assert config.prebuffer_ms == 60 and [s.public() for s in config.ice_servers] == [
-        {"urls": ["stun:stun.example.org:3478"]},
-        {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}]
-    assert len(config.rtc_configuration().iceServers) == 2
-    two = WebRtcConfig.from_env({"RTSEP_WEBRTC_ICE_SERVERS": "stun:a:1, stun:b:2"})
-    assert two.ice_servers[1].urls == ("stun:b:2",)
-    for bad in [{"RTSEP_WEBRTC_ICE_SERVERS": "http://x"}, {"RTSEP_WEBRTC_ICE_SERVERS": '[{"urls":"turn:x"}]'},
-                {"RTSEP_WEBRTC_ICE_SERVERS": "[nope"}, {"RTSEP_WEBRTC_PREBUFFER_MS": "many"},
-                {"RTSEP_WEBRTC_FRAME_MS": "7"}]:
-        with pytest.raises(ConfigError):
-            WebRtcConfig.from_env(bad)
+def test_rtc_configuration_lists_the_configured_ice_servers_only():
+    assert rtc_configuration(WebRtcConfig()).iceServers == []  # not aiortc's public STUN default
+    config = WebRtcConfig.load({"ice_servers": ["stun:a:1", {"urls": "turn:b", "username": "u", "credential": "p"}]},
+                               env={})
+    assert [(s.urls, s.username) for s in rtc_configuration(config).iceServers] == [(["stun:a:1"], None),
+                                                                                   (["turn:b"], "u")]

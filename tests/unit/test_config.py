@@ -1,0 +1,64 @@
+"""Configuration: the TOML file, then environment variables (the ``[webrtc]`` section and ``RTSEP_WEBRTC_*``)."""
+
+import json
+
+import pytest
+
+from rtsep.config import load_config
+from rtsep.errors import ConfigError
+from rtsep.transport.webrtc_config import WebRtcConfig
+
+TURN = {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}
+
+
+def test_webrtc_settings_from_the_environment():
+    assert WebRtcConfig.load(env={}).ice_servers == ()  # no public STUN by default
+    config = WebRtcConfig.load(env={
+        "RTSEP_WEBRTC_ICE_SERVERS": json.dumps([{"urls": "stun:stun.example.org:3478"}, TURN]),
+        "RTSEP_WEBRTC_PREBUFFER_MS": "60",
+    })
+    assert config.prebuffer_ms == 60
+    assert [s.public() for s in config.ice_servers] == [{"urls": ["stun:stun.example.org:3478"]}, TURN]
+    two = WebRtcConfig.load(env={"RTSEP_WEBRTC_ICE_SERVERS": "stun:a:1, stun:b:2"})
+    assert two.ice_servers[1].urls == ("stun:b:2",)
+
+
+@pytest.mark.parametrize("bad", [
+    {"RTSEP_WEBRTC_ICE_SERVERS": "http://x"}, {"RTSEP_WEBRTC_ICE_SERVERS": '[{"urls":"turn:x"}]'},
+    {"RTSEP_WEBRTC_ICE_SERVERS": "[nope"}, {"RTSEP_WEBRTC_PREBUFFER_MS": "many"}, {"RTSEP_WEBRTC_FRAME_MS": "7"},
+])
+def test_bad_webrtc_variables_are_refused(bad):
+    with pytest.raises(ConfigError):
+        WebRtcConfig.load(env=bad)
+
+
+def test_webrtc_section_of_the_config_file_with_the_environment_over_it(tmp_path):
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text(
+        "[webrtc]\nprebuffer_ms = 60\nconnect_timeout_s = 5\n"
+        '[[webrtc.ice_servers]]\nurls = "stun:stun.example.org:3478"\n'
+        '[[webrtc.ice_servers]]\nurls = ["turn:turn.example.org"]\nusername = "u"\ncredential = "p"\n'
+    )
+    config = load_config(toml, env={}).webrtc
+    assert config.prebuffer_ms == 60 and config.connect_timeout_s == 5.0
+    assert [s.public() for s in config.ice_servers] == [{"urls": ["stun:stun.example.org:3478"]}, TURN]
+    over = load_config(toml, env={"RTSEP_WEBRTC_PREBUFFER_MS": "40", "RTSEP_WEBRTC_ICE_SERVERS": "stun:x:1"}).webrtc
+    assert over.prebuffer_ms == 40 and over.connect_timeout_s == 5.0
+    assert [s.urls for s in over.ice_servers] == [("stun:x:1",)]
+    assert load_config(env={}).webrtc == WebRtcConfig()
+
+
+@pytest.mark.parametrize("section", [
+    "[webrtc]\nprebufer_ms = 60\n",  # misspelt
+    "[webrtc]\nframe_ms = 7\n",  # out of range
+    '[webrtc]\nprebuffer_ms = "soon"\n',
+    "[webrtc]\nprebuffer_ms = 60.5\n",
+    '[webrtc]\nice_servers = [{urls = "turn:x"}]\n',  # TURN without credentials
+    '[webrtc]\nice_servers = [{url = "stun:x"}]\n',
+    '[webrtc]\nice_servers = [{urls = "stun:x", password = "p"}]\n',
+])
+def test_bad_webrtc_sections_are_refused(tmp_path, section):
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text(section)
+    with pytest.raises(ConfigError):
+        load_config(toml, env={})
