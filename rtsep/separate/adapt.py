@@ -44,6 +44,9 @@ class AdaptConfig:
     # the adapted weights are the mean of the weights after each of the last ``average_last`` share of the steps
     # (0: the last step's weights); averaging over the low-learning-rate tail smooths what a few seconds over-fit
     average_last: float = 0.0
+    # which parameters adapt: "all"; "mask" (not the encoder / decoder); "vectors" (gains, biases, PReLU slopes:
+    # 4.5 % of the weights — far fewer ways to over-fit a few seconds)
+    trainable: str = "all"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -53,6 +56,15 @@ class AdaptConfig:
             raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
         if not 0.0 <= self.average_last <= 1.0:
             raise ConfigError("adaptation average_last must be within [0, 1]")
+        if self.trainable not in TRAINABLE:
+            raise ConfigError(f"adaptation trainable must be one of {sorted(TRAINABLE)}, got {self.trainable!r}")
+
+
+TRAINABLE = {  # AdaptConfig.trainable -> which (name, parameter) of the model adapt
+    "all": lambda name, param: True,
+    "mask": lambda name, param: not name.startswith(("encoder.", "decoder.")),
+    "vectors": lambda name, param: param.dim() == 1,
+}
 
 
 @dataclass
@@ -195,7 +207,11 @@ def adapt_convtasnet(
     sampler = RemixSampler(usable, int(config.segment_s * rate), config.level_ratio_db, rng, config.speed_perturb)
     device = model.device
     adapted.train()
-    optimiser = torch.optim.Adam(adapted.parameters(), lr=config.learning_rate)
+    chosen = TRAINABLE[config.trainable]
+    trained = [p for name, p in adapted.named_parameters() if chosen(name, p)]
+    for name, param in adapted.named_parameters():
+        param.requires_grad_(chosen(name, param))
+    optimiser = torch.optim.Adam(trained, lr=config.learning_rate)
     lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
     average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
     averaged: list[torch.Tensor] | None = None
@@ -210,18 +226,20 @@ def adapt_convtasnet(
         loss = pit_si_snr_loss(estimates, torch.from_numpy(sources).to(device))
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(adapted.parameters(), config.max_grad_norm)
+        torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
         optimiser.step()
         lr_decay.step()
         if average_from is not None and step >= average_from:
-            averaged = _running_mean(averaged, adapted.parameters(), step - average_from)
+            averaged = _running_mean(averaged, trained, step - average_from)
         report.losses_db.append(-float(loss.detach()))
         if progress is not None:
             progress(step + 1, report.losses_db[-1])
     if averaged is not None:
         with torch.no_grad():
-            for param, mean in zip(adapted.parameters(), averaged, strict=True):
+            for param, mean in zip(trained, averaged, strict=True):
                 param.copy_(mean)
+    for param in adapted.parameters():
+        param.requires_grad_(True)
     report.seconds = time.perf_counter() - started
     report.steps = config.steps
     tenth = max(1, config.steps // 10)
