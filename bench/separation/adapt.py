@@ -53,7 +53,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=AdaptConfig.learning_rate, help="default: rtsep's")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--segment-s", type=float, default=2.0)
     p.add_argument("--folds", type=int, default=5)

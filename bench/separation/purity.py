@@ -6,7 +6,8 @@ finds in the process_remix meetings against the truth, before and after a purity
 The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
 diarizes it (cached in DIR/<meeting>/out). The adaptation's spans (rtsep.separate.adapt.single_talker_spans of the
 final timeline) are compared with the truth at 10 ms: per diarized talker, seconds of one true talker alone
-(the one most of them belong to), of another talker alone, of two or more talkers (overlap), and of silence.
+(the one most of them belong to), of another talker alone, of two or more talkers (overlap; ``test_overlap_s``:
+of that, inside the inserted test overlaps), and of silence.
 With ``--filter``, the spans are first passed through rtsep.separate.purity and the same table is printed.
 """
 
@@ -86,8 +87,10 @@ def diarize(wav: Path, out: Path) -> list[dict]:
     return json.loads(timeline.read_text())["segments"]
 
 
-def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray) -> dict[str, dict[str, float]]:
-    """Per diarized talker: seconds of its main true talker alone, of another alone, of overlap, of silence."""
+def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray,
+                inserted: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per diarized talker: seconds of its main true talker alone, of another alone, of overlap (and of that, in the
+    inserted test overlaps: ``inserted``, a frame mask), of silence."""
     out = {}
     for spk, items in sorted(spans.items()):
         frames = np.concatenate([np.arange(int(a / STEP_S), min(int(b / STEP_S), truth.shape[1])) for a, b in items])
@@ -97,6 +100,7 @@ def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray) 
         out[spk] = {"talker": main, "pure_s": round(alone[main] * STEP_S, 2),
                     "other_s": round((sum(alone) - alone[main]) * STEP_S, 2),
                     "overlap_s": round(int((count >= 2).sum()) * STEP_S, 2),
+                    "test_overlap_s": round(int(inserted[frames].sum()) * STEP_S, 2),
                     "silence_s": round(int((count == 0).sum()) * STEP_S, 2)}
     return out
 
@@ -117,23 +121,27 @@ def main() -> int:
     for name, fold, snrs in meetings:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
-        audio, truth, _ = meeting_truth(args.folds, fold, snrs)
+        audio, truth, tests = meeting_truth(args.folds, fold, snrs)
+        inserted = np.zeros(truth.shape[1], bool)
+        for t in tests:
+            inserted[int(t["start"] / RATE_HZ / STEP_S) : int(t["end"] / RATE_HZ / STEP_S)] = True
         wav = folder / "meeting.wav"
         if not wav.exists():
             sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
         segments = diarize(wav, folder / "out")
         spans = single_talker_spans(segments)
-        row = {"meeting": name, "spans": composition(spans, truth)}
+        row = {"meeting": name, "spans": composition(spans, truth, inserted)}
         if args.filter:
             from rtsep.separate.purity import PurityConfig, PurityFilter
 
             config = PurityConfig() if args.min_similarity is None else PurityConfig(min_similarity=args.min_similarity)
             kept = PurityFilter(config).filter(audio, RATE_HZ, spans)
-            row["filtered"] = composition(kept, truth)
+            row["filtered"] = composition(kept, truth, inserted)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    totals = {key: {k: round(sum(v[k] for r in rows for v in r[key].values()), 1)
-                    for k in ("pure_s", "other_s", "overlap_s", "silence_s")} for key in rows[0] if key != "meeting"}
+    columns = ("pure_s", "other_s", "overlap_s", "test_overlap_s", "silence_s")
+    totals = {key: {k: round(sum(v[k] for r in rows for v in r[key].values()), 1) for k in columns}
+              for key in rows[0] if key != "meeting"}
     print(json.dumps({"meetings": len(rows), "total": totals}))
     return 0
 
