@@ -1,14 +1,17 @@
 """How pure is the speech that in-session adaptation trains on? Checks the single-talker turns `rtsep process`
 finds in the process_remix meetings against the truth, before and after a purity filter.
 
-    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter [--min-similarity S]]
+    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter [--min-similarity S]
+                                      [--similarities]]
 
 The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
 diarizes it (cached in DIR/<meeting>/out). The adaptation's spans (rtsep.separate.adapt.single_talker_spans of the
 final timeline) are compared with the truth at 10 ms: per diarized talker, seconds of one true talker alone
 (the one most of them belong to), of another talker alone, of two or more talkers (overlap; ``test_overlap_s``:
 of that, inside the inserted test overlaps), and of silence.
-With ``--filter``, the spans are first passed through rtsep.separate.purity and the same table is printed.
+With ``--filter``, the spans are first passed through rtsep.separate.purity and the same table is printed;
+``--similarities`` adds how the windows' embedding similarities (own / other talker's centroid) are spread over
+clean speech, overlaps and the inserted test overlap.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from eval import SNRS_DB, pyannote_sample, reference_turns
 from process_remix import RATE_HZ, TEST_GAP_S, build_conversation
 
 from rtsep.separate.adapt import single_talker_spans
+from rtsep.separate.purity import PurityConfig, PurityFilter
 
 STEP_S = 0.01
 
@@ -105,6 +109,55 @@ def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray,
     return out
 
 
+def window_similarities(purity, audio: np.ndarray, spans: dict, truth: np.ndarray, inserted: np.ndarray) -> list:
+    """(kind, similarity to the own centroid, to the closest other talker's centroid) of every purity window of
+    ``spans``; kind: "test" (centre in the inserted overlap), "overlap", "clean" (one true talker) or "silence".
+    Centroids as the filter estimates them (twice, the second time from the windows that passed)."""
+    embedded, centroids = {}, {}
+    for spk, items in spans.items():
+        pairs = purity.windows(items)
+        if not pairs:
+            continue
+        emb = purity.embed(audio, [w for w, _ in pairs])
+        good = np.ones(len(pairs), bool)
+        for _ in range(2):
+            centroid = emb[good].mean(0) if good.any() else emb.mean(0)
+            centroid /= max(float(np.linalg.norm(centroid)), 1e-8)
+            good = emb @ centroid >= purity.config.min_similarity
+        embedded[spk], centroids[spk] = (pairs, emb), centroid
+    count = truth.sum(0)
+    out = []
+    for spk, (pairs, emb) in embedded.items():
+        others = [c for o, c in centroids.items() if o != spk]
+        own = emb @ centroids[spk]
+        other = np.max([emb @ c for c in others], axis=0) if others else np.zeros(len(own))
+        for ((w0, w1), _), so, sx in zip(pairs, own, other, strict=True):
+            frame = min(int((w0 + w1) / 2 / STEP_S), truth.shape[1] - 1)
+            kind = "test" if inserted[frame] else ("overlap" if count[frame] >= 2 else
+                                                   "clean" if count[frame] == 1 else "silence")
+            out.append((kind, float(so), float(sx)))
+    return out
+
+
+def similarity_table(rows: list, min_similarity: float) -> dict:
+    """Percentiles (10/50/90) of the similarities per kind of window, and what a margin rule (own - other >= m)
+    would drop among the windows the filter keeps."""
+    table = {}
+    for kind in ("clean", "overlap", "test"):
+        own = np.array([r[1] for r in rows if r[0] == kind])
+        other = np.array([r[2] for r in rows if r[0] == kind])
+        if own.size:
+            table[kind] = {"windows": int(own.size),
+                           "own_p10_50_90": np.percentile(own, [10, 50, 90]).round(3).tolist(),
+                           "other_p10_50_90": np.percentile(other, [10, 50, 90]).round(3).tolist()}
+    kept = [r for r in rows if r[1] >= min_similarity]
+    table["margin_rule_drops"] = {
+        f"{m:.2f}": {kind: f"{sum(1 for r in kept if r[0] == kind and r[1] - r[2] < m)}/"
+                           f"{sum(1 for r in kept if r[0] == kind)}" for kind in ("clean", "test")}
+        for m in (0.05, 0.10, 0.15, 0.20)}
+    return table
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
@@ -113,11 +166,13 @@ def main() -> int:
                    help="as process_remix.py")
     p.add_argument("--filter", action="store_true", help="also pass the spans through rtsep.separate.purity")
     p.add_argument("--min-similarity", type=float, default=None, help="the filter's threshold (default: rtsep's)")
+    p.add_argument("--similarities", action="store_true",
+                   help="with --filter: how the windows' similarities differ between clean speech and overlaps")
     args = p.parse_args()
     meetings = [(f"fold{f}", f, SNRS_DB) for f in range(args.folds)]
     if args.layout == "conversation-single":
         meetings = [(f"fold{f}_{snr:+.0f}dB", f, (snr,)) for f in range(args.folds) for snr in SNRS_DB]
-    rows = []
+    rows, similarities = [], []
     for name, fold, snrs in meetings:
         folder = args.out / name
         folder.mkdir(parents=True, exist_ok=True)
@@ -132,17 +187,22 @@ def main() -> int:
         spans = single_talker_spans(segments)
         row = {"meeting": name, "spans": composition(spans, truth, inserted)}
         if args.filter:
-            from rtsep.separate.purity import PurityConfig, PurityFilter
 
             config = PurityConfig() if args.min_similarity is None else PurityConfig(min_similarity=args.min_similarity)
-            kept = PurityFilter(config).filter(audio, RATE_HZ, spans)
+            purity = PurityFilter(config)
+            kept = purity.filter(audio, RATE_HZ, spans)
             row["filtered"] = composition(kept, truth, inserted)
+            if args.similarities:
+                similarities += window_similarities(purity, audio, spans, truth, inserted)
         print(json.dumps(row), flush=True)
         rows.append(row)
     columns = ("pure_s", "other_s", "overlap_s", "test_overlap_s", "silence_s")
     totals = {key: {k: round(sum(v[k] for r in rows for v in r[key].values()), 1) for k in columns}
               for key in rows[0] if key != "meeting"}
     print(json.dumps({"meetings": len(rows), "total": totals}))
+    if similarities:
+        threshold = PurityConfig().min_similarity if args.min_similarity is None else args.min_similarity
+        print(json.dumps({"similarities": similarity_table(similarities, threshold)}))
     return 0
 
 
