@@ -112,19 +112,14 @@ def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray,
 def window_similarities(purity, audio: np.ndarray, spans: dict, truth: np.ndarray, inserted: np.ndarray) -> list:
     """(kind, similarity to the own centroid, to the closest other talker's centroid) of every purity window of
     ``spans``; kind: "test" (centre in the inserted overlap), "overlap", "clean" (one true talker) or "silence".
-    Centroids as the filter estimates them (twice, the second time from the windows that passed)."""
+    Centroids as the filter estimates them."""
     embedded, centroids = {}, {}
     for spk, items in spans.items():
         pairs = purity.windows(items)
         if not pairs:
             continue
         emb = purity.embed(audio, [w for w, _ in pairs])
-        good = np.ones(len(pairs), bool)
-        for _ in range(2):
-            centroid = emb[good].mean(0) if good.any() else emb.mean(0)
-            centroid /= max(float(np.linalg.norm(centroid)), 1e-8)
-            good = emb @ centroid >= purity.config.min_similarity
-        embedded[spk], centroids[spk] = (pairs, emb), centroid
+        embedded[spk], centroids[spk] = (pairs, emb), purity.judge(emb)[0]
     count = truth.sum(0)
     out = []
     for spk, (pairs, emb) in embedded.items():

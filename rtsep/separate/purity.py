@@ -92,6 +92,16 @@ class PurityFilter:
                     out[chunk] = emb
         return out if out is not None else np.zeros((0, 0), np.float32)
 
+    def judge(self, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(the talker's unit centroid, which windows pass) for one talker's window embeddings ``emb``; the second
+        centroid comes from the windows the first one kept."""
+        good = np.ones(len(emb), bool)
+        for _ in range(2):
+            centroid = emb[good].mean(0) if good.any() else emb.mean(0)
+            centroid /= max(float(np.linalg.norm(centroid)), 1e-8)
+            good = emb @ centroid >= self.config.min_similarity
+        return centroid, good
+
     def filter(self, audio: np.ndarray, rate_hz: int, spans: Mapping[str, Sequence[Span]]) -> dict[str, list[Span]]:
         """The kept parts of each speaker's spans (seconds into ``audio``, mono at ``rate_hz``); speakers with
         nothing kept are left out."""
@@ -104,12 +114,7 @@ class PurityFilter:
             pairs = self.windows(items)
             if not pairs:
                 continue
-            emb = self.embed(audio, [w for w, _ in pairs])
-            good = np.ones(len(pairs), bool)
-            for _ in range(2):  # the second centroid comes from the windows the first one kept
-                centroid = emb[good].mean(0) if good.any() else emb.mean(0)
-                centroid /= max(float(np.linalg.norm(centroid)), 1e-8)
-                good = emb @ centroid >= self.config.min_similarity
+            _, good = self.judge(self.embed(audio, [w for w, _ in pairs]))
             merged = merge_spans([part for (_, part), g in zip(pairs, good, strict=True) if g])
             if merged:
                 kept[speaker] = merged
