@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval import SNRS_DB, model_separate, remix, score, single_talker_streams
 
-from rtsep.separate.adapt import TRAINABLE, AdaptConfig, adapt_convtasnet
+from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet
 from rtsep.separate.convtasnet import load_convtasnet
 
 RATE_HZ = 8000
@@ -61,14 +61,12 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-perturb", type=float, default=AdaptConfig.speed_perturb, help="default: rtsep's")
     p.add_argument("--average-last", type=float, default=AdaptConfig.average_last, help="default: rtsep's")
-    p.add_argument("--trainable", choices=sorted(TRAINABLE), default=AdaptConfig.trainable, help="default: rtsep's")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     streams = single_talker_streams()
     base = load_convtasnet(args.checkpoint)
     config = AdaptConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, segment_s=args.segment_s,
-                         speed_perturb=args.speed_perturb, average_last=args.average_last,
-                         trainable=args.trainable)
+                         speed_perturb=args.speed_perturb, average_last=args.average_last)
     rows = []
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]

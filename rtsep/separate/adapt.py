@@ -46,9 +46,6 @@ class AdaptConfig:
     # the adapted weights are the mean of the weights after each of the last ``average_last`` share of the steps
     # (0: the last step's weights); averaging over the low-learning-rate tail smooths what a few seconds over-fit
     average_last: float = 0.0
-    # which parameters adapt: "all"; "mask" (not the encoder / decoder); "vectors" (gains, biases, PReLU slopes:
-    # 4.5 % of the weights — far fewer ways to over-fit a few seconds)
-    trainable: str = "all"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -58,15 +55,6 @@ class AdaptConfig:
             raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
         if not 0.0 <= self.average_last <= 1.0:
             raise ConfigError("adaptation average_last must be within [0, 1]")
-        if self.trainable not in TRAINABLE:
-            raise ConfigError(f"adaptation trainable must be one of {sorted(TRAINABLE)}, got {self.trainable!r}")
-
-
-TRAINABLE = {  # AdaptConfig.trainable -> which (name, parameter) of the model adapt
-    "all": lambda name, param: True,
-    "mask": lambda name, param: not name.startswith(("encoder.", "decoder.")),
-    "vectors": lambda name, param: param.dim() == 1,
-}
 
 
 @dataclass
@@ -209,10 +197,7 @@ def adapt_convtasnet(
     sampler = RemixSampler(usable, int(config.segment_s * rate), config.level_ratio_db, rng, config.speed_perturb)
     device = model.device
     adapted.train()
-    chosen = TRAINABLE[config.trainable]
-    trained = [p for name, p in adapted.named_parameters() if chosen(name, p)]
-    for name, param in adapted.named_parameters():
-        param.requires_grad_(chosen(name, param))
+    trained = list(adapted.parameters())
     optimiser = torch.optim.Adam(trained, lr=config.learning_rate)
     lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
     average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
@@ -240,8 +225,6 @@ def adapt_convtasnet(
         with torch.no_grad():
             for param, mean in zip(trained, averaged, strict=True):
                 param.copy_(mean)
-    for param in adapted.parameters():
-        param.requires_grad_(True)
     report.seconds = time.perf_counter() - started
     report.steps = config.steps
     tenth = max(1, config.steps // 10)
