@@ -51,7 +51,7 @@ def mixture_consistent(separate):
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=AdaptConfig.learning_rate, help="default: rtsep's")
     p.add_argument("--batch-size", type=int, default=4)
@@ -61,10 +61,22 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-perturb", type=float, default=AdaptConfig.speed_perturb, help="default: rtsep's")
     p.add_argument("--average-last", type=float, default=AdaptConfig.average_last, help="default: rtsep's")
+    p.add_argument("--device", type=str, default="cpu")
+    p.add_argument("--streams", type=Path, help="the talkers' speech from --export-streams (no pyannote needed)")
+    p.add_argument("--export-streams", type=Path, help="write the two talkers' single-talker speech as NPZ, exit")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    streams = single_talker_streams()
-    base = load_convtasnet(args.checkpoint)
+    if args.export_streams is not None:
+        np.savez(args.export_streams, *single_talker_streams())
+        return 0
+    if args.streams is not None:
+        data = np.load(args.streams)
+        streams = [data[f"arr_{i}"] for i in range(len(data.files))]
+    else:
+        streams = single_talker_streams()
+    if args.checkpoint is None:
+        p.error("--checkpoint is required")
+    base = load_convtasnet(args.checkpoint).to(args.device)
     config = AdaptConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, segment_s=args.segment_s,
                          speed_perturb=args.speed_perturb, average_last=args.average_last)
     rows = []

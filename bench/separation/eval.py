@@ -154,7 +154,7 @@ def score(sets: dict[str, list], separate) -> dict[str, dict[str, float]]:
 def model_separate(model: ConvTasNet):
     def run(mix: np.ndarray) -> np.ndarray:
         with torch.inference_mode():
-            return model(torch.from_numpy(mix)[None])[0].numpy()
+            return model(torch.from_numpy(mix)[None].to(model.device))[0].cpu().numpy()
 
     return run
 
@@ -204,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtf-only", action="store_true", help="measure speed and size only")
     p.add_argument("--oracle", action="store_true", help="print the oracle IRM figures")
     p.add_argument("--out", type=Path, help="append JSON lines here")
+    p.add_argument("--export-real", type=Path, help="write the real remix set as NPZ (for train.py --real-eval)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
     sets = {} if args.rtf_only else real_sets()
+    if args.export_real is not None:
+        np.savez(args.export_real, mixtures=np.stack([m for m, _ in sets["real"]]).astype(np.float16),
+                 sources=np.stack([s for _, s in sets["real"]]).astype(np.float16))
     if args.corpus is not None and not args.rtf_only:
         sets["synthetic"] = synthetic_set(args.corpus, args.synthetic_count)
     if args.oracle:
