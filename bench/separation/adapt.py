@@ -61,6 +61,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-perturb", type=float, default=AdaptConfig.speed_perturb, help="default: rtsep's")
     p.add_argument("--average-last", type=float, default=AdaptConfig.average_last, help="default: rtsep's")
+    p.add_argument("--level-ratio-db", type=float, default=AdaptConfig.level_ratio_db, help="default: rtsep's")
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--streams", type=Path, help="the talkers' speech from --export-streams (no pyannote needed)")
     p.add_argument("--export-streams", type=Path, help="write the two talkers' single-talker speech as NPZ, exit")
@@ -78,7 +79,8 @@ def main() -> int:
         p.error("--checkpoint is required")
     base = load_convtasnet(args.checkpoint).to(args.device)
     config = AdaptConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, segment_s=args.segment_s,
-                         speed_perturb=args.speed_perturb, average_last=args.average_last)
+                         speed_perturb=args.speed_perturb, average_last=args.average_last,
+                         level_ratio_db=args.level_ratio_db)
     rows = []
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]
