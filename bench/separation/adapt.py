@@ -64,6 +64,8 @@ def main() -> int:
     p.add_argument("--level-ratio-db", type=float, default=AdaptConfig.level_ratio_db, help="default: rtsep's")
     p.add_argument("--device", type=str, default="cpu")
     p.add_argument("--streams", type=Path, help="the talkers' speech from --export-streams (no pyannote needed)")
+    p.add_argument("--material", type=Path,
+                   help="adapt on this meeting's product-path material (purity.py --export-material), not on folds")
     p.add_argument("--export-streams", type=Path, help="write the two talkers' single-talker speech as NPZ, exit")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -73,7 +75,7 @@ def main() -> int:
     if args.streams is not None:
         data = np.load(args.streams)
         streams = [data[f"arr_{i}"] for i in range(len(data.files))]
-    else:
+    elif args.material is None:
         streams = single_talker_streams()
     if args.checkpoint is None:
         p.error("--checkpoint is required")
@@ -82,6 +84,17 @@ def main() -> int:
                          speed_perturb=args.speed_perturb, average_last=args.average_last,
                          level_ratio_db=args.level_ratio_db)
     rows = []
+    if args.material is not None:
+        data = np.load(args.material)
+        speech = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("speech/")}
+        test = {"real-heldout": [(src.sum(0), src) for src in data["test_sources"]]}
+        before = score(test, model_separate(base))["real-heldout"]
+        adapted, report = adapt_convtasnet(base, speech, config)
+        after = score(test, model_separate(adapted))["real-heldout"]
+        rows.append({"fold": str(args.material.stem), "before": before, "after": after, "report": report.as_dict()})
+        print(json.dumps(rows[-1]), flush=True)
+        print(json.dumps({"material": str(args.material), "after_db": after["si_sdri_db"]}))
+        return 0
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]
         test = {"real-heldout": [remix(parts[0][1], parts[1][1], snr) for snr in SNRS_DB]}

@@ -26,24 +26,31 @@ HERE = Path(__file__).resolve().parent
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--streams", type=Path, required=True)
+    p.add_argument("--streams", type=Path, help="adapt.py --streams (folds)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--recipe", action="append", required=True, help="'name|adapt.py options'")
     p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--materials", type=Path, help="a folder of purity.py --export-material files: one job each "
+                                                   "(the product path's material) instead of the folds")
     p.add_argument("--jobs", type=int, default=14)
     p.add_argument("--device", type=str, default="cpu")
     args = p.parse_args()
     recipes = dict(r.split("|", 1) for r in args.recipe)
-    jobs = [(name, fold) for fold in range(args.folds) for name in recipes]
+    units = sorted(args.materials.glob("*.npz")) if args.materials else list(range(args.folds))
+    jobs = [(name, unit) for unit in units for name in recipes]
 
-    def run(job: tuple[str, int]) -> None:
-        name, fold = job
-        cmd = [sys.executable, str(HERE / "adapt.py"), "--streams", str(args.streams), "--device", args.device,
-               "--folds", str(args.folds), "--only-fold", str(fold), *shlex.split(recipes[name])]
+    def run(job: tuple[str, int | Path]) -> None:
+        name, unit = job
+        where = ["--material", str(unit)] if isinstance(unit, Path) else ["--folds", str(args.folds),
+                                                                           "--only-fold", str(unit)]
+        streams = ["--streams", str(args.streams)] if args.streams else []
+        cmd = [sys.executable, str(HERE / "adapt.py"), *streams, "--device", args.device, *where,
+               *shlex.split(recipes[name])]
+        fold = unit.stem if isinstance(unit, Path) else unit
         done = subprocess.run(cmd, capture_output=True, text=True)
         lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
         row = {"recipe": name, "fold": fold, "rc": done.returncode}
-        if len(lines) >= 2:
+        if lines and "after" in lines[0]:
             row.update(before=lines[0]["before"]["si_sdri_db"], after=lines[0]["after"]["si_sdri_db"],
                        seconds=lines[0]["report"]["seconds"], loss_last_db=lines[0]["report"]["loss_last_db"])
         else:
@@ -56,7 +63,7 @@ def main() -> int:
         list(pool.map(run, jobs))
     rows = [json.loads(x) for x in args.out.read_text().splitlines() if x.strip()]
     for name in recipes:
-        mine = sorted((r for r in rows if r["recipe"] == name and "after" in r), key=lambda r: r["fold"])
+        mine = sorted((r for r in rows if r["recipe"] == name and "after" in r), key=lambda r: str(r["fold"]))
         if mine:
             folds = " / ".join(f"{r['after']:.2f}" for r in mine)
             print(f"{name:28s} {np.mean([r['after'] for r in mine]):6.2f}  ({folds})  "

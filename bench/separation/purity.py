@@ -153,6 +153,22 @@ def similarity_table(rows: list, min_similarity: float) -> dict:
     return table
 
 
+def export_material(path: Path, audio: np.ndarray, kept: dict, tests: list[dict]) -> None:
+    """What `rtsep process` adapts on (the filtered spans' speech at the model rate, as AdaptationMaterial.speech
+    gives it) and the inserted overlap's sources at the model rate, as process_remix.py scores them."""
+    import soxr
+
+    from rtsep.separate.adapt import gather_speech
+
+    model_rate = 8000
+    speech = gather_speech(soxr.resample(audio, RATE_HZ, model_rate).astype(np.float32), model_rate, kept)
+    sources = [np.stack([soxr.resample(s, RATE_HZ, model_rate) for s in t["sources"]]).astype(np.float32)
+               for t in tests]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(path, **{f"speech/{k}": v for k, v in speech.items()}, test_sources=np.stack(sources),
+             snr_db=np.array([t["snr_db"] for t in tests]))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
@@ -163,6 +179,9 @@ def main() -> int:
     p.add_argument("--min-similarity", type=float, default=None, help="the filter's threshold (default: rtsep's)")
     p.add_argument("--similarities", action="store_true",
                    help="with --filter: how the windows' similarities differ between clean speech and overlaps")
+    p.add_argument("--export-material", type=Path, default=None,
+                   help="with --filter: write DIR/<meeting>.npz, the adaptation's speech as the product gets "
+                        "it (8 kHz, filtered) and the test overlap's sources, for adapt.py --material")
     args = p.parse_args()
     meetings = [(f"fold{f}", f, SNRS_DB) for f in range(args.folds)]
     if args.layout == "conversation-single":
@@ -189,6 +208,8 @@ def main() -> int:
             row["filtered"] = composition(kept, truth, inserted)
             if args.similarities:
                 similarities += window_similarities(purity, audio, spans, truth, inserted)
+            if args.export_material is not None:
+                export_material(args.export_material / f"{name}.npz", audio, kept, tests)
         print(json.dumps(row), flush=True)
         rows.append(row)
     columns = ("pure_s", "other_s", "overlap_s", "test_overlap_s", "silence_s")

@@ -194,7 +194,8 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
         from rtsep.separate.purity import PurityConfig, PurityFilter
 
         purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
-    return AdaptiveSeparator(load_convtasnet(checkpoint), AdaptConfig(steps=config.adapt_steps), purity)
+    adapt = AdaptConfig(steps=config.adapt_steps, batch_size=config.adapt_batch_size)
+    return AdaptiveSeparator(load_convtasnet(checkpoint), adapt, purity)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

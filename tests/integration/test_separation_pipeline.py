@@ -56,9 +56,10 @@ async def test_process_writes_separated_sources(checkpoint, meeting_wav, tmp_pat
 
 
 async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav, tmp_path):
-    config = replace(pipeline_config(checkpoint), adapt_steps=3)
+    config = replace(pipeline_config(checkpoint), adapt_steps=3, adapt_batch_size=2)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config)
+    assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
     assert build_adaptive(replace(config, adapt_steps=0)) is None
     try:
         result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)

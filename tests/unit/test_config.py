@@ -62,3 +62,15 @@ def test_bad_webrtc_sections_are_refused(tmp_path, section):
     toml.write_text(section)
     with pytest.raises(ConfigError):
         load_config(toml, env={})
+
+
+def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text("[pipeline]\nadapt_steps = 600\nadapt_batch_size = 8\n")
+    pipeline = load_config(toml, env={}).pipeline
+    assert (pipeline.adapt_steps, pipeline.adapt_batch_size) == (600, 8)
+    over = load_config(toml, overrides={"pipeline": {"adapt_batch_size": 2}}, env={}).pipeline
+    assert (over.adapt_steps, over.adapt_batch_size) == (600, 2)
+    toml.write_text("[pipeline]\nadapt_batch_size = 0\n")
+    with pytest.raises(ConfigError):
+        load_config(toml, env={})
