@@ -25,6 +25,8 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                         "(0: off; default 300)")
     p.add_argument("--adapt-batch-size", type=int,
                    help="remixes per adaptation step (default 4; on a GPU 8 with --adapt-steps 600 is worth it)")
+    p.add_argument("--adapt-threads", type=int,
+                   help="process: CPU threads while adapting (default 0: one per core)")
     p.add_argument("--adapt-min-similarity", type=float,
                    help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
 
@@ -38,7 +40,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                    "pipeline": {"max_speakers": args.max_speakers, "separator": args.separator,
                                 "separator_checkpoint": args.separator_checkpoint,
                                 "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
-                                "adapt_batch_size": args.adapt_batch_size,
+                                "adapt_batch_size": args.adapt_batch_size, "adapt_threads": args.adapt_threads,
                                 "adapt_min_similarity": args.adapt_min_similarity},
                    "server": server or {}},
     )

@@ -74,6 +74,8 @@ class PipelineConfig:
     # remixes per step. Cost grows with steps x batch; on a GPU it is cheap (~1 min), and 600 steps of 8 gain
     # ~0.7 dB over 300 of 4 on the product path's material (bench/RESULTS.md), so GPU users should raise both
     adapt_batch_size: int = 4
+    # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
+    adapt_threads: int = 0
     adapt_live: bool = True
     adapt_min_speech_s: float = 4.0
     # adapt only on turn windows whose speaker embedding has at least this cosine similarity to their talker's
@@ -81,8 +83,8 @@ class PipelineConfig:
     adapt_min_similarity: float = 0.82
 
     def __post_init__(self) -> None:
-        if self.adapt_steps < 0 or self.adapt_batch_size < 1:
-            raise ConfigError("adapt_steps must be >= 0 and adapt_batch_size >= 1")
+        if self.adapt_steps < 0 or self.adapt_batch_size < 1 or self.adapt_threads < 0:
+            raise ConfigError("adapt_steps and adapt_threads must be >= 0 and adapt_batch_size >= 1")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 

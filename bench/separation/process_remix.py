@@ -1,7 +1,8 @@
 """Real-speech remix through the product path: `rtsep process --separator convtasnet` on meetings built from the
 pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped parts.
 
-    python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-min-similarity S]
+    python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-batch-size B]
+                                             [--adapt-min-similarity S]
                                              [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
@@ -123,7 +124,9 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
     wav = folder / "meeting.wav"
     sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
     cmd = [sys.executable, "-m", "rtsep", "process", str(wav), "--out", str(folder / "out"), "--quiet",
-           "--separator", "convtasnet", "--adapt-steps", str(args.adapt_steps)]
+           "--separator", "convtasnet", "--adapt-steps", str(args.adapt_steps),
+           "--adapt-batch-size", str(args.adapt_batch_size),
+           "--adapt-threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
     if args.checkpoint:
         cmd += ["--separator-checkpoint", str(args.checkpoint)]
     if args.adapt_min_similarity is not None:
@@ -155,11 +158,12 @@ def main() -> int:
     p.add_argument("--only-fold", type=int, default=None)
     p.add_argument("--adapt-steps", type=int, default=300)
     p.add_argument("--adapt-min-similarity", type=float, default=None, help="default: rtsep's")
+    p.add_argument("--adapt-batch-size", type=int, default=4)
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
                    default="conversation-single")
-    p.add_argument("--jobs", type=int, default=1, help="meetings processed at once (each `rtsep process` uses 1 core)")
+    p.add_argument("--jobs", type=int, default=1, help="meetings at once (each adapts on cores / jobs threads)")
     args = p.parse_args()
     streams = single_talker_streams(rate_hz=RATE_HZ)
     meetings = []  # (name, audio, tests, test_s)

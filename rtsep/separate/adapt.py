@@ -298,13 +298,15 @@ class AdaptiveSeparator:
     """Offline use of in-session adaptation: given a whole recording and its diarization, fine-tune a copy of the
     model on the recording's single-talker turns, then separate the recording with it (causally, as streaming
     would). The base model is shared and never changed. With a ``purity`` filter (rtsep.separate.purity), only the
-    parts of the turns that sound like their talker are used."""
+    parts of the turns that sound like their talker are used. ``threads`` > 0: torch's CPU threads while it
+    adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile)."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
-                 purity: PurityFilter | None = None) -> None:
+                 purity: PurityFilter | None = None, threads: int = 0) -> None:
         self.model = model.eval()
         self.config = config
         self.purity = purity
+        self.threads = threads
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
             progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
@@ -317,7 +319,13 @@ class AdaptiveSeparator:
         if self.purity is not None:
             spans = self.purity.filter(audio, rate_hz, spans)
         speech = gather_speech(at_model_rate, model_rate, spans)
-        adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
+        previous = torch.get_num_threads()
+        if self.threads > 0:
+            torch.set_num_threads(self.threads)
+        try:
+            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
+        finally:
+            torch.set_num_threads(previous)
         sources = separate_offline(adapted, at_model_rate)
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -195,7 +196,8 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
 
         purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
     adapt = AdaptConfig(steps=config.adapt_steps, batch_size=config.adapt_batch_size)
-    return AdaptiveSeparator(load_convtasnet(checkpoint), adapt, purity)
+    threads = config.adapt_threads or os.cpu_count() or 1
+    return AdaptiveSeparator(load_convtasnet(checkpoint), adapt, purity, threads=threads)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

@@ -4,6 +4,7 @@ real checkpoint format: the plumbing is tested here, separation quality in bench
 
 import asyncio
 import json
+import os
 from dataclasses import replace
 
 import httpx
@@ -60,11 +61,15 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config)
     assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
+    assert adaptive.threads == (os.cpu_count() or 1)  # offline, nothing else runs while it adapts
+    assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
     assert build_adaptive(replace(config, adapt_steps=0)) is None
+    threads = torch.get_num_threads()
     try:
         result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)
     finally:
         runtime.close()
+    assert torch.get_num_threads() == threads  # restored after adapting
     assert result.adaptation is not None and result.adaptation.steps == 3
     assert sorted(result.adaptation.speakers) == sorted(result.speakers) == ["SPEAKER_00", "SPEAKER_01"]
     for k in range(2):
