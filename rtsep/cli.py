@@ -22,9 +22,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
     p.add_argument("--adapt-steps", type=int,
                    help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
-                        "(0: off; default 300)")
+                        "(0: off; default 300 on the CPU, 600 on a GPU)")
     p.add_argument("--adapt-batch-size", type=int,
-                   help="remixes per adaptation step (default 4; on a GPU 8 with --adapt-steps 600 is worth it)")
+                   help="remixes per adaptation step (default 4 on the CPU, 8 on a GPU)")
     p.add_argument("--adapt-threads", type=int,
                    help="process: CPU threads while adapting (default 0: one per core)")
     p.add_argument("--adapt-min-similarity", type=float,

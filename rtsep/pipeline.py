@@ -70,10 +70,11 @@ class PipelineConfig:
     # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
     # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
     # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
-    adapt_steps: int = 300
-    # remixes per step. Cost grows with steps x batch; on a GPU it is cheap (~1 min), and 600 steps of 8 gain
-    # ~0.7 dB over 300 of 4 on the product path's material (bench/RESULTS.md), so GPU users should raise both
-    adapt_batch_size: int = 4
+    # Optimiser steps and remixes per step; None: by device (adapt_recipe). The gain grows with steps x batch
+    # (bench/RESULTS.md): on the CPU 300 x 4 costs ~4 min of one core; on a GPU 600 x 8 takes about a minute and
+    # gains ~0.7 dB on the product path's material
+    adapt_steps: int | None = None
+    adapt_batch_size: int | None = None
     # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
     adapt_threads: int = 0
     adapt_live: bool = True
@@ -83,10 +84,18 @@ class PipelineConfig:
     adapt_min_similarity: float = 0.82
 
     def __post_init__(self) -> None:
-        if self.adapt_steps < 0 or self.adapt_batch_size < 1 or self.adapt_threads < 0:
+        steps, batch = self.adapt_recipe()
+        if steps < 0 or batch < 1 or self.adapt_threads < 0:
             raise ConfigError("adapt_steps and adapt_threads must be >= 0 and adapt_batch_size >= 1")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
+
+    def adapt_recipe(self) -> tuple[int, int]:
+        """(steps, batch size) of the in-session adaptation: as set, else 300 x 4 on the CPU, 600 x 8 on a GPU."""
+        gpu = str(self.runtime.device).startswith("cuda")
+        steps = self.adapt_steps if self.adapt_steps is not None else (600 if gpu else 300)
+        batch = self.adapt_batch_size if self.adapt_batch_size is not None else (8 if gpu else 4)
+        return steps, batch
 
     def separator_options(self) -> dict[str, Any]:
         if self.separator == "sepformer":
@@ -168,9 +177,9 @@ class SeparationPath:
         self._consumer = asyncio.create_task(self._consume())
         config = pipeline.config
         self.adaptation: AdaptationSchedule | None = None
-        if config.adapt_live and config.adapt_steps > 0 and runtime.supports_adaptation:
-            adapt = AdaptConfig(steps=config.adapt_steps, batch_size=config.adapt_batch_size,
-                                min_speech_s=config.adapt_min_speech_s)
+        steps, batch = config.adapt_recipe()
+        if config.adapt_live and steps > 0 and runtime.supports_adaptation:
+            adapt = AdaptConfig(steps=steps, batch_size=batch, min_speech_s=config.adapt_min_speech_s)
             # the schedule keeps the input at the pipeline rate: the purity filter's speaker encoder needs 16 kHz
             self.adaptation = AdaptationSchedule(rate, adapt, min_speech_s=config.adapt_min_speech_s)
         self.adaptations: list[AdaptReport] = []

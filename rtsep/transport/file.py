@@ -185,7 +185,8 @@ def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, ref
 
 def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
     """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
-    if config.separator != "convtasnet" or config.adapt_steps <= 0:
+    steps, batch = config.adapt_recipe()
+    if config.separator != "convtasnet" or steps <= 0:
         return None
     from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
 
@@ -195,7 +196,7 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
         from rtsep.separate.purity import PurityConfig, PurityFilter
 
         purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
-    adapt = AdaptConfig(steps=config.adapt_steps, batch_size=config.adapt_batch_size)
+    adapt = AdaptConfig(steps=steps, batch_size=batch)
     threads = config.adapt_threads or os.cpu_count() or 1
     return AdaptiveSeparator(load_convtasnet(checkpoint), adapt, purity, threads=threads)
 
@@ -210,7 +211,7 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress
     separation = None if adaptive is not None else build_separation(config)
     try:
         with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
-            with tqdm(total=config.adapt_steps, unit="step", desc="adapting separator",
+            with tqdm(total=config.adapt_recipe()[0], unit="step", desc="adapting separator",
                       disable=not show_progress or adaptive is None, delay=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
