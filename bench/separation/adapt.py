@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval import SNRS_DB, model_separate, remix, score, single_talker_streams
 
-from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet
-from rtsep.separate.convtasnet import load_convtasnet
+from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet, separate_offline
+from rtsep.separate.convtasnet import load_convtasnet, save_convtasnet
+from rtsep.separate.losses import pit_si_sdr_improvement
 
 RATE_HZ = 8000
 
@@ -66,6 +67,7 @@ def main() -> int:
     p.add_argument("--streams", type=Path, help="the talkers' speech from --export-streams (no pyannote needed)")
     p.add_argument("--material", type=Path,
                    help="adapt on this meeting's product-path material (purity.py --export-material), not on folds")
+    p.add_argument("--save-adapted", type=Path, help="with --material: write the adapted model here")
     p.add_argument("--export-streams", type=Path, help="write the two talkers' single-talker speech as NPZ, exit")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -91,7 +93,15 @@ def main() -> int:
         before = score(test, model_separate(base))["real-heldout"]
         adapted, report = adapt_convtasnet(base, speech, config)
         after = score(test, model_separate(adapted))["real-heldout"]
-        rows.append({"fold": str(args.material.stem), "before": before, "after": after, "report": report.as_dict()})
+        row = {"fold": str(args.material.stem), "before": before, "after": after, "report": report.as_dict()}
+        if "meeting" in data.files:  # the overlap separated where it is in the meeting, as `rtsep process` does
+            out = separate_offline(adapted, data["meeting"])
+            row["after_in_meeting_db"] = float(np.mean([
+                pit_si_sdr_improvement(src.sum(0), out[:, a : a + src.shape[1]], src)[1]
+                for a, src in zip(data["test_start"], data["test_sources"], strict=True)]))
+        if args.save_adapted is not None:
+            save_convtasnet(adapted, args.save_adapted)
+        rows.append(row)
         print(json.dumps(rows[-1]), flush=True)
         print(json.dumps({"material": str(args.material), "after_db": after["si_sdri_db"]}))
         return 0

@@ -34,6 +34,7 @@ def main() -> int:
                                                    "(the product path's material) instead of the folds")
     p.add_argument("--jobs", type=int, default=14)
     p.add_argument("--device", type=str, default="cpu")
+    p.add_argument("--save-adapted", type=Path, help="with --materials: keep each adapted model in this folder")
     args = p.parse_args()
     recipes = dict(r.split("|", 1) for r in args.recipe)
     units = sorted(args.materials.glob("*.npz")) if args.materials else list(range(args.folds))
@@ -47,12 +48,17 @@ def main() -> int:
         cmd = [sys.executable, str(HERE / "adapt.py"), *streams, "--device", args.device, *where,
                *shlex.split(recipes[name])]
         fold = unit.stem if isinstance(unit, Path) else unit
+        if args.save_adapted is not None and isinstance(unit, Path):
+            args.save_adapted.mkdir(parents=True, exist_ok=True)
+            cmd += ["--save-adapted", str(args.save_adapted / f"{name}_{fold}.safetensors")]
         done = subprocess.run(cmd, capture_output=True, text=True)
         lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
         row = {"recipe": name, "fold": fold, "rc": done.returncode}
         if lines and "after" in lines[0]:
             row.update(before=lines[0]["before"]["si_sdri_db"], after=lines[0]["after"]["si_sdri_db"],
                        seconds=lines[0]["report"]["seconds"], loss_last_db=lines[0]["report"]["loss_last_db"])
+            if "after_in_meeting_db" in lines[0]:
+                row["after_in_meeting"] = lines[0]["after_in_meeting_db"]
         else:
             row["error"] = done.stderr[-500:]
         with args.out.open("a") as f:

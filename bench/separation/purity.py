@@ -155,18 +155,21 @@ def similarity_table(rows: list, min_similarity: float) -> dict:
 
 def export_material(path: Path, audio: np.ndarray, kept: dict, tests: list[dict]) -> None:
     """What `rtsep process` adapts on (the filtered spans' speech at the model rate, as AdaptationMaterial.speech
-    gives it) and the inserted overlap's sources at the model rate, as process_remix.py scores them."""
+    gives it), the inserted overlap's sources at the model rate, as process_remix.py scores them, and the meeting
+    at the model rate with each overlap's first sample in it."""
     import soxr
 
     from rtsep.separate.adapt import gather_speech
 
     model_rate = 8000
-    speech = gather_speech(soxr.resample(audio, RATE_HZ, model_rate).astype(np.float32), model_rate, kept)
+    meeting = soxr.resample(audio, RATE_HZ, model_rate).astype(np.float32)
+    speech = gather_speech(meeting, model_rate, kept)
     sources = [np.stack([soxr.resample(s, RATE_HZ, model_rate) for s in t["sources"]]).astype(np.float32)
                for t in tests]
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez(path, **{f"speech/{k}": v for k, v in speech.items()}, test_sources=np.stack(sources),
-             snr_db=np.array([t["snr_db"] for t in tests]))
+             snr_db=np.array([t["snr_db"] for t in tests]), meeting=meeting,
+             test_start=np.array([t["start"] * model_rate // RATE_HZ for t in tests]))
 
 
 def main() -> int:
