@@ -5,8 +5,9 @@
 For every meeting of ``purity.py --export-material DIR`` whose adapted model ``adapt_sweep.py --save-adapted``
 kept (``<recipe>_<meeting>.safetensors``), the inserted overlap is separated (a) alone, (b) where it is in the
 meeting (one causal pass from the start, as `rtsep process` does), (c) in the meeting with the cLN statistics
-decaying with a memory of M seconds (each frame's weight falls by e every M s; the model was trained with
-plain cumulative statistics on 2-3 s segments), (d) from C seconds before it (the state started fresh there).
+decaying with a memory of M seconds (ConvTasNetConfig.norm_memory_s: each frame's weight falls by e every M s; the
+model was adapted with plain cumulative statistics on 2 s segments), (d) from C seconds before it (the state
+started fresh there).
 Prints PIT SI-SDRi per meeting and the means (JSON).
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,28 +25,15 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from rtsep.separate import convtasnet
-from rtsep.separate.convtasnet import load_convtasnet
+from rtsep.separate.convtasnet import ConvTasNet, load_convtasnet
 from rtsep.separate.losses import pit_si_sdr_improvement
 
-FRAMES_PER_S = 500  # hop 2 ms at 8 kHz
 
-
-def leaky_forward(memory_frames: float):
-    """CumulativeLayerNorm.forward with exponentially decaying statistics (whole input at once, no state)."""
-    def forward(self, x, stats=None):
-        assert stats is None
-        channels, frames = x.shape[2], x.shape[1]
-        t = torch.arange(frames, device=x.device, dtype=torch.float64)
-        up, down = torch.exp(t / memory_frames), torch.exp(-t / memory_frames)
-        sums = torch.stack((x.sum(2), (x * x).sum(2)), dim=2).double()
-        sums = (sums * up[None, :, None]).cumsum(1) * down[None, :, None]
-        counts = ((up * channels).cumsum(0) * down)[None]
-        mean = sums[:, :, 0] / counts
-        scale = (sums[:, :, 1] / counts - mean * mean).clamp_min(0.0).add(self.eps).rsqrt()
-        y = (x - mean.float().unsqueeze(2)) * scale.float().unsqueeze(2)
-        return torch.addcmul(self.bias, y, self.gain), None
-    return forward
+def with_memory(model: ConvTasNet, memory_s: float) -> ConvTasNet:
+    """The same weights with cLN statistics that decay with a memory of ``memory_s`` seconds."""
+    other = ConvTasNet(replace(model.config, norm_memory_s=memory_s)).eval()
+    other.load_state_dict(model.state_dict())
+    return other
 
 
 def separate(model, audio: np.ndarray) -> np.ndarray:
@@ -61,7 +50,6 @@ def main() -> int:
     p.add_argument("--context-s", type=float, nargs="+", default=[3.0, 6.0])
     args = p.parse_args()
     torch.set_num_threads(1)
-    plain = convtasnet.CumulativeLayerNorm.forward
     rows = []
     for path in sorted(args.materials.glob("*.npz")):
         weights = args.adapted / f"{args.recipe}_{path.stem}.safetensors"
@@ -90,13 +78,10 @@ def main() -> int:
             score(f"from_{c:g}s_before", lambda a, s, b=back: separate(model, meeting[max(0, a - b) : a + s.shape[1]])
                   [:, -s.shape[1] :])
         for m in args.memory_s:
-            convtasnet.CumulativeLayerNorm.forward = leaky_forward(m * FRAMES_PER_S)
-            try:
-                full_m = separate(model, meeting)
-                score(f"in_meeting_memory_{m:g}s", lambda a, s, f=full_m: cut(f, a, s))
-                score(f"alone_memory_{m:g}s", lambda a, s: separate(model, s.sum(0)))
-            finally:
-                convtasnet.CumulativeLayerNorm.forward = plain
+            remembering = with_memory(model, m)
+            full_m = separate(remembering, meeting)
+            score(f"in_meeting_memory_{m:g}s", lambda a, s, f=full_m: cut(f, a, s))
+            score(f"alone_memory_{m:g}s", lambda a, s, r=remembering: separate(r, s.sum(0)))
         rows.append({"meeting": path.stem, **cases})
         print(json.dumps(rows[-1]), flush=True)
     if rows:

@@ -54,13 +54,19 @@ class ConvTasNetConfig:
     kernel_size: int = 3  # P
     blocks_per_repeat: int = 8  # X: dilations 1, 2, ..., 2**(X-1)
     repeats: int = 3  # R
+    # the cumulative layer norms' memory: 0 pools every frame since the start alike (plain cLN); > 0 lets each
+    # frame's weight fall by e every ``norm_memory_s`` seconds, so that the statistics follow the last few seconds
+    # of a long session as they follow a short training segment
+    norm_memory_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.window_samples < 2 or self.window_samples % 2:
             raise ConfigError("window_samples must be an even number >= 2")
         for f in fields(self):
-            if getattr(self, f.name) < 1:
+            if f.name != "norm_memory_s" and getattr(self, f.name) < 1:
                 raise ConfigError(f"ConvTasNetConfig.{f.name} must be >= 1")
+        if not self.norm_memory_s >= 0:
+            raise ConfigError("ConvTasNetConfig.norm_memory_s must be >= 0")
 
     @property
     def hop_samples(self) -> int:
@@ -69,6 +75,10 @@ class ConvTasNetConfig:
     @property
     def lookahead_samples(self) -> int:
         return self.window_samples - self.hop_samples
+
+    @property
+    def norm_memory_frames(self) -> float:
+        return self.norm_memory_s * self.sample_rate_hz / self.hop_samples
 
     @property
     def receptive_field_frames(self) -> int:
@@ -93,29 +103,56 @@ def _frame_counts(frames: int, device: torch.device) -> torch.Tensor:
     return counts
 
 
+def _leaky_cumsum(values: torch.Tensor, weight: float, memory_frames: float,
+                  carried: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decaying running sums: ``S_t = d * S_(t-1) + v_t`` with ``d = exp(-1 / memory_frames)``, and the same for
+    the count (each frame adds ``weight``). ``values``: (B, T, 2) float64; ``carried``: (B, 3) sums and count
+    before the input, or None. Computed in blocks short enough that ``exp(t / memory_frames)`` stays finite."""
+    batch, frames, _ = values.shape
+    sums_before = values.new_zeros(batch, 2) if carried is None else carried[:, :2]
+    count_before = values.new_zeros(batch) if carried is None else carried[:, 2]
+    block = max(1, int(500 * memory_frames))
+    all_sums, all_counts = [], []
+    for start in range(0, frames, block):
+        v = values[:, start : start + block]
+        t = torch.arange(v.shape[1], device=v.device, dtype=torch.float64)
+        grow, shrink, carry = (t / memory_frames).exp(), (-t / memory_frames).exp(), (-(t + 1) / memory_frames).exp()
+        sums = (v * grow[:, None]).cumsum(1) * shrink[:, None] + sums_before[:, None, :] * carry[:, None]
+        counts = (grow * weight).cumsum(0) * shrink + count_before[:, None] * carry
+        all_sums.append(sums)
+        all_counts.append(counts)
+        sums_before, count_before = sums[:, -1], counts[:, -1]
+    return torch.cat(all_sums, 1), torch.cat(all_counts, 1)
+
+
 class CumulativeLayerNorm(nn.Module):
     """Layer norm whose statistics at frame ``t`` pool all channels of frames ``0..t`` (causal).
 
     Input is channel-last ``(B, T, C)``. ``stats`` carries ``(sum, sum of squares, count)`` of everything
     seen before the input, per batch item, in float64; the forward returns the normalised input and the
-    updated statistics.
+    updated statistics. With ``memory_frames`` > 0 older frames weigh less: exp(-age / memory_frames).
     """
 
-    def __init__(self, channels: int, eps: float = 1e-8) -> None:
+    def __init__(self, channels: int, eps: float = 1e-8, memory_frames: float = 0.0) -> None:
         super().__init__()
         self.eps = eps
+        self.memory_frames = memory_frames
         self.gain = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor, stats: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         channels, frames = x.shape[2], x.shape[1]
-        sums = torch.stack((x.sum(2), (x * x).sum(2)), dim=2).double().cumsum(1)  # (B, T, 2)
-        counts = _frame_counts(frames, x.device) * channels  # (T,)
-        if stats is not None:
-            sums = sums + stats[:, None, :2]
-            counts = counts + stats[:, 2:3]  # (B, T)
+        per_frame = torch.stack((x.sum(2), (x * x).sum(2)), dim=2).double()  # (B, T, 2)
+        if self.memory_frames > 0:
+            sums, counts = _leaky_cumsum(per_frame, channels, self.memory_frames, stats)
         else:
-            counts = counts.expand(x.shape[0], frames)
+            sums = per_frame.cumsum(1)
+            counts = _frame_counts(frames, x.device) * channels  # (T,)
+            if stats is not None:
+                sums = sums + stats[:, None, :2]
+                counts = counts + stats[:, 2:3]  # (B, T)
+            else:
+                counts = counts.expand(x.shape[0], frames)
         mean = sums[:, :, 0] / counts
         scale = (sums[:, :, 1] / counts - mean * mean).clamp_min(0.0).add(self.eps).rsqrt()
         new_stats = torch.cat((sums[:, -1], counts[:, -1:]), dim=1)
@@ -127,7 +164,8 @@ class TemporalBlock(nn.Module):
     """1x1 conv -> PReLU -> cLN -> dilated depthwise conv (left context only) -> PReLU -> cLN -> 1x1 conv,
     with a residual connection. Channel-last ``(B, T, C)``; 1x1 convolutions are linear layers."""
 
-    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int) -> None:
+    def __init__(self, bottleneck: int, hidden: int, kernel_size: int, dilation: int,
+                 memory_frames: float = 0.0) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.dilation = dilation
@@ -135,12 +173,12 @@ class TemporalBlock(nn.Module):
         self.hidden = hidden
         self.in_conv = nn.Linear(bottleneck, hidden)
         self.act1 = nn.PReLU()
-        self.norm1 = CumulativeLayerNorm(hidden)
+        self.norm1 = CumulativeLayerNorm(hidden, memory_frames=memory_frames)
         self.depthwise_weight = nn.Parameter(torch.empty(kernel_size, hidden))
         self.depthwise_bias = nn.Parameter(torch.zeros(hidden))
         nn.init.uniform_(self.depthwise_weight, -1 / math.sqrt(kernel_size), 1 / math.sqrt(kernel_size))
         self.act2 = nn.PReLU()
-        self.norm2 = CumulativeLayerNorm(hidden)
+        self.norm2 = CumulativeLayerNorm(hidden, memory_frames=memory_frames)
         self.out_conv = nn.Linear(hidden, bottleneck)
 
     def depthwise(self, padded: torch.Tensor) -> torch.Tensor:
@@ -179,10 +217,10 @@ class ConvTasNet(nn.Module):
         self.config = c = config
         # learned filterbanks: frame (L samples) -> N coefficients, and back
         self.encoder = nn.Linear(c.window_samples, c.encoder_filters, bias=False)
-        self.input_norm = CumulativeLayerNorm(c.encoder_filters)
+        self.input_norm = CumulativeLayerNorm(c.encoder_filters, memory_frames=c.norm_memory_frames)
         self.bottleneck = nn.Linear(c.encoder_filters, c.bottleneck_channels)
         self.blocks = nn.ModuleList(
-            TemporalBlock(c.bottleneck_channels, c.hidden_channels, c.kernel_size, 2**i)
+            TemporalBlock(c.bottleneck_channels, c.hidden_channels, c.kernel_size, 2**i, c.norm_memory_frames)
             for _ in range(c.repeats)
             for i in range(c.blocks_per_repeat)
         )

@@ -109,6 +109,54 @@ def test_cumulative_layer_norm_matches_definition():
     assert torch.allclose(s2, stats)
 
 
+@pytest.mark.parametrize("memory_frames", [0.4, 3.0])  # 0.4: blocks of 200 frames, so several blocks
+def test_layer_norm_with_memory_matches_its_recurrence(memory_frames):
+    torch.manual_seed(5)
+    norm = CumulativeLayerNorm(4, memory_frames=memory_frames)
+    x = torch.randn(2, 450, 4)
+    y, stats = norm(x)
+    decay = np.exp(-1.0 / memory_frames)
+    sums, count = torch.zeros(2, 2, dtype=torch.float64), 0.0
+    for t in range(450):
+        frame = x[:, t].double()
+        sums = decay * sums + torch.stack((frame.sum(1), (frame * frame).sum(1)), 1)
+        count = decay * count + 4
+        mean = sums[:, 0] / count
+        var = (sums[:, 1] / count - mean * mean).clamp_min(0)
+        ref = (frame - mean[:, None]) / (var[:, None] + norm.eps).sqrt()
+        assert torch.allclose(y[:, t].double(), ref, atol=1e-4), t
+    y1, s1 = norm(x[:, :101])  # carried statistics continue the recurrence
+    y2, s2 = norm(x[:, 101:], s1)
+    assert torch.allclose(torch.cat([y1, y2], 1), y, atol=1e-5) and torch.allclose(s2, stats)
+
+
+@pytest.mark.parametrize("sizes", [[8], [400], [8, 16, 56, 800, 24]])
+def test_streaming_equals_offline_with_norm_memory(sizes):
+    torch.manual_seed(0)
+    m = ConvTasNet(ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 0.02})).eval()  # 20 frames
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        x = 0.3 * torch.randn(2, 3200)
+        offline = m(x)
+    streamed = stream(m, x, sizes)
+    look = SMALL.lookahead_samples
+    assert (streamed[..., look:] - offline[..., :-look]).abs().max().item() <= 1e-4
+
+
+def test_norm_memory_forgets_the_distant_past():
+    torch.manual_seed(6)
+    m = ConvTasNet(ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 0.02})).eval()
+    tail = 0.3 * torch.randn(1, 1600)
+    with torch.no_grad():
+        quiet_start = m(torch.cat([0.01 * torch.randn(1, 8000), tail], 1))[..., -800:]
+        loud_start = m(torch.cat([3.0 * torch.randn(1, 8000), tail], 1))[..., -800:]
+    # 0.1 s after the start of the tail the 1 s before it weighs exp(-5): the outputs nearly agree
+    assert (quiet_start - loud_start).abs().max().item() < 1e-2 * tail.abs().max().item()
+    with pytest.raises(ConfigError):
+        ConvTasNetConfig(norm_memory_s=-1.0)
+
+
 def test_checkpoint_roundtrip(tmp_path, model):
     path = tmp_path / "m.safetensors"
     save_convtasnet(model, path, {"step": 7})
@@ -118,6 +166,9 @@ def test_checkpoint_roundtrip(tmp_path, model):
     x = torch.randn(1, 800)
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
+    remembering = ConvTasNet(ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 4.0}))
+    save_convtasnet(remembering, tmp_path / "r.safetensors")
+    assert load_convtasnet(tmp_path / "r.safetensors").config.norm_memory_s == 4.0
     with pytest.raises(ModelLoadError):
         load_convtasnet(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
