@@ -67,6 +67,9 @@ class PipelineConfig:
     separator: str | None = None  # a registered separator (rtsep.separate): None routes the input by speaker
     separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
     separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
+    # convtasnet: its layer norms pool the last ~this many seconds rather than the whole session (0: all of it, as
+    # in training on 2-3 s segments; bench/RESULTS.md: +0.13 dB through `rtsep process`, 12 of 15 meetings up)
+    separator_norm_memory_s: float = 16.0
     # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
     # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
     # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
@@ -85,8 +88,9 @@ class PipelineConfig:
 
     def __post_init__(self) -> None:
         steps, batch = self.adapt_recipe()
-        if steps < 0 or batch < 1 or self.adapt_threads < 0:
-            raise ConfigError("adapt_steps and adapt_threads must be >= 0 and adapt_batch_size >= 1")
+        if steps < 0 or batch < 1 or self.adapt_threads < 0 or not self.separator_norm_memory_s >= 0:
+            raise ConfigError("adapt_steps, adapt_threads and separator_norm_memory_s must be >= 0 and "
+                              "adapt_batch_size >= 1")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 
@@ -101,7 +105,7 @@ class PipelineConfig:
         if self.separator == "sepformer":
             return {"separator_dir": self.separator_dir}
         if self.separator == "convtasnet":
-            return {"checkpoint": self.separator_checkpoint}
+            return {"checkpoint": self.separator_checkpoint, "norm_memory_s": self.separator_norm_memory_s}
         return {}
 
     def stream_config(self, max_message_bytes: int) -> StreamConfig:

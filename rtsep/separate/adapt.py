@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from rtsep.errors import ConfigError
-from rtsep.separate.convtasnet import ConvTasNet
+from rtsep.separate.convtasnet import ConvTasNet, with_norm_memory
 from rtsep.separate.losses import pit_si_snr_loss
 from rtsep.separate.purity import PurityFilter
 
@@ -177,8 +177,11 @@ def adapt_convtasnet(
     than two left, the copy is returned unchanged and the report says why. ``progress(step, si_snr_db)`` is
     called after every step; ``stop()`` is asked before every step, and when it says True the adaptation ends
     there, unused (``report.skipped == "stopped"``). Runs on the model's device with the caller's torch
-    thread settings."""
+    thread settings. It trains with plain cumulative norm statistics (2 s remixes, as the model was trained) and
+    returns the copy with ``model``'s norm memory (ConvTasNetConfig.norm_memory_s), the one it separates with."""
     rate = model.config.sample_rate_hz
+    given, memory_s = model, model.config.norm_memory_s
+    model = with_norm_memory(model, 0.0)  # it trains on 2 s remixes, with plain statistics, as the model was trained
     lengths = {spk: len(x) / rate for spk, x in speech.items()}
     usable = {spk: np.asarray(x, np.float32) for spk, x in speech.items() if lengths[spk] >= config.min_speech_s}
     report = AdaptReport(speakers=sorted(usable), speech_s={k: round(v, 2) for k, v in sorted(lengths.items())})
@@ -190,7 +193,7 @@ def adapt_convtasnet(
     elif config.steps == 0:
         report.skipped = "steps = 0"
     if report.skipped:
-        return adapted.eval(), report
+        return with_norm_memory(adapted, memory_s).eval(), report
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -207,7 +210,7 @@ def adapt_convtasnet(
         if stop is not None and stop():
             report.skipped = "stopped"
             report.steps = step
-            return model, report
+            return given, report
         mixes, sources = sampler.draw(config.batch_size)
         estimates = adapted(torch.from_numpy(mixes).to(device))
         loss = pit_si_snr_loss(estimates, torch.from_numpy(sources).to(device))
@@ -230,7 +233,7 @@ def adapt_convtasnet(
     tenth = max(1, config.steps // 10)
     report.loss_first_db = round(float(np.mean(report.losses_db[:tenth])), 2)
     report.loss_last_db = round(float(np.mean(report.losses_db[-tenth:])), 2)
-    return adapted.eval(), report
+    return with_norm_memory(adapted, memory_s).eval(), report
 
 
 def _running_mean(mean: list[torch.Tensor] | None, params: Iterable[torch.nn.Parameter],

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -357,8 +357,20 @@ def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
     }
 
 
-def load_convtasnet(path: str | Path) -> ConvTasNet:
-    """Load a checkpoint written by :func:`save_convtasnet` (on the CPU, in eval mode)."""
+def with_norm_memory(model: ConvTasNet, norm_memory_s: float) -> ConvTasNet:
+    """``model`` with its layer norms' memory set to ``norm_memory_s`` (ConvTasNetConfig.norm_memory_s): a new
+    model sharing no tensors with it, on the same device and in the same mode; ``model`` itself if it has that
+    memory already."""
+    if model.config.norm_memory_s == norm_memory_s:
+        return model
+    other = ConvTasNet(replace(model.config, norm_memory_s=norm_memory_s)).to(model.device)
+    other.load_state_dict(model.state_dict())
+    return other.train(model.training)
+
+
+def load_convtasnet(path: str | Path, norm_memory_s: float | None = None) -> ConvTasNet:
+    """Load a checkpoint written by :func:`save_convtasnet` (on the CPU, in eval mode); ``norm_memory_s``: the
+    layer norms' memory to run it with (None: the checkpoint's)."""
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -369,7 +381,10 @@ def load_convtasnet(path: str | Path) -> ConvTasNet:
         version = int(header["version"])
         if version > CHECKPOINT_VERSION:
             raise ModelLoadError(f"{path}: checkpoint version {version} is newer than this rtsep")
-        model = ConvTasNet(ConvTasNetConfig(**header["config"]))
+        config = ConvTasNetConfig(**header["config"])
+        if norm_memory_s is not None:
+            config = replace(config, norm_memory_s=norm_memory_s)
+        model = ConvTasNet(config)
         model.load_state_dict(load_file(str(path)))
     except ModelLoadError:
         raise
@@ -476,11 +491,12 @@ class ConvTasNetSeparator(StreamingSeparator):
         return self
 
 
-def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None) -> ConvTasNetSeparator:
-    """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=...)``. Without a
-    checkpoint, the one shipped in the package is loaded."""
+def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None,
+                     norm_memory_s: float | None = None) -> ConvTasNetSeparator:
+    """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=..., norm_memory_s=...)``.
+    Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet."""
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-    return ConvTasNetSeparator(load_convtasnet(path), step_samples=step_samples)
+    return ConvTasNetSeparator(load_convtasnet(path, norm_memory_s), step_samples=step_samples)
 
 
 def count_macs_per_second(config: ConvTasNetConfig) -> float:

@@ -198,7 +198,8 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
         purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
     adapt = AdaptConfig(steps=steps, batch_size=batch)
     threads = config.adapt_threads or os.cpu_count() or 1
-    return AdaptiveSeparator(load_convtasnet(checkpoint), adapt, purity, threads=threads)
+    model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
+    return AdaptiveSeparator(model, adapt, purity, threads=threads)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

@@ -61,6 +61,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config)
     assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
+    assert adaptive.model.config.norm_memory_s == config.separator_norm_memory_s == 16.0  # separates with it
     assert adaptive.threads == (os.cpu_count() or 1)  # offline, nothing else runs while it adapts
     assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
     assert build_adaptive(replace(config, adapt_steps=0)) is None

@@ -112,6 +112,18 @@ def test_adaptation_learns_the_sessions_talkers_and_leaves_the_base_model_alone(
     assert improvement_db(adapted) > improvement_db(model) + 3
 
 
+def test_adaptation_trains_with_plain_norms_and_returns_the_callers_norm_memory(model):
+    from rtsep.separate.convtasnet import with_norm_memory
+
+    speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
+    config = AdaptConfig(steps=4, segment_s=0.5)
+    plain, _ = adapt_convtasnet(model, speech, config)
+    remembering, _ = adapt_convtasnet(with_norm_memory(model, 16.0), speech, config)
+    assert plain.config.norm_memory_s == 0.0 and remembering.config.norm_memory_s == 16.0
+    for (k, a), b in zip(plain.state_dict().items(), remembering.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k  # the same training: the memory is for separating long input
+
+
 def test_adaptation_is_skipped_without_two_talkers(model):
     _, report = adapt_convtasnet(model, {"A": talker(1, 6, 100, 900), "B": talker(2, 1, 1500, 3500)},
                                  AdaptConfig(steps=5, min_speech_s=2.0))

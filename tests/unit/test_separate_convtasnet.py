@@ -169,6 +169,9 @@ def test_checkpoint_roundtrip(tmp_path, model):
     remembering = ConvTasNet(ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 4.0}))
     save_convtasnet(remembering, tmp_path / "r.safetensors")
     assert load_convtasnet(tmp_path / "r.safetensors").config.norm_memory_s == 4.0
+    assert load_convtasnet(tmp_path / "r.safetensors", norm_memory_s=16.0).config.norm_memory_s == 16.0
+    separator = create_separator("convtasnet", checkpoint=str(path), norm_memory_s=16.0)
+    assert separator.model.config == ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 16.0})
     with pytest.raises(ModelLoadError):
         load_convtasnet(tmp_path / "missing.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"not a checkpoint")
