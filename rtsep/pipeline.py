@@ -74,8 +74,8 @@ class PipelineConfig:
     # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
     # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
     # Optimiser steps and remixes per step; None: by device (adapt_recipe). The gain grows with steps x batch
-    # (bench/RESULTS.md): on the CPU 300 x 4 costs ~4 min of one core; on a GPU 600 x 8 takes about a minute and
-    # gains ~0.7 dB on the product path's material
+    # (bench/RESULTS.md): on the CPU 300 x 4 costs ~4 min of one core; on a GPU 600 x 8 takes ~70 s and gains
+    # ~0.7 dB on the product path's material
     adapt_steps: int | None = None
     adapt_batch_size: int | None = None
     # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
