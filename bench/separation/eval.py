@@ -173,8 +173,9 @@ def streaming_rtf(model: ConvTasNet, step_samples: int, batch: int = 1, seconds:
     return statistics.median(times) / (x.shape[1] / RATE_HZ) / batch
 
 
-def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf_seconds: float = 10.0) -> dict:
-    model = load_convtasnet(path)
+def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf_seconds: float = 10.0,
+                        norm_memory_s: float | None = None) -> dict:
+    model = load_convtasnet(path, norm_memory_s)
     meta = read_checkpoint_metadata(path)["metadata"]
     result = {"checkpoint": str(path), "step": meta.get("step"), "trained_h": round(meta.get("trained_s", 0) / 3600, 3),
               "size_bytes": path.stat().st_size, "parameters": model.num_parameters(), **score(sets, model_separate(model))}
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rtf-only", action="store_true", help="measure speed and size only")
     p.add_argument("--oracle", action="store_true", help="print the oracle IRM figures")
     p.add_argument("--out", type=Path, help="append JSON lines here")
+    p.add_argument("--norm-memory-s", type=float, default=None, help="run the checkpoints with this norm memory")
     p.add_argument("--export-real", type=Path, help="write the real remix set as NPZ (for train.py --real-eval)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -234,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         paths += [q for q in sorted((args.watch / "snapshots").glob("step*.safetensors")) if str(q) not in done]
     steps = [int(s) for s in args.rtf_steps.split(",")] if args.rtf else None
     for path in paths:
-        result = evaluate_checkpoint(path, sets, steps, args.rtf_seconds)
+        result = evaluate_checkpoint(path, sets, steps, args.rtf_seconds, args.norm_memory_s)
+        result["norm_memory_s"] = args.norm_memory_s
         line = json.dumps(result)
         print(line, flush=True)
         if out is not None:

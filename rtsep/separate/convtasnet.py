@@ -103,6 +103,23 @@ def _frame_counts(frames: int, device: torch.device) -> torch.Tensor:
     return counts
 
 
+_DECAYS: dict[tuple[str, int, float, float], tuple[torch.Tensor, ...]] = {}
+
+
+def _decays(frames: int, memory_frames: float, weight: float, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """For t = 0..frames-1, float64: exp(t / m), exp(-t / m), exp(-(t + 1) / m) and the decayed count of frames of
+    ``weight`` from a zero start (cached, as _frame_counts)."""
+    key = (str(device), frames, memory_frames, weight)
+    found = _DECAYS.get(key)
+    if found is None:
+        t = torch.arange(frames, device=device, dtype=torch.float64)
+        grow, shrink = (t / memory_frames).exp(), (-t / memory_frames).exp()
+        found = (grow, shrink, (-(t + 1) / memory_frames).exp(), (grow * weight).cumsum(0) * shrink)
+        if frames <= 65536 and len(_DECAYS) < 64:
+            _DECAYS[key] = found
+    return found
+
+
 def _leaky_cumsum(values: torch.Tensor, weight: float, memory_frames: float,
                   carried: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     """Decaying running sums: ``S_t = d * S_(t-1) + v_t`` with ``d = exp(-1 / memory_frames)``, and the same for
@@ -115,10 +132,9 @@ def _leaky_cumsum(values: torch.Tensor, weight: float, memory_frames: float,
     all_sums, all_counts = [], []
     for start in range(0, frames, block):
         v = values[:, start : start + block]
-        t = torch.arange(v.shape[1], device=v.device, dtype=torch.float64)
-        grow, shrink, carry = (t / memory_frames).exp(), (-t / memory_frames).exp(), (-(t + 1) / memory_frames).exp()
-        sums = (v * grow[:, None]).cumsum(1) * shrink[:, None] + sums_before[:, None, :] * carry[:, None]
-        counts = (grow * weight).cumsum(0) * shrink + count_before[:, None] * carry
+        grow, shrink, carry, fresh_counts = _decays(v.shape[1], memory_frames, weight, v.device)
+        sums = torch.addcmul((v * grow[:, None]).cumsum(1) * shrink[:, None], sums_before[:, None, :], carry[:, None])
+        counts = torch.addcmul(fresh_counts, count_before[:, None], carry)
         all_sums.append(sums)
         all_counts.append(counts)
         sums_before, count_before = sums[:, -1], counts[:, -1]
