@@ -124,9 +124,11 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
     wav = folder / "meeting.wav"
     sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
     cmd = [sys.executable, "-m", "rtsep", "process", str(wav), "--out", str(folder / "out"), "--quiet",
-           "--separator", "convtasnet", "--adapt-steps", str(args.adapt_steps),
-           "--adapt-batch-size", str(args.adapt_batch_size),
-           "--adapt-threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
+           "--separator", "convtasnet", "--adapt-threads", str(max(1, (os.cpu_count() or 1) // args.jobs))]
+    if args.adapt_steps is not None:
+        cmd += ["--adapt-steps", str(args.adapt_steps)]
+    if args.adapt_batch_size is not None:
+        cmd += ["--adapt-batch-size", str(args.adapt_batch_size)]
     if args.checkpoint:
         cmd += ["--separator-checkpoint", str(args.checkpoint)]
     if args.adapt_min_similarity is not None:
@@ -156,9 +158,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--only-fold", type=int, default=None)
-    p.add_argument("--adapt-steps", type=int, default=300)
+    p.add_argument("--adapt-steps", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--adapt-min-similarity", type=float, default=None, help="default: rtsep's")
-    p.add_argument("--adapt-batch-size", type=int, default=4)
+    p.add_argument("--adapt-batch-size", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
@@ -188,7 +190,8 @@ def main() -> int:
         for key, value in r["by_snr"].items():
             by_snr.setdefault(key, []).append(value)
     mixtures = [v for r in rows for v in r["by_snr"].values()]
-    summary = {"adapt_steps": args.adapt_steps, "adapt_min_similarity": args.adapt_min_similarity,
+    summary = {"adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
+               "adapt_min_similarity": args.adapt_min_similarity,
                "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),
                "mixtures": len(mixtures), "si_sdri_db_mean": float(np.mean(mixtures)),
                "si_sdri_db_median": float(np.median(mixtures)),
