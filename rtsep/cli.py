@@ -29,6 +29,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                    help="process: CPU threads while adapting (default 0: one per core)")
     p.add_argument("--adapt-min-similarity", type=float,
                    help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
+    p.add_argument("--ensemble", type=int,
+                   help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
+                        "(1: one pass; default 5)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -41,7 +44,8 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                                 "separator_checkpoint": args.separator_checkpoint,
                                 "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
                                 "adapt_batch_size": args.adapt_batch_size, "adapt_threads": args.adapt_threads,
-                                "adapt_min_similarity": args.adapt_min_similarity},
+                                "adapt_min_similarity": args.adapt_min_similarity,
+                                "offline_ensemble": args.ensemble},
                    "server": server or {}},
     )
 

@@ -85,12 +85,18 @@ class PipelineConfig:
     # adapt only on turn windows whose speaker embedding has at least this cosine similarity to their talker's
     # (rtsep.separate.purity: overlaps labelled as one talker's turn are left out); 0: on all of the turns
     adapt_min_similarity: float = 0.82
+    # `rtsep process` with adaptation: separate the file this many times, at playback speeds spread over the
+    # adaptation's speed perturbation (+-8 %), and average (rtsep.separate.ensemble); 1: one pass. Each member is
+    # one more causal pass over the file (bench/RESULTS.md: 5 members, +0.5 dB, every meeting up)
+    offline_ensemble: int = 5
 
     def __post_init__(self) -> None:
         steps, batch = self.adapt_recipe()
         if steps < 0 or batch < 1 or self.adapt_threads < 0 or not self.separator_norm_memory_s >= 0:
             raise ConfigError("adapt_steps, adapt_threads and separator_norm_memory_s must be >= 0 and "
                               "adapt_batch_size >= 1")
+        if self.offline_ensemble < 1:
+            raise ConfigError("offline_ensemble must be >= 1")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 

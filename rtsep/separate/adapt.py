@@ -21,6 +21,7 @@ import torch
 
 from rtsep.errors import ConfigError
 from rtsep.separate.convtasnet import ConvTasNet, with_norm_memory
+from rtsep.separate.ensemble import ensemble_speeds, separate_ensemble
 from rtsep.separate.losses import pit_si_snr_loss
 from rtsep.separate.purity import PurityFilter
 
@@ -295,6 +296,7 @@ class AdaptedSeparation:
     rate_hz: int
     speakers: list[str | None]
     report: AdaptReport
+    speeds: list[float] = field(default_factory=lambda: [1.0])  # the ensemble's playback speeds
 
 
 class AdaptiveSeparator:
@@ -302,14 +304,17 @@ class AdaptiveSeparator:
     model on the recording's single-talker turns, then separate the recording with it (causally, as streaming
     would). The base model is shared and never changed. With a ``purity`` filter (rtsep.separate.purity), only the
     parts of the turns that sound like their talker are used. ``threads`` > 0: torch's CPU threads while it
-    adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile)."""
+    adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile).
+    ``ensemble`` > 1: the recording is separated at that many playback speeds spread over the adaptation's
+    ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble)."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
-                 purity: PurityFilter | None = None, threads: int = 0) -> None:
+                 purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1) -> None:
         self.model = model.eval()
         self.config = config
         self.purity = purity
         self.threads = threads
+        self.speeds = ensemble_speeds(ensemble, config.speed_perturb)
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
             progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
@@ -329,11 +334,11 @@ class AdaptiveSeparator:
             adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
         finally:
             torch.set_num_threads(previous)
-        sources = separate_offline(adapted, at_model_rate)
+        sources = separate_ensemble(lambda x: separate_offline(adapted, x), at_model_rate, model_rate, self.speeds)
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
-        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report)
+        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds))
 
 
 @dataclass

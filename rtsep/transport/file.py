@@ -120,6 +120,7 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
     info.write_text(json.dumps({
         "sources": [{"track": f"source_{k}", "speaker": spk} for k, spk in enumerate(result.speakers)],
         "adaptation": result.report.as_dict(),
+        "ensemble_speeds": result.speeds,
     }, indent=1))
     return files + [info]
 
@@ -199,7 +200,7 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
     adapt = AdaptConfig(steps=steps, batch_size=batch)
     threads = config.adapt_threads or os.cpu_count() or 1
     model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
-    return AdaptiveSeparator(model, adapt, purity, threads=threads)
+    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

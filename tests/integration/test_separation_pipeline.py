@@ -65,6 +65,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert adaptive.threads == (os.cpu_count() or 1)  # offline, nothing else runs while it adapts
     assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
     assert build_adaptive(replace(config, adapt_steps=0)) is None
+    assert build_adaptive(replace(config, offline_ensemble=1)).speeds == [1.0]
     threads = torch.get_num_threads()
     try:
         result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)
@@ -80,6 +81,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert [s["track"] for s in info["sources"]] == ["source_0", "source_1"]
     assert sorted(s["speaker"] for s in info["sources"]) == ["SPEAKER_00", "SPEAKER_01"]
     assert info["adaptation"]["steps"] == 3 and set(info["adaptation"]["speech_s"]) == set(result.speakers)
+    assert info["ensemble_speeds"] == [0.92, 0.96, 1.0, 1.04, 1.08]  # the default: 5 passes over +-8 %
 
 
 async def test_live_session_streams_and_stores_source_tracks(checkpoint, meeting_wav, tmp_path):

@@ -199,6 +199,27 @@ def test_adaptive_separator_runs_at_the_input_rate(model):
     assert result.sources.shape == (2, len(audio16)) and result.rate_hz == 16000
     assert result.report.steps == 3 and result.report.speech_s == {"SPEAKER_00": 3.9, "SPEAKER_01": 3.9}
     assert sorted(s for s in result.speakers if s) == ["SPEAKER_00", "SPEAKER_01"]
+    assert result.speeds == [1.0]
+
+
+def test_adaptive_separator_averages_an_ensemble_of_speeds(model, monkeypatch):
+    a, b = talker(1, 4, 100, 900), talker(2, 4, 1500, 3500)
+    audio = np.concatenate([a, b, a[:RATE] + b[:RATE]])
+    segments = [seg("SPEAKER_00", 0, 4), seg("SPEAKER_01", 4, 8)]
+    lengths = []
+    real = separate_offline
+
+    def counted(m, x, *args, **kwargs):
+        lengths.append(len(x))
+        return real(m, x, *args, **kwargs)
+
+    import rtsep.separate.adapt as adapt_module
+
+    monkeypatch.setattr(adapt_module, "separate_offline", counted)
+    result = AdaptiveSeparator(model, AdaptConfig(steps=2, segment_s=0.5, speed_perturb=0.1), ensemble=3).run(
+        audio, RATE, segments)
+    assert result.speeds == [0.9, 1.0, 1.1] and result.sources.shape == (2, len(audio))
+    assert lengths[0] == len(audio) and sorted(lengths[1:]) == [round(len(audio) / 1.1), round(len(audio) / 0.9)]
 
 
 def test_schedule_starts_when_two_talkers_have_enough_speech_then_as_it_doubles():
