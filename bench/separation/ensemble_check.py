@@ -1,0 +1,90 @@
+"""What averaging several passes of the adapted separator buys on the product path's material.
+
+    python bench/separation/ensemble_check.py --materials DIR --adapted DIR [--recipe base] [--norm-memory-s 16]
+
+For every meeting of ``purity.py --export-material DIR`` whose adapted model ``adapt_sweep.py --save-adapted``
+kept (``<recipe>_<meeting>.safetensors``), the whole meeting is separated causally (as `rtsep process` does, with
+the norm memory it uses) once plainly and then by ensembles, and scored (PIT SI-SDRi) on the inserted overlap:
+
+* ``speed<N>``: rtsep.separate.ensemble (rtsep process's ``offline_ensemble`` = N): N passes at playback speeds
+  spread over +-8 % (the adaptation's speed perturbation), channels aligned to the speed-1 pass per 1 s block;
+* ``speed<N>w``: the same over +-12 %;
+* ``shift<N>``: N passes with the input delayed by k * hop / N samples (k = 0..N-1), i.e. the encoder's frames
+  falling at other points of the signal, aligned and averaged the same way.
+
+Prints one JSON line per meeting, then the means and how many meetings each ensemble raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from rtsep.separate.adapt import separate_offline
+from rtsep.separate.convtasnet import load_convtasnet
+from rtsep.separate.ensemble import align_blocks, ensemble_speeds, separate_ensemble
+from rtsep.separate.losses import pit_si_sdr_improvement
+
+
+def shifted(model, audio: np.ndarray, delay: int) -> np.ndarray:
+    """Sources of ``audio`` delayed by ``delay`` samples, on the original time axis."""
+    return separate_offline(model, np.concatenate([np.zeros(delay, np.float32), audio]))[:, delay:]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--materials", type=Path, required=True)
+    p.add_argument("--adapted", type=Path, required=True)
+    p.add_argument("--recipe", default="base")
+    p.add_argument("--norm-memory-s", type=float, default=16.0)
+    p.add_argument("--speeds", type=int, nargs="+", default=[3, 5, 7])
+    p.add_argument("--shifts", type=int, nargs="+", default=[2, 4])
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = []
+    for path in sorted(args.materials.glob("*.npz")):
+        weights = args.adapted / f"{args.recipe}_{path.stem}.safetensors"
+        if not weights.exists():
+            continue
+        data = np.load(path)
+        model = load_convtasnet(weights, args.norm_memory_s)
+        rate = model.config.sample_rate_hz
+        meeting = np.asarray(data["meeting"], np.float32)
+
+        def run(audio: np.ndarray, m=model) -> np.ndarray:
+            return separate_offline(m, audio)
+
+        plain = run(meeting)
+        outputs = {"plain": plain}
+        for n in args.speeds:
+            outputs[f"speed{n}"] = separate_ensemble(run, meeting, rate, ensemble_speeds(n, 0.08))
+            outputs[f"speed{n}w"] = separate_ensemble(run, meeting, rate, ensemble_speeds(n, 0.12))
+        for n in args.shifts:
+            hop = model.config.hop_samples
+            members = [plain] + [align_blocks(plain, shifted(model, meeting, k * hop // n), rate) for k in range(1, n)]
+            outputs[f"shift{n}"] = sum(members) / n
+        row = {"meeting": path.stem}
+        for name, out in outputs.items():
+            scores = [pit_si_sdr_improvement(src.sum(0), out[:, start : start + src.shape[1]], src)[1]
+                      for start, src in zip(data["test_start"], data["test_sources"], strict=True)]
+            row[name] = round(float(np.mean(scores)), 3)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    if rows:
+        keys = [k for k in rows[0] if k != "meeting"]
+        print(json.dumps({"meetings": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}}))
+        print(json.dumps({"raised": {k: int(sum(r[k] > r["plain"] for r in rows)) for k in keys if k != "plain"}}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
