@@ -27,9 +27,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from norm_memory import adapted_meetings, print_means
 
 from rtsep.separate.adapt import separate_offline
-from rtsep.separate.convtasnet import load_convtasnet
 from rtsep.separate.ensemble import align_blocks, ensemble_speeds, separate_ensemble
 from rtsep.separate.losses import pit_si_sdr_improvement
 
@@ -51,12 +53,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     rows = []
-    for path in sorted(args.materials.glob("*.npz")):
-        weights = args.adapted / f"{args.recipe}_{path.stem}.safetensors"
-        if not weights.exists():
-            continue
-        data = np.load(path)
-        model = load_convtasnet(weights, args.norm_memory_s)
+    for name, data, model in adapted_meetings(args.materials, args.adapted, args.recipe, args.norm_memory_s):
         rate = model.config.sample_rate_hz
         meeting = np.asarray(data["meeting"], np.float32)
 
@@ -72,16 +69,15 @@ def main() -> int:
             hop = model.config.hop_samples
             members = [plain] + [align_blocks(plain, shifted(model, meeting, k * hop // n), rate) for k in range(1, n)]
             outputs[f"shift{n}"] = sum(members) / n
-        row = {"meeting": path.stem}
+        row = {"meeting": name}
         for name, out in outputs.items():
             scores = [pit_si_sdr_improvement(src.sum(0), out[:, start : start + src.shape[1]], src)[1]
                       for start, src in zip(data["test_start"], data["test_sources"], strict=True)]
             row[name] = round(float(np.mean(scores)), 3)
         rows.append(row)
         print(json.dumps(row), flush=True)
+    keys = print_means(rows, 3)
     if rows:
-        keys = [k for k in rows[0] if k != "meeting"]
-        print(json.dumps({"meetings": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 3) for k in keys}}))
         print(json.dumps({"raised": {k: int(sum(r[k] > r["plain"] for r in rows)) for k in keys if k != "plain"}}))
     return 0
 

@@ -36,6 +36,24 @@ def with_memory(model: ConvTasNet, memory_s: float) -> ConvTasNet:
     return other
 
 
+def adapted_meetings(materials: Path, adapted: Path, recipe: str, norm_memory_s: float | None = None):
+    """(name, material, adapted model) for every meeting of ``materials`` whose ``<recipe>_<name>.safetensors``
+    is in ``adapted``; the model runs with ``norm_memory_s`` (None: the checkpoint's)."""
+    for path in sorted(materials.glob("*.npz")):
+        weights = adapted / f"{recipe}_{path.stem}.safetensors"
+        if weights.exists():
+            yield path.stem, np.load(path), load_convtasnet(weights, norm_memory_s)
+
+
+def print_means(rows: list[dict], digits: int) -> list[str]:
+    """Print the mean of every column over ``rows`` (one dict per meeting) as JSON; returns the columns."""
+    keys = [k for k in rows[0] if k != "meeting"] if rows else []
+    if rows:
+        print(json.dumps({"meetings": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), digits)
+                                                    for k in keys}}))
+    return keys
+
+
 def separate(model, audio: np.ndarray) -> np.ndarray:
     with torch.inference_mode():
         return model(torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None])[0].numpy()
@@ -51,12 +69,7 @@ def main() -> int:
     args = p.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for path in sorted(args.materials.glob("*.npz")):
-        weights = args.adapted / f"{args.recipe}_{path.stem}.safetensors"
-        if not weights.exists():
-            continue
-        data = np.load(path)
-        model = load_convtasnet(weights)
+    for name, data, model in adapted_meetings(args.materials, args.adapted, args.recipe):
         meeting = data["meeting"]
         cases = {}
 
@@ -82,11 +95,9 @@ def main() -> int:
             full_m = separate(remembering, meeting)
             score(f"in_meeting_memory_{m:g}s", lambda a, s, f=full_m: cut(f, a, s))
             score(f"alone_memory_{m:g}s", lambda a, s, r=remembering: separate(r, s.sum(0)))
-        rows.append({"meeting": path.stem, **cases})
+        rows.append({"meeting": name, **cases})
         print(json.dumps(rows[-1]), flush=True)
-    if rows:
-        keys = [k for k in rows[0] if k != "meeting"]
-        print(json.dumps({"meetings": len(rows), **{k: round(float(np.mean([r[k] for r in rows])), 2) for k in keys}}))
+    print_means(rows, 2)
     return 0
 
 
