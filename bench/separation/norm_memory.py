@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,15 +24,8 @@ import torch
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from rtsep.separate.convtasnet import ConvTasNet, load_convtasnet
+from rtsep.separate.convtasnet import load_convtasnet, with_norm_memory
 from rtsep.separate.losses import pit_si_sdr_improvement
-
-
-def with_memory(model: ConvTasNet, memory_s: float) -> ConvTasNet:
-    """The same weights with cLN statistics that decay with a memory of ``memory_s`` seconds."""
-    other = ConvTasNet(replace(model.config, norm_memory_s=memory_s)).eval()
-    other.load_state_dict(model.state_dict())
-    return other
 
 
 def adapted_meetings(materials: Path, adapted: Path, recipe: str, norm_memory_s: float | None = None):
@@ -91,7 +83,7 @@ def main() -> int:
             score(f"from_{c:g}s_before", lambda a, s, b=back: separate(model, meeting[max(0, a - b) : a + s.shape[1]])
                   [:, -s.shape[1] :])
         for m in args.memory_s:
-            remembering = with_memory(model, m)
+            remembering = with_norm_memory(model, m)
             full_m = separate(remembering, meeting)
             score(f"in_meeting_memory_{m:g}s", lambda a, s, f=full_m: cut(f, a, s))
             score(f"alone_memory_{m:g}s", lambda a, s, r=remembering: separate(r, s.sum(0)))
