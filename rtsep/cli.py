@@ -27,6 +27,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                    help="remixes per adaptation step (default 4 on the CPU, 8 on a GPU)")
     p.add_argument("--adapt-threads", type=int,
                    help="process: CPU threads while adapting (default 0: one per core)")
+    p.add_argument("--adapt-compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="process: compile the adaptation's training step with torch.compile (default on; the "
+                        "first compile on a machine takes ~100 s, later runs reuse its cache)")
     p.add_argument("--adapt-min-similarity", type=float,
                    help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
     p.add_argument("--ensemble", type=int,
@@ -45,6 +48,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                                 "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
                                 "adapt_batch_size": args.adapt_batch_size, "adapt_threads": args.adapt_threads,
                                 "adapt_min_similarity": args.adapt_min_similarity,
+                                "adapt_compile": args.adapt_compile,
                                 "offline_ensemble": args.ensemble},
                    "server": server or {}},
     )

@@ -197,7 +197,7 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
         from rtsep.separate.purity import PurityConfig, PurityFilter
 
         purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
-    adapt = AdaptConfig(steps=steps, batch_size=batch)
+    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
     threads = config.adapt_threads or os.cpu_count() or 1
     model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
     return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble)

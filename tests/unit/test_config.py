@@ -82,3 +82,6 @@ def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
     toml.write_text("[pipeline]\noffline_ensemble = 0\n")
     with pytest.raises(ConfigError):
         load_config(toml, env={})
+    assert default.adapt_compile is True
+    toml.write_text("[pipeline]\nadapt_compile = false\n")
+    assert load_config(toml, env={}).pipeline.adapt_compile is False

@@ -97,7 +97,8 @@ def test_speed_perturbation_resamples_pieces_to_the_segment_length():
 def test_adaptation_learns_the_sessions_talkers_and_leaves_the_base_model_alone(model):
     speech = {"A": talker(1, 6, 100, 900), "B": talker(2, 6, 1500, 3500)}
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    adapted, report = adapt_convtasnet(model, speech, AdaptConfig(steps=60, learning_rate=3e-3, segment_s=0.5))
+    config = AdaptConfig(compile=False, steps=60, learning_rate=3e-3, segment_s=0.5)
+    adapted, report = adapt_convtasnet(model, speech, config)
     assert report.skipped is None and report.steps == 60 and report.speakers == ["A", "B"]
     assert report.loss_last_db > report.loss_first_db + 3  # it learnt to separate these two talkers
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -116,7 +117,7 @@ def test_adaptation_trains_with_plain_norms_and_returns_the_callers_norm_memory(
     from rtsep.separate.convtasnet import with_norm_memory
 
     speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
-    config = AdaptConfig(steps=4, segment_s=0.5)
+    config = AdaptConfig(compile=False, steps=4, segment_s=0.5)
     plain, _ = adapt_convtasnet(model, speech, config)
     remembering, _ = adapt_convtasnet(with_norm_memory(model, 16.0), speech, config)
     assert plain.config.norm_memory_s == 0.0 and remembering.config.norm_memory_s == 16.0
@@ -124,18 +125,46 @@ def test_adaptation_trains_with_plain_norms_and_returns_the_callers_norm_memory(
         assert torch.allclose(a, b, atol=1e-6), k  # the same training: the memory is for separating long input
 
 
+def test_compiled_steps_train_as_the_plain_steps(model):
+    speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
+    plain, plain_report = adapt_convtasnet(model, speech, AdaptConfig(steps=3, segment_s=0.5, compile=False))
+    compiled, report = adapt_convtasnet(model, speech, AdaptConfig(steps=3, segment_s=0.5, compile=True))
+    assert report.compiled and not plain_report.compiled
+    np.testing.assert_allclose(report.losses_db, plain_report.losses_db, atol=1e-3)
+    for (k, a), b in zip(plain.state_dict().items(), compiled.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-4), k
+    again, _ = adapt_convtasnet(model, speech, AdaptConfig(steps=3, segment_s=0.5, compile=True))  # a new copy
+    assert all(torch.equal(a, b) for a, b in zip(compiled.state_dict().values(), again.state_dict().values()))
+
+
+def test_adaptation_trains_uncompiled_when_compiling_fails(model, monkeypatch, caplog):
+    from rtsep.separate import adapt
+
+    def broken(*args):
+        raise RuntimeError("InductorError: no C++ compiler\nmore lines")
+
+    monkeypatch.setattr(adapt, "_compiled_training_loss", lambda: broken)
+    speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
+    plain, _ = adapt_convtasnet(model, speech, AdaptConfig(steps=3, segment_s=0.5, compile=False))
+    with caplog.at_level("WARNING", logger="rtsep.separate.adapt"):
+        fallback, report = adapt_convtasnet(model, speech, AdaptConfig(steps=3, segment_s=0.5))
+    assert report.skipped is None and report.steps == 3 and not report.compiled
+    assert "torch.compile failed (RuntimeError: InductorError: no C++ compiler)" in caplog.text
+    assert all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), fallback.state_dict().values()))
+
+
 def test_adaptation_is_skipped_without_two_talkers(model):
     _, report = adapt_convtasnet(model, {"A": talker(1, 6, 100, 900), "B": talker(2, 1, 1500, 3500)},
-                                 AdaptConfig(steps=5, min_speech_s=2.0))
+                                 AdaptConfig(compile=False, steps=5, min_speech_s=2.0))
     assert report.skipped and report.steps == 0 and report.speakers == ["A"]
-    _, report = adapt_convtasnet(model, {}, AdaptConfig(steps=5))
+    _, report = adapt_convtasnet(model, {}, AdaptConfig(compile=False, steps=5))
     assert report.skipped
 
 
 def test_adaptation_stops_when_asked(model):
     speech = {"A": talker(1, 3, 100, 900), "B": talker(2, 3, 1500, 3500)}
     calls = []
-    adapted, report = adapt_convtasnet(model, speech, AdaptConfig(steps=50, segment_s=0.5),
+    adapted, report = adapt_convtasnet(model, speech, AdaptConfig(compile=False, steps=50, segment_s=0.5),
                                        stop=lambda: calls.append(1) or len(calls) > 3)
     assert report.skipped == "stopped" and report.steps == 3 and adapted is model
 
@@ -151,7 +180,7 @@ def test_adaptation_averages_the_weights_of_its_last_steps(model, monkeypatch):
         return out
 
     monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
-    adapted, _ = adapt_convtasnet(model, speech, AdaptConfig(steps=4, segment_s=0.5, average_last=0.5))
+    adapted, _ = adapt_convtasnet(model, speech, AdaptConfig(compile=False, steps=4, segment_s=0.5, average_last=0.5))
     expected = [(a + b) / 2 for a, b in zip(after_step[2], after_step[3], strict=True)]  # the last 2 of 4 steps
     got = list(adapted.parameters())
     assert len(got) == len(expected)
@@ -195,7 +224,7 @@ def test_adaptive_separator_runs_at_the_input_rate(model):
 
     audio16 = soxr.resample(audio8, RATE, 16000).astype(np.float32)
     segments = [seg("SPEAKER_00", 0, 4), seg("SPEAKER_01", 4, 8), seg("SPEAKER_00", 8, 9), seg("SPEAKER_01", 8, 9)]
-    result = AdaptiveSeparator(model, AdaptConfig(steps=3, segment_s=0.5)).run(audio16, 16000, segments)
+    result = AdaptiveSeparator(model, AdaptConfig(compile=False, steps=3, segment_s=0.5)).run(audio16, 16000, segments)
     assert result.sources.shape == (2, len(audio16)) and result.rate_hz == 16000
     assert result.report.steps == 3 and result.report.speech_s == {"SPEAKER_00": 3.9, "SPEAKER_01": 3.9}
     assert sorted(s for s in result.speakers if s) == ["SPEAKER_00", "SPEAKER_01"]
@@ -216,8 +245,8 @@ def test_adaptive_separator_averages_an_ensemble_of_speeds(model, monkeypatch):
     import rtsep.separate.adapt as adapt_module
 
     monkeypatch.setattr(adapt_module, "separate_offline", counted)
-    result = AdaptiveSeparator(model, AdaptConfig(steps=2, segment_s=0.5, speed_perturb=0.1), ensemble=3).run(
-        audio, RATE, segments)
+    config = AdaptConfig(compile=False, steps=2, segment_s=0.5, speed_perturb=0.1)
+    result = AdaptiveSeparator(model, config, ensemble=3).run(audio, RATE, segments)
     assert result.speeds == [0.9, 1.0, 1.1] and result.sources.shape == (2, len(audio))
     assert lengths[0] == len(audio) and sorted(lengths[1:]) == [round(len(audio) / 1.1), round(len(audio) / 0.9)]
 

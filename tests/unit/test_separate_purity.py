@@ -81,7 +81,7 @@ def test_adaptive_separator_adapts_only_on_what_the_filter_keeps():
     a1, overlap, a2, b = tone(200, 3, 1), tone(200, 2, 2) + tone(1500, 2, 3), tone(200, 3, 4), tone(1500, 4, 5)
     audio = np.concatenate([a1, overlap, a2, b])
     segments = [{"speaker": "A", "start_s": 0.0, "end_s": 8.0}, {"speaker": "B", "start_s": 8.0, "end_s": 12.0}]
-    config = AdaptConfig(steps=2, segment_s=0.5, edge_trim_s=0.0)
+    config = AdaptConfig(compile=False, steps=2, segment_s=0.5, edge_trim_s=0.0)
     plain = AdaptiveSeparator(model, config).run(audio, RATE, segments)
     purity = PurityFilter(PurityConfig(min_similarity=0.9), encoder=BandEncoder())
     filtered = AdaptiveSeparator(model, config, purity).run(audio, RATE, segments)
