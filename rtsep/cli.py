@@ -22,7 +22,7 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
     p.add_argument("--adapt-steps", type=int,
                    help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
-                        "(0: off; default 300 on the CPU, 600 on a GPU)")
+                        "(0: off; default on the CPU 1000 for process, 300 live; 600 on a GPU)")
     p.add_argument("--adapt-batch-size", type=int,
                    help="remixes per adaptation step (default 4 on the CPU, 8 on a GPU)")
     p.add_argument("--adapt-threads", type=int,

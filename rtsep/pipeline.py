@@ -73,16 +73,17 @@ class PipelineConfig:
     # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
     # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
     # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
-    # Optimiser steps and remixes per step; None: by device (adapt_recipe). The gain grows with steps x batch
-    # (bench/RESULTS.md): on the CPU 300 x 4 costs ~4 min of one core; on a GPU 600 x 8 takes ~70 s and gains
-    # ~0.7 dB on the product path's material
+    # Optimiser steps and remixes per step; None: by device and use (adapt_recipe). The gain grows with steps x
+    # batch (bench/RESULTS.md): `rtsep process` on the CPU, 1000 x 4 compiled steps (~5 min of one core) reach
+    # 3.80 dB on the remix meetings against 2.79 with 300 x 4; live sessions (uncompiled) keep 300 x 4; on a GPU
+    # 600 x 8 takes ~70 s
     adapt_steps: int | None = None
     adapt_batch_size: int | None = None
     # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
     adapt_threads: int = 0
     # `rtsep process`: compile the adaptation's training step (torch.compile; plain steps when compiling fails):
-    # ~3x fewer CPU seconds per step; the first compile on a machine takes ~100 s, later ones reuse inductor's
-    # on-disk cache. Live sessions adapt uncompiled
+    # ~2.4x fewer CPU seconds per step on one core; the first compile on a machine takes ~100 s, later ones reuse
+    # inductor's on-disk cache. Live sessions adapt uncompiled
     adapt_compile: bool = True
     adapt_live: bool = True
     adapt_min_speech_s: float = 4.0
@@ -104,10 +105,11 @@ class PipelineConfig:
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 
-    def adapt_recipe(self) -> tuple[int, int]:
-        """(steps, batch size) of the in-session adaptation: as set, else 300 x 4 on the CPU, 600 x 8 on a GPU."""
+    def adapt_recipe(self, live: bool = False) -> tuple[int, int]:
+        """(steps, batch size) of the in-session adaptation: as set, else 600 x 8 on a GPU; on the CPU 1000 x 4 for
+        `rtsep process` (compiled steps) and 300 x 4 for live sessions (uncompiled, beside the session's inference)."""
         gpu = str(self.runtime.device).startswith("cuda")
-        steps = self.adapt_steps if self.adapt_steps is not None else (600 if gpu else 300)
+        steps = self.adapt_steps if self.adapt_steps is not None else (600 if gpu else 300 if live else 1000)
         batch = self.adapt_batch_size if self.adapt_batch_size is not None else (8 if gpu else 4)
         return steps, batch
 
@@ -191,7 +193,7 @@ class SeparationPath:
         self._consumer = asyncio.create_task(self._consume())
         config = pipeline.config
         self.adaptation: AdaptationSchedule | None = None
-        steps, batch = config.adapt_recipe()
+        steps, batch = config.adapt_recipe(live=True)
         if config.adapt_live and steps > 0 and runtime.supports_adaptation:
             # live sessions adapt uncompiled: a compile beside the session's inference costs ~100 s of a core the
             # first time, and cannot be stopped when the session or the server ends

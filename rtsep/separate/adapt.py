@@ -51,8 +51,8 @@ class AdaptConfig:
     # (0: the last step's weights); averaging over the low-learning-rate tail smooths what a few seconds over-fit
     average_last: float = 0.0
     # compile the training step (forward, PIT loss, backward) with torch.compile; falls back to the plain step
-    # when compiling fails. On 2 CPU cores a step of 4 x 2 s takes 0.15 s instead of 0.41 s (bench/RESULTS.md); the
-    # first compile on a machine takes ~100 s of one core, later processes reuse inductor's cache (~16 s)
+    # when compiling fails. A step of 4 x 2 s on one CPU core takes 0.26 s instead of 0.63 s (bench/RESULTS.md); the
+    # first compile on a machine takes ~80-100 s of one core, later processes reuse inductor's cache (~16 s)
     compile: bool = True
     seed: int = 0
 

@@ -72,8 +72,9 @@ def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
     over = load_config(toml, overrides={"pipeline": {"adapt_batch_size": 2}}, env={}).pipeline
     assert (over.adapt_steps, over.adapt_batch_size) == (600, 2)
     default = load_config(None, env={}).pipeline
-    assert default.adapt_recipe() == (300, 4)
-    assert load_config(None, overrides={"runtime": {"device": "cuda"}}, env={}).pipeline.adapt_recipe() == (600, 8)
+    assert default.adapt_recipe() == (1000, 4) and default.adapt_recipe(live=True) == (300, 4)
+    cuda = load_config(None, overrides={"runtime": {"device": "cuda"}}, env={}).pipeline
+    assert cuda.adapt_recipe() == cuda.adapt_recipe(live=True) == (600, 8)
     toml.write_text("[pipeline]\nadapt_batch_size = 0\n")
     with pytest.raises(ConfigError):
         load_config(toml, env={})
