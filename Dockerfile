@@ -17,7 +17,7 @@ RUN python -m venv /opt/rtsep \
 
 FROM ${PYTHON_IMAGE}
 # g++: torch.compile of `rtsep process`'s adaptation step builds C++ kernels (without it the steps run uncompiled,
-# ~2.4x slower); its cache lives in the data volume: one ~100 s compile per volume, not per container
+# ~2.4x slower); its cache lives in the data volume: one ~95 s compile per volume, not per container
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/* \
  && useradd --create-home --uid 10001 rtsep && mkdir /data && chown rtsep:rtsep /data
 COPY --from=build /opt/rtsep /opt/rtsep

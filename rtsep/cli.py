@@ -29,7 +29,7 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                    help="process: CPU threads while adapting (default 0: one per core)")
     p.add_argument("--adapt-compile", action=argparse.BooleanOptionalAction, default=None,
                    help="process: compile the adaptation's training step with torch.compile (default on; the "
-                        "first compile on a machine takes ~100 s, later runs reuse its cache)")
+                        "first compile on a machine takes ~95 s, later runs reuse its cache)")
     p.add_argument("--adapt-min-similarity", type=float,
                    help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
     p.add_argument("--ensemble", type=int,

@@ -82,7 +82,7 @@ class PipelineConfig:
     # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
     adapt_threads: int = 0
     # `rtsep process`: compile the adaptation's training step (torch.compile; plain steps when compiling fails):
-    # ~2.4x fewer CPU seconds per step on one core; the first compile on a machine takes ~100 s, later ones reuse
+    # ~2.4x fewer CPU seconds per step on one core; the first compile on a machine takes ~95 s, later ones reuse
     # inductor's on-disk cache. Live sessions adapt uncompiled
     adapt_compile: bool = True
     adapt_live: bool = True
@@ -195,7 +195,7 @@ class SeparationPath:
         self.adaptation: AdaptationSchedule | None = None
         steps, batch = config.adapt_recipe(live=True)
         if config.adapt_live and steps > 0 and runtime.supports_adaptation:
-            # live sessions adapt uncompiled: a compile beside the session's inference costs ~100 s of a core the
+            # live sessions adapt uncompiled: a compile beside the session's inference costs ~95 s of a core the
             # first time, and cannot be stopped when the session or the server ends
             adapt = AdaptConfig(steps=steps, batch_size=batch, min_speech_s=config.adapt_min_speech_s, compile=False)
             # the schedule keeps the input at the pipeline rate: the purity filter's speaker encoder needs 16 kHz

@@ -11,6 +11,7 @@ and gets the adapted model back.
 from __future__ import annotations
 
 import copy
+import functools
 import itertools
 import logging
 import time
@@ -52,7 +53,7 @@ class AdaptConfig:
     average_last: float = 0.0
     # compile the training step (forward, PIT loss, backward) with torch.compile; falls back to the plain step
     # when compiling fails. A step of 4 x 2 s on one CPU core takes 0.26 s instead of 0.63 s (bench/RESULTS.md); the
-    # first compile on a machine takes ~80-100 s of one core, later processes reuse inductor's cache (~16 s)
+    # first compile on a machine takes ~95 s of one core, later processes reuse inductor's cache (~17 s)
     compile: bool = True
     seed: int = 0
 
@@ -262,15 +263,11 @@ def _training_loss(model: ConvTasNet, mixes: torch.Tensor, sources: torch.Tensor
     return pit_si_snr_loss(model(mixes), sources)
 
 
-_COMPILED: list[Callable[[ConvTasNet, torch.Tensor, torch.Tensor], torch.Tensor]] = []
-
-
+@functools.cache
 def _compiled_training_loss() -> Callable[[ConvTasNet, torch.Tensor, torch.Tensor], torch.Tensor]:
     """_training_loss through torch.compile, made once per process: the model is an argument, so the copies
     of later adaptations (same architecture, batch and segment length) reuse the compiled graphs."""
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(_training_loss))
-    return _COMPILED[0]
+    return torch.compile(_training_loss)
 
 
 def _running_mean(mean: list[torch.Tensor] | None, params: Iterable[torch.nn.Parameter],

@@ -95,11 +95,11 @@ _COUNTS: dict[tuple[str, int], torch.Tensor] = {}
 def _frame_counts(frames: int, device: torch.device) -> torch.Tensor:
     """1, 2, ..., frames in float64 (cached: streaming calls reuse it thousands of times; not while torch.compile
     traces, where a lookup would become a guard and the arange is folded into the graph anyway)."""
-    key = (str(device), frames)
-    counts = None if torch.compiler.is_compiling() else _COUNTS.get(key)
+    key, tracing = (str(device), frames), torch.compiler.is_compiling()
+    counts = None if tracing else _COUNTS.get(key)
     if counts is None:
         counts = torch.arange(1, frames + 1, device=device, dtype=torch.float64)
-        if frames <= 65536 and len(_COUNTS) < 64 and not torch.compiler.is_compiling():
+        if frames <= 65536 and len(_COUNTS) < 64 and not tracing:
             _COUNTS[key] = counts
     return counts
 
@@ -110,13 +110,13 @@ _DECAYS: dict[tuple[str, int, float, float], tuple[torch.Tensor, ...]] = {}
 def _decays(frames: int, memory_frames: float, weight: float, device: torch.device) -> tuple[torch.Tensor, ...]:
     """For t = 0..frames-1, float64: exp(t / m), exp(-t / m), exp(-(t + 1) / m) and the decayed count of frames of
     ``weight`` from a zero start (cached, as _frame_counts)."""
-    key = (str(device), frames, memory_frames, weight)
-    found = None if torch.compiler.is_compiling() else _DECAYS.get(key)
+    key, tracing = (str(device), frames, memory_frames, weight), torch.compiler.is_compiling()
+    found = None if tracing else _DECAYS.get(key)
     if found is None:
         t = torch.arange(frames, device=device, dtype=torch.float64)
         grow, shrink = (t / memory_frames).exp(), (-t / memory_frames).exp()
         found = (grow, shrink, (-(t + 1) / memory_frames).exp(), (grow * weight).cumsum(0) * shrink)
-        if frames <= 65536 and len(_DECAYS) < 64 and not torch.compiler.is_compiling():
+        if frames <= 65536 and len(_DECAYS) < 64 and not tracing:
             _DECAYS[key] = found
     return found
 
