@@ -32,6 +32,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                         "first compile on a machine takes ~95 s, later runs reuse its cache)")
     p.add_argument("--adapt-min-similarity", type=float,
                    help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
+    p.add_argument("--adapt-min-periodicity", type=float,
+                   help="adapt only on turn windows where this share of the voiced frames is periodic, one voice "
+                        "(0: all; default 0)")
     p.add_argument("--ensemble", type=int,
                    help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
                         "(1: one pass; default 5)")
@@ -48,6 +51,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                                 "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
                                 "adapt_batch_size": args.adapt_batch_size, "adapt_threads": args.adapt_threads,
                                 "adapt_min_similarity": args.adapt_min_similarity,
+                                "adapt_min_periodicity": args.adapt_min_periodicity,
                                 "adapt_compile": args.adapt_compile,
                                 "offline_ensemble": args.ensemble},
                    "server": server or {}},

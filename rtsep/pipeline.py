@@ -90,6 +90,9 @@ class PipelineConfig:
     # adapt only on turn windows whose speaker embedding has at least this cosine similarity to their talker's
     # (rtsep.separate.purity: overlaps labelled as one talker's turn are left out); 0: on all of the turns
     adapt_min_similarity: float = 0.82
+    # and only on windows where at least this share of the voiced frames sound like one voice (periodic at one
+    # pitch: rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; 0: off
+    adapt_min_periodicity: float = 0.0
     # `rtsep process` with adaptation: separate the file this many times, at playback speeds spread over the
     # adaptation's speed perturbation (+-8 %), and average (rtsep.separate.ensemble); 1: one pass. Each member is
     # one more causal pass over the file (bench/RESULTS.md: 5 members, 2.35 -> 2.79 dB, all 15 meetings up)
@@ -102,6 +105,8 @@ class PipelineConfig:
                               "adapt_batch_size >= 1")
         if self.offline_ensemble < 1:
             raise ConfigError("offline_ensemble must be >= 1")
+        if not 0.0 <= self.adapt_min_periodicity <= 1.0:
+            raise ConfigError("adapt_min_periodicity must be within [0, 1]")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "separator", None)  # `--separator none`: route the input by speaker
 
@@ -226,10 +231,12 @@ class SeparationPath:
         schedule, sid = self.adaptation, self.pipeline.session_id
         log.info("session %s: adapting the separator on %s", sid,
                  ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
-        min_similarity, model_rate = self.pipeline.config.adapt_min_similarity, self.runtime.spec.sample_rate_hz
+        config, model_rate = self.pipeline.config, self.runtime.spec.sample_rate_hz
+        min_similarity, min_periodicity = config.adapt_min_similarity, config.adapt_min_periodicity
 
         def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
-            purity = self.runtime.purity_filter(min_similarity) if min_similarity > 0 else None
+            purity = (self.runtime.purity_filter(min_similarity, min_periodicity)
+                      if min_similarity > 0 or min_periodicity > 0 else None)
             return material.speech(model_rate, purity)
 
         def finished(future) -> None:  # in the adaptation thread

@@ -2,7 +2,7 @@
 pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped parts.
 
     python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-batch-size B]
-                                             [--adapt-min-similarity S]
+                                             [--adapt-min-similarity S] [--adapt-min-periodicity P]
                                              [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
@@ -133,6 +133,8 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
         cmd += ["--separator-checkpoint", str(args.checkpoint)]
     if args.adapt_min_similarity is not None:
         cmd += ["--adapt-min-similarity", str(args.adapt_min_similarity)]
+    if args.adapt_min_periodicity is not None:
+        cmd += ["--adapt-min-periodicity", str(args.adapt_min_periodicity)]
     if args.ensemble is not None:
         cmd += ["--ensemble", str(args.ensemble)]
     started = time.perf_counter()
@@ -162,6 +164,7 @@ def main() -> int:
     p.add_argument("--only-fold", type=int, default=None)
     p.add_argument("--adapt-steps", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--adapt-min-similarity", type=float, default=None, help="default: rtsep's")
+    p.add_argument("--adapt-min-periodicity", type=float, default=None, help="default: rtsep's")
     p.add_argument("--adapt-batch-size", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--ensemble", type=int, default=None, help="passes at playback speeds +-8 %% (default: rtsep's)")
@@ -194,7 +197,8 @@ def main() -> int:
             by_snr.setdefault(key, []).append(value)
     mixtures = [v for r in rows for v in r["by_snr"].values()]
     summary = {"adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
-               "adapt_min_similarity": args.adapt_min_similarity, "ensemble": args.ensemble,
+               "adapt_min_similarity": args.adapt_min_similarity,
+               "adapt_min_periodicity": args.adapt_min_periodicity, "ensemble": args.ensemble,
                "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),
                "mixtures": len(mixtures), "si_sdri_db_mean": float(np.mean(mixtures)),
                "si_sdri_db_median": float(np.median(mixtures)),

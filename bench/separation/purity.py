@@ -2,6 +2,7 @@
 finds in the process_remix meetings against the truth, before and after a purity filter.
 
     python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter [--min-similarity S]
+                                      [--min-periodicity P]
                                       [--similarities]]
 
 The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
@@ -180,6 +181,8 @@ def main() -> int:
                    help="as process_remix.py")
     p.add_argument("--filter", action="store_true", help="also pass the spans through rtsep.separate.purity")
     p.add_argument("--min-similarity", type=float, default=None, help="the filter's threshold (default: rtsep's)")
+    p.add_argument("--min-periodicity", type=float, default=None,
+                   help="the filter's min_periodic_share (default: rtsep's; 0: off)")
     p.add_argument("--similarities", action="store_true",
                    help="with --filter: how the windows' similarities differ between clean speech and overlaps")
     p.add_argument("--export-material", type=Path, default=None,
@@ -205,7 +208,8 @@ def main() -> int:
         row = {"meeting": name, "spans": composition(spans, truth, inserted)}
         if args.filter:
 
-            config = PurityConfig() if args.min_similarity is None else PurityConfig(min_similarity=args.min_similarity)
+            given = {"min_similarity": args.min_similarity, "min_periodic_share": args.min_periodicity}
+            config = PurityConfig(**{k: v for k, v in given.items() if v is not None})
             purity = PurityFilter(config)
             kept = purity.filter(audio, RATE_HZ, spans)
             row["filtered"] = composition(kept, truth, inserted)

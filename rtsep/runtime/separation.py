@@ -100,7 +100,7 @@ class SeparationRuntime:
 
         return self._adapter.submit(run)
 
-    def purity_filter(self, min_similarity: float) -> Any:
+    def purity_filter(self, min_similarity: float, min_periodic_share: float = 0.0) -> Any:
         """A purity filter (rtsep.separate.purity) for adaptation material; all share one speaker encoder on the
         CPU, loaded on first use — call it from the adaptation thread."""
         from rtsep.separate.purity import PurityConfig, PurityFilter
@@ -109,7 +109,8 @@ class SeparationRuntime:
             from rtsep.diarize.embedding import load_speaker_encoder
 
             self._speaker_encoder = load_speaker_encoder()
-        return PurityFilter(PurityConfig(min_similarity=min_similarity), encoder=self._speaker_encoder)
+        return PurityFilter(PurityConfig(min_similarity=min_similarity, min_periodic_share=min_periodic_share),
+                            encoder=self._speaker_encoder)
 
     @property
     def queue_depth(self) -> int:

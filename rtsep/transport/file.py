@@ -193,10 +193,12 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
 
     checkpoint = config.separator_checkpoint or default_checkpoint_path()
     purity = None
-    if config.adapt_min_similarity > 0:
+    if config.adapt_min_similarity > 0 or config.adapt_min_periodicity > 0:
         from rtsep.separate.purity import PurityConfig, PurityFilter
 
-        purity = PurityFilter(PurityConfig(min_similarity=config.adapt_min_similarity), device=config.runtime.device)
+        purity_config = PurityConfig(min_similarity=config.adapt_min_similarity,
+                                     min_periodic_share=config.adapt_min_periodicity)
+        purity = PurityFilter(purity_config, device=config.runtime.device)
     adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
     threads = config.adapt_threads or os.cpu_count() or 1
     model = load_convtasnet(checkpoint, config.separator_norm_memory_s)

@@ -68,6 +68,10 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
     assert build_adaptive(replace(config, adapt_steps=0)) is None
     assert build_adaptive(replace(config, offline_ensemble=1)).speeds == [1.0]
+    checks = replace(config, adapt_min_similarity=0.0, adapt_min_periodicity=0.6)
+    assert build_adaptive(checks).purity.config.min_periodic_share == 0.6  # the periodicity check alone
+    assert build_adaptive(checks).purity.config.min_similarity == 0.0
+    assert build_adaptive(replace(checks, adapt_min_periodicity=0.0)).purity is None  # both off: no filter
     threads = torch.get_num_threads()
     try:
         result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)

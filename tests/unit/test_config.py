@@ -86,3 +86,17 @@ def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
     assert default.adapt_compile is True
     toml.write_text("[pipeline]\nadapt_compile = false\n")
     assert load_config(toml, env={}).pipeline.adapt_compile is False
+
+
+def test_adaptation_periodicity_check_from_the_file_and_the_command_line(tmp_path):
+    from rtsep.cli import _load, build_parser
+
+    args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--adapt-min-periodicity", "0.6"])
+    assert _load(args).pipeline.adapt_min_periodicity == 0.6
+    toml = tmp_path / "c.toml"
+    toml.write_text("[pipeline]\nadapt_min_periodicity = 0\n")
+    assert load_config(toml, env={}).pipeline.adapt_min_periodicity == 0.0
+    for bad in ("-0.1", "1.2"):
+        toml.write_text(f"[pipeline]\nadapt_min_periodicity = {bad}\n")
+        with pytest.raises(ConfigError):
+            load_config(toml, env={})
