@@ -216,6 +216,8 @@ def adapt_convtasnet(
     average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
     averaged: list[torch.Tensor] | None = None
     loss_of = _compiled_training_loss() if config.compile else _training_loss
+    if config.compile:  # otherwise nothing moves for the length of the compile
+        log.info("adaptation: compiling the training step (first time on a machine ~95 s of a core, later ~17 s)")
     started = time.perf_counter()
     for step in range(config.steps):
         if stop is not None and stop():
