@@ -17,7 +17,8 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="torch device for inference: cpu (default) or cuda")
     p.add_argument("--max-speakers", type=int, help="cap on the number of speakers per session (default 8)")
     p.add_argument("--separator",
-                   help="separate sources too: convtasnet (shipped checkpoint), sepformer, or none")
+                   help="separator: convtasnet (default; the shipped checkpoint), sepformer (--separator-dir), or "
+                        "none (speaker tracks only)")
     p.add_argument("--separator-checkpoint", help="convtasnet: a checkpoint file instead of the shipped one")
     p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
     p.add_argument("--adapt-steps", type=int,

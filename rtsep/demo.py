@@ -59,4 +59,6 @@ def run_demo(out_dir: Path, config: PipelineConfig) -> dict[str, Any]:
         "final": diarization_error_rate(reference_text, result.final),
         "live": diarization_error_rate(reference_text, result.live),
         "note": "DER with pyannote.metrics, collar ±0.25 s, overlap scored",
+        "separated": sorted(str(p) for p in result.files if p.parent.name == "separated" and p.suffix == ".wav"),
+        "adaptation": result.adaptation.as_dict() if result.adaptation is not None else None,
     }

@@ -64,7 +64,9 @@ class PipelineConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     max_speakers: int = 8
     stats_interval_s: float = 2.0
-    separator: str | None = None  # a registered separator (rtsep.separate): None routes the input by speaker
+    # a registered separator (rtsep.separate); the shipped causal Conv-TasNet by default. None ("none"): no
+    # separation, each speaker's track carries the input while that speaker talks
+    separator: str | None = "convtasnet"
     separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
     separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
     # convtasnet: its layer norms pool the last ~this many seconds rather than the whole session (0: all of it, as

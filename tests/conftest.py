@@ -21,6 +21,13 @@ class RunningServer:
     data_dir: Path
 
 
+def diarization_only():
+    """The default pipeline without its separator: the transport, limit and page tests run on diarization alone;
+    the separator's own server tests (tests/integration/test_separation_pipeline.py, test_webrtc.py) ask for it,
+    and tests/integration/test_cli.py runs the real defaults."""
+    return replace(load_config(env={}).pipeline, separator=None)
+
+
 @contextlib.contextmanager
 def run_server(data_dir: Path, pipeline=None, webrtc=None, **server_overrides) -> Iterator[RunningServer]:
     """A real rtsep server (real models, uvicorn, websockets) on 127.0.0.1, port chosen by the OS."""
@@ -29,7 +36,7 @@ def run_server(data_dir: Path, pipeline=None, webrtc=None, **server_overrides) -
     from rtsep.server import build_app, build_services, uvicorn_config
 
     config = AppConfig(server=replace(ServerConfig(data_dir=str(data_dir), port=0, log_level="warning"),
-                                      **server_overrides), pipeline=pipeline or load_config(env={}).pipeline,
+                                      **server_overrides), pipeline=pipeline or diarization_only(),
                        webrtc=webrtc or WebRtcConfig())
     services = build_services(config)
     server = uvicorn.Server(uvicorn_config(build_app(services), config))

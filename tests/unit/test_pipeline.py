@@ -89,6 +89,10 @@ def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
     assert pipeline.separator == "convtasnet" and pipeline.adapt_steps == 0
     off = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "none"])
     assert _load(off).pipeline.separator is None
+    for command in (["process", "x.wav", "--out", "o"], ["serve"]):  # the shipped separator is the default
+        assert _load(build_parser().parse_args(command)).pipeline.separator == "convtasnet"
+    (tmp_path / "off.toml").write_text('[pipeline]\nseparator = "none"\n')
+    assert load_config(tmp_path / "off.toml", env={}).pipeline.separator is None
     toml = tmp_path / "c.toml"
     toml.write_text('[pipeline]\nseparator = "convtasnet"\nadapt_live = false\nadapt_min_speech_s = 6.5\n')
     pipeline = load_config(toml, env={}).pipeline
