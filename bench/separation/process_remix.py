@@ -161,7 +161,7 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--only-fold", type=int, default=None)
+    p.add_argument("--only-fold", type=int, nargs="+", default=None, help="these folds only (default: all)")
     p.add_argument("--adapt-steps", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--adapt-min-similarity", type=float, default=None, help="default: rtsep's")
     p.add_argument("--adapt-min-periodicity", type=float, default=None, help="default: rtsep's")
@@ -175,7 +175,7 @@ def main() -> int:
     args = p.parse_args()
     streams = single_talker_streams(rate_hz=RATE_HZ)
     meetings = []  # (name, audio, tests, test_s)
-    for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
+    for fold in range(args.folds) if args.only_fold is None else args.only_fold:
         parts = [fold_split(s, args.folds, fold) for s in streams]
         test_s = len(parts[0][1]) / RATE_HZ
         if args.layout == "conversation-single":
