@@ -140,7 +140,6 @@ class PurityFilter:
                 kept[speaker] = merged
         return kept
 
-
     def periodic(self, audio: np.ndarray, items: Sequence[Span]) -> np.ndarray:
         """For each window of ``windows(items)``: whether its judged part sounds like one voice, i.e. at least
         min_periodic_share of the voiced frames centred within periodicity_window_s of the part's centre (and
