@@ -93,7 +93,8 @@ class PipelineConfig:
     # (rtsep.separate.purity: overlaps labelled as one talker's turn are left out); 0: on all of the turns
     adapt_min_similarity: float = 0.82
     # and only on windows where at least this share of the voiced frames sound like one voice (periodic at one
-    # pitch: rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; 0: off
+    # pitch: rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; 0: off,
+    # the default: at 0.65 it also drops 13 % of the clean speech, a net loss through `rtsep process` (bench/RESULTS.md)
     adapt_min_periodicity: float = 0.0
     # `rtsep process` with adaptation: separate the file this many times, at playback speeds spread over the
     # adaptation's speed perturbation (+-8 %), and average (rtsep.separate.ensemble); 1: one pass. Each member is
