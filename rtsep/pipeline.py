@@ -121,6 +121,15 @@ class PipelineConfig:
         batch = self.adapt_batch_size if self.adapt_batch_size is not None else (8 if gpu else 4)
         return steps, batch
 
+    def purity_config(self) -> Any:
+        """The adaptation material's purity filter settings (rtsep.separate.purity.PurityConfig), None when both of
+        its checks are off."""
+        if self.adapt_min_similarity <= 0 and self.adapt_min_periodicity <= 0:
+            return None
+        from rtsep.separate.purity import PurityConfig
+
+        return PurityConfig(min_similarity=self.adapt_min_similarity, min_periodic_share=self.adapt_min_periodicity)
+
     def separator_options(self) -> dict[str, Any]:
         if self.separator == "sepformer":
             return {"separator_dir": self.separator_dir}
@@ -234,12 +243,10 @@ class SeparationPath:
         schedule, sid = self.adaptation, self.pipeline.session_id
         log.info("session %s: adapting the separator on %s", sid,
                  ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
-        config, model_rate = self.pipeline.config, self.runtime.spec.sample_rate_hz
-        min_similarity, min_periodicity = config.adapt_min_similarity, config.adapt_min_periodicity
+        purity_config, model_rate = self.pipeline.config.purity_config(), self.runtime.spec.sample_rate_hz
 
         def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
-            purity = (self.runtime.purity_filter(min_similarity, min_periodicity)
-                      if min_similarity > 0 or min_periodicity > 0 else None)
+            purity = self.runtime.purity_filter(purity_config) if purity_config is not None else None
             return material.speech(model_rate, purity)
 
         def finished(future) -> None:  # in the adaptation thread

@@ -21,16 +21,15 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from eval import SNRS_DB
 from process_remix import RATE_HZ
-from purity import STEP_S, diarize, meeting_truth
+from purity import STEP_S, diarized_meeting
 
-from rtsep.separate.adapt import single_talker_spans
+from rtsep.diarize.embedding import load_speaker_encoder
 from rtsep.separate.periodicity import frame_periodicity, periodic_share
 from rtsep.separate.purity import PurityConfig, PurityFilter
 
@@ -77,24 +76,13 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-purity"))
     p.add_argument("--filters", type=float, nargs="+", default=[0.0, 0.65])
     args = p.parse_args()
-    filters = {share: PurityFilter(PurityConfig(min_periodic_share=share)) for share in args.filters}
-    encoder = next(iter(filters.values())).encoder
-    for f in filters.values():
-        f._encoder = encoder
+    encoder = load_speaker_encoder()
+    filters = {share: PurityFilter(PurityConfig(min_periodic_share=share), encoder) for share in args.filters}
     labelled, kept_s = [], {share: [0.0, 0.0] for share in filters}
     for fold in range(5):
         for snr in SNRS_DB:
             name = f"fold{fold}_{snr:+.0f}dB"
-            folder = args.out / name
-            folder.mkdir(parents=True, exist_ok=True)
-            audio, truth, tests = meeting_truth(5, fold, (snr,))
-            wav = folder / "meeting.wav"
-            if not wav.exists():
-                sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
-            spans = single_talker_spans(diarize(wav, folder / "out"))
-            inserted = np.zeros(truth.shape[1], bool)
-            for t in tests:
-                inserted[int(t["start"] / RATE_HZ / STEP_S) : int(t["end"] / RATE_HZ / STEP_S)] = True
+            audio, truth, tests, inserted, spans = diarized_meeting(args.out / name, 5, fold, (snr,))
             labelled += pieces(audio, spans, truth, inserted)
             row = {"meeting": name}
             for share, purity in filters.items():

@@ -92,6 +92,20 @@ def diarize(wav: Path, out: Path) -> list[dict]:
     return json.loads(timeline.read_text())["segments"]
 
 
+def diarized_meeting(folder: Path, folds: int, fold: int, snrs_db: tuple) -> tuple:
+    """(audio, truth, tests, inserted, spans) of one process_remix meeting: meeting_truth, a frame mask of the
+    inserted overlaps at STEP_S, and the adaptation's spans of its diarization (cached in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    audio, truth, tests = meeting_truth(folds, fold, snrs_db)
+    inserted = np.zeros(truth.shape[1], bool)
+    for t in tests:
+        inserted[int(t["start"] / RATE_HZ / STEP_S) : int(t["end"] / RATE_HZ / STEP_S)] = True
+    wav = folder / "meeting.wav"
+    if not wav.exists():
+        sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
+    return audio, truth, tests, inserted, single_talker_spans(diarize(wav, folder / "out"))
+
+
 def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray,
                 inserted: np.ndarray) -> dict[str, dict[str, float]]:
     """Per diarized talker: seconds of its main true talker alone, of another alone, of overlap (and of that, in the
@@ -194,20 +208,9 @@ def main() -> int:
         meetings = [(f"fold{f}_{snr:+.0f}dB", f, (snr,)) for f in range(args.folds) for snr in SNRS_DB]
     rows, similarities = [], []
     for name, fold, snrs in meetings:
-        folder = args.out / name
-        folder.mkdir(parents=True, exist_ok=True)
-        audio, truth, tests = meeting_truth(args.folds, fold, snrs)
-        inserted = np.zeros(truth.shape[1], bool)
-        for t in tests:
-            inserted[int(t["start"] / RATE_HZ / STEP_S) : int(t["end"] / RATE_HZ / STEP_S)] = True
-        wav = folder / "meeting.wav"
-        if not wav.exists():
-            sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
-        segments = diarize(wav, folder / "out")
-        spans = single_talker_spans(segments)
+        audio, truth, tests, inserted, spans = diarized_meeting(args.out / name, args.folds, fold, snrs)
         row = {"meeting": name, "spans": composition(spans, truth, inserted)}
         if args.filter:
-
             given = {"min_similarity": args.min_similarity, "min_periodic_share": args.min_periodicity}
             config = PurityConfig(**{k: v for k, v in given.items() if v is not None})
             purity = PurityFilter(config)

@@ -100,17 +100,16 @@ class SeparationRuntime:
 
         return self._adapter.submit(run)
 
-    def purity_filter(self, min_similarity: float, min_periodic_share: float = 0.0) -> Any:
-        """A purity filter (rtsep.separate.purity) for adaptation material; all share one speaker encoder on the
-        CPU, loaded on first use — call it from the adaptation thread."""
-        from rtsep.separate.purity import PurityConfig, PurityFilter
+    def purity_filter(self, config: Any) -> Any:
+        """A purity filter (rtsep.separate.purity) with ``config`` (PipelineConfig.purity_config) for adaptation
+        material; all share one speaker encoder on the CPU, loaded on first use — call it from the adaptation thread."""
+        from rtsep.separate.purity import PurityFilter
 
         if self._speaker_encoder is None:
             from rtsep.diarize.embedding import load_speaker_encoder
 
             self._speaker_encoder = load_speaker_encoder()
-        return PurityFilter(PurityConfig(min_similarity=min_similarity, min_periodic_share=min_periodic_share),
-                            encoder=self._speaker_encoder)
+        return PurityFilter(config, encoder=self._speaker_encoder)
 
     @property
     def queue_depth(self) -> int:

@@ -127,27 +127,28 @@ class PurityFilter:
             audio = soxr.resample(np.asarray(audio, np.float32), rate_hz, EMBEDDING_SAMPLE_RATE_HZ)
         kept: dict[str, list[Span]] = {}
         for speaker, items in spans.items():
-            pairs = self.windows(items)
+            by_item = [(item, self.windows([item])) for item in items]  # windows(items), span by span
+            pairs = [pair for _, mine in by_item for pair in mine]
             if not pairs:
                 continue
             good = np.ones(len(pairs), bool)
             if self.config.min_similarity > 0:
                 good &= self.judge(self.embed(audio, [w for w, _ in pairs]))[1]
             if self.config.min_periodic_share > 0:
-                good &= self.periodic(audio, items)
+                good &= self.periodic(audio, by_item)
             merged = merge_spans([part for (_, part), g in zip(pairs, good, strict=True) if g])
             if merged:
                 kept[speaker] = merged
         return kept
 
-    def periodic(self, audio: np.ndarray, items: Sequence[Span]) -> np.ndarray:
-        """For each window of ``windows(items)``: whether its judged part sounds like one voice, i.e. at least
-        min_periodic_share of the voiced frames centred within periodicity_window_s of the part's centre (and
-        inside its span) are periodic. ``audio`` at the encoder's rate."""
+    def periodic(self, audio: np.ndarray, by_item: Sequence[tuple[Span, Sequence[tuple[Span, Span]]]]) -> np.ndarray:
+        """For each (span, its windows() pairs), for each pair in order: whether its judged part sounds like one
+        voice, i.e. at least min_periodic_share of the voiced frames centred within periodicity_window_s of the
+        part's centre (and inside its span) are periodic. ``audio`` at the encoder's rate."""
         c, rate = self.config, EMBEDDING_SAMPLE_RATE_HZ
         out: list[bool] = []
-        for a, b in items:
-            parts = [part for _, part in self.windows([(a, b)])]
+        for (a, b), pairs in by_item:
+            parts = [part for _, part in pairs]
             if not parts:
                 continue
             peaks, energies = frame_periodicity(audio[int(a * rate) : int(b * rate)], rate, FRAME_S, FRAME_HOP_S)

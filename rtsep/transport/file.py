@@ -193,11 +193,9 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
 
     checkpoint = config.separator_checkpoint or default_checkpoint_path()
     purity = None
-    if config.adapt_min_similarity > 0 or config.adapt_min_periodicity > 0:
-        from rtsep.separate.purity import PurityConfig, PurityFilter
+    if (purity_config := config.purity_config()) is not None:
+        from rtsep.separate.purity import PurityFilter
 
-        purity_config = PurityConfig(min_similarity=config.adapt_min_similarity,
-                                     min_periodic_share=config.adapt_min_periodicity)
         purity = PurityFilter(purity_config, device=config.runtime.device)
     adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
     threads = config.adapt_threads or os.cpu_count() or 1
