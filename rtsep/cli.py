@@ -39,9 +39,6 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", type=int,
                    help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
                         "(1: one pass; default 5)")
-    p.add_argument("--adapt-snapshots", type=int,
-                   help="process + adaptation: repeat the adaptation's schedule this many times and average the "
-                        "models at the end of each (1: one model; default 2; each one costs --adapt-steps steps)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -57,7 +54,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                                 "adapt_min_similarity": args.adapt_min_similarity,
                                 "adapt_min_periodicity": args.adapt_min_periodicity,
                                 "adapt_compile": args.adapt_compile,
-                                "offline_ensemble": args.ensemble, "adapt_snapshots": args.adapt_snapshots},
+                                "offline_ensemble": args.ensemble},
                    "server": server or {}},
     )
 

@@ -100,18 +100,14 @@ class PipelineConfig:
     # adaptation's speed perturbation (+-8 %), and average (rtsep.separate.ensemble); 1: one pass. Each member is
     # one more causal pass over the file (bench/RESULTS.md: 5 members, 2.35 -> 2.79 dB, all 15 meetings up)
     offline_ensemble: int = 5
-    # `rtsep process` with adaptation: run the adaptation's cosine schedule this many times (adapt_steps each, the
-    # rate restarting at its peak) and separate with the weights at the end of every cycle, averaged with the speed
-    # ensemble (snapshot ensemble, rtsep.separate.adapt). Each cycle costs as much as the first; 1: one model
-    adapt_snapshots: int = 2
 
     def __post_init__(self) -> None:
         steps, batch = self.adapt_recipe()
         if steps < 0 or batch < 1 or self.adapt_threads < 0 or not self.separator_norm_memory_s >= 0:
             raise ConfigError("adapt_steps, adapt_threads and separator_norm_memory_s must be >= 0 and "
                               "adapt_batch_size >= 1")
-        if self.offline_ensemble < 1 or self.adapt_snapshots < 1:
-            raise ConfigError("offline_ensemble and adapt_snapshots must be >= 1")
+        if self.offline_ensemble < 1:
+            raise ConfigError("offline_ensemble must be >= 1")
         if not 0.0 <= self.adapt_min_periodicity <= 1.0:
             raise ConfigError("adapt_min_periodicity must be within [0, 1]")
         if isinstance(self.separator, str) and self.separator.strip().lower() in ("", "none", "off"):

@@ -3,7 +3,6 @@ pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped
 
     python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-batch-size B]
                                              [--adapt-min-similarity S] [--adapt-min-periodicity P]
-                                             [--adapt-snapshots K]
                                              [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
@@ -138,8 +137,6 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
         cmd += ["--adapt-min-periodicity", str(args.adapt_min_periodicity)]
     if args.ensemble is not None:
         cmd += ["--ensemble", str(args.ensemble)]
-    if args.adapt_snapshots is not None:
-        cmd += ["--adapt-snapshots", str(args.adapt_snapshots)]
     started = time.perf_counter()
     with open(folder / "process.log", "w") as log:
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -171,8 +168,6 @@ def main() -> int:
     p.add_argument("--adapt-batch-size", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--ensemble", type=int, default=None, help="passes at playback speeds +-8 %% (default: rtsep's)")
-    p.add_argument("--adapt-snapshots", type=int, default=None,
-                   help="adaptation cycles whose models are averaged (default: rtsep's)")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
                    default="conversation-single")
@@ -204,7 +199,6 @@ def main() -> int:
     summary = {"adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
                "adapt_min_similarity": args.adapt_min_similarity,
                "adapt_min_periodicity": args.adapt_min_periodicity, "ensemble": args.ensemble,
-               "adapt_snapshots": args.adapt_snapshots,
                "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),
                "mixtures": len(mixtures), "si_sdri_db_mean": float(np.mean(mixtures)),
                "si_sdri_db_median": float(np.median(mixtures)),

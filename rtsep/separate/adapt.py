@@ -55,16 +55,11 @@ class AdaptConfig:
     # when compiling fails. A step of 4 x 2 s on one CPU core takes 0.26 s instead of 0.63 s (bench/RESULTS.md); the
     # first compile on a machine takes ~95 s of one core, later processes reuse inductor's cache (~17 s)
     compile: bool = True
-    # snapshot ensemble: the cosine schedule runs this many times (``steps`` each, the rate restarting at its peak,
-    # Adam's moments kept) and the weights at the end of every cycle are kept: the first equals a one-cycle
-    # adaptation, the later ones fit the session's few seconds harder. rtsep process averages the outputs of all
-    # of them (AdaptiveSeparator); a caller that takes one model gets the last
-    cycles: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or self.batch_size < 1 or self.cycles < 1:
-            raise ConfigError("adaptation steps must be >= 0, batch_size and cycles >= 1")
+        if self.steps < 0 or self.batch_size < 1:
+            raise ConfigError("adaptation steps must be >= 0 and batch_size >= 1")
         if self.learning_rate <= 0 or self.segment_s <= 0 or self.min_speech_s <= 0:
             raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
         if not 0.0 <= self.average_last <= 1.0:
@@ -83,7 +78,6 @@ class AdaptReport:
     loss_last_db: float | None = None
     skipped: str | None = None  # why no adaptation happened
     compiled: bool = False  # whether the steps ran through torch.compile
-    snapshots: int = 1  # adapted weight sets kept (AdaptConfig.cycles; 1 when skipped)
     losses_db: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -187,28 +181,14 @@ def adapt_convtasnet(
     progress: Callable[[int, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> tuple[ConvTasNet, AdaptReport]:
-    """:func:`adapt_convtasnet_snapshots` for a caller that separates with one model: the last snapshot."""
-    snapshots, report = adapt_convtasnet_snapshots(model, speech, config, progress, stop)
-    return snapshots[-1], report
-
-
-def adapt_convtasnet_snapshots(
-    model: ConvTasNet,
-    speech: Mapping[str, np.ndarray],
-    config: AdaptConfig = AdaptConfig(),
-    progress: Callable[[int, float], None] | None = None,
-    stop: Callable[[], bool] | None = None,
-) -> tuple[list[ConvTasNet], AdaptReport]:
-    """Fine-tune a copy of ``model`` on remixes of ``speech`` (speaker -> single-talker audio at the model rate);
-    one adapted model per cosine cycle (``config.cycles``), in training order.
+    """Fine-tune a copy of ``model`` on remixes of ``speech`` (speaker -> single-talker audio at the model rate).
 
     ``model`` itself is not changed. Talkers with less than ``config.min_speech_s`` are left out; with fewer
-    than two left, the copy is returned unchanged (one model) and the report says why. ``progress(step,
-    si_snr_db)`` is called after every step (counted over all cycles); ``stop()`` is asked before every step, and
-    when it says True the adaptation ends there, unused: ``[model]`` and ``report.skipped == "stopped"``. Runs
-    on the model's device with the caller's torch thread settings. It trains with plain cumulative norm statistics
-    (2 s remixes, as the model was trained) and returns the copies with ``model``'s norm memory
-    (ConvTasNetConfig.norm_memory_s), the one it separates with."""
+    than two left, the copy is returned unchanged and the report says why. ``progress(step, si_snr_db)`` is
+    called after every step; ``stop()`` is asked before every step, and when it says True the adaptation ends
+    there, unused (``report.skipped == "stopped"``). Runs on the model's device with the caller's torch
+    thread settings. It trains with plain cumulative norm statistics (2 s remixes, as the model was trained) and
+    returns the copy with ``model``'s norm memory (ConvTasNetConfig.norm_memory_s), the one it separates with."""
     rate = model.config.sample_rate_hz
     given, memory_s = model, model.config.norm_memory_s
     model = with_norm_memory(model, 0.0)  # it trains on 2 s remixes, with plain statistics, as the model was trained
@@ -223,7 +203,7 @@ def adapt_convtasnet_snapshots(
     elif config.steps == 0:
         report.skipped = "steps = 0"
     if report.skipped:
-        return [with_norm_memory(adapted, memory_s).eval()], report
+        return with_norm_memory(adapted, memory_s).eval(), report
 
     rng = np.random.default_rng(config.seed)
     torch.manual_seed(config.seed)
@@ -232,25 +212,18 @@ def adapt_convtasnet_snapshots(
     adapted.train()
     trained = list(adapted.parameters())
     optimiser = torch.optim.Adam(trained, lr=config.learning_rate)
+    lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
     average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
     averaged: list[torch.Tensor] | None = None
-    snapshots: list[ConvTasNet] = []
     loss_of = _compiled_training_loss() if config.compile else _training_loss
     if config.compile:  # otherwise nothing moves for the length of the compile
         log.info("adaptation: compiling the training step (first time on a machine ~95 s of a core, later ~17 s)")
     started = time.perf_counter()
-    for step in range(config.steps * config.cycles):
-        step_in_cycle = step % config.steps
-        if step_in_cycle == 0:  # a cycle starts: the rate back at its peak, decaying to 1 % of it over the cycle
-            for group in optimiser.param_groups:
-                group["lr"] = config.learning_rate
-            lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps,
-                                                                  eta_min=config.learning_rate / 100)
-            averaged = None
+    for step in range(config.steps):
         if stop is not None and stop():
             report.skipped = "stopped"
             report.steps = step
-            return [given], report
+            return given, report
         mixes, sources = sampler.draw(config.batch_size)
         mixes_t, sources_t = torch.from_numpy(mixes).to(device), torch.from_numpy(sources).to(device)
         optimiser.zero_grad(set_to_none=True)
@@ -269,26 +242,22 @@ def adapt_convtasnet_snapshots(
         torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
         optimiser.step()
         lr_decay.step()
-        if average_from is not None and step_in_cycle >= average_from:
-            averaged = _running_mean(averaged, trained, step_in_cycle - average_from)
+        if average_from is not None and step >= average_from:
+            averaged = _running_mean(averaged, trained, step - average_from)
         report.losses_db.append(-float(loss.detach()))
         if progress is not None:
             progress(step + 1, report.losses_db[-1])
-        if step_in_cycle == config.steps - 1:  # the cycle's end: keep its weights (averaged, if asked)
-            snapshot = copy.deepcopy(adapted)
-            if averaged is not None:
-                with torch.no_grad():
-                    for param, mean in zip(snapshot.parameters(), averaged, strict=True):
-                        param.copy_(mean)
-            snapshots.append(with_norm_memory(snapshot, memory_s).eval())
+    if averaged is not None:
+        with torch.no_grad():
+            for param, mean in zip(trained, averaged, strict=True):
+                param.copy_(mean)
     report.seconds = time.perf_counter() - started
-    report.steps = config.steps * config.cycles
-    report.snapshots = len(snapshots)
+    report.steps = config.steps
     report.compiled = loss_of is not _training_loss
     tenth = max(1, config.steps // 10)
     report.loss_first_db = round(float(np.mean(report.losses_db[:tenth])), 2)
     report.loss_last_db = round(float(np.mean(report.losses_db[-tenth:])), 2)
-    return snapshots, report
+    return with_norm_memory(adapted, memory_s).eval(), report
 
 
 def _training_loss(model: ConvTasNet, mixes: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -363,7 +332,6 @@ class AdaptedSeparation:
     speakers: list[str | None]
     report: AdaptReport
     speeds: list[float] = field(default_factory=lambda: [1.0])  # the ensemble's playback speeds
-    snapshots: int = 1  # adapted models averaged (AdaptConfig.cycles)
 
 
 class AdaptiveSeparator:
@@ -373,8 +341,7 @@ class AdaptiveSeparator:
     parts of the turns that sound like their talker are used. ``threads`` > 0: torch's CPU threads while it
     adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile).
     ``ensemble`` > 1: the recording is separated at that many playback speeds spread over the adaptation's
-    ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble); with ``config.cycles`` > 1, every
-    snapshot of the adaptation separates at every speed, all averaged."""
+    ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble)."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
                  purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1) -> None:
@@ -399,16 +366,14 @@ class AdaptiveSeparator:
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         try:
-            snapshots, report = adapt_convtasnet_snapshots(self.model, speech, self.config, progress)
+            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
         finally:
             torch.set_num_threads(previous)
-        separators = [functools.partial(separate_offline, m) for m in snapshots]
-        sources = separate_ensemble(separators, at_model_rate, model_rate, self.speeds)
+        sources = separate_ensemble(lambda x: separate_offline(adapted, x), at_model_rate, model_rate, self.speeds)
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
-        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds),
-                                 len(snapshots))
+        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds))
 
 
 @dataclass

@@ -8,9 +8,8 @@ perturbation does), separates it causally and resamples every source back. Outpu
 of the reference pass (the speed nearest 1) block by block before averaging, so a pass that swapped its sources
 somewhere does not cancel them.
 
-The same averaging combines several models of one recording (the snapshots of an adaptation,
-rtsep.separate.adapt): every model runs at every speed. It needs the whole recording, so it is for offline
-processing (``rtsep process``); cost: one causal pass per member (bench/RESULTS.md has the figures).
+It needs the whole recording, so it is for offline processing (``rtsep process``); cost: one causal pass per
+member (bench/RESULTS.md has the figures).
 """
 
 from __future__ import annotations
@@ -65,25 +64,19 @@ def align_blocks(reference: np.ndarray, estimate: np.ndarray, block_samples: int
     return out
 
 
-def separate_ensemble(separate: Separate | Sequence[Separate], audio: np.ndarray, rate_hz: int,
-                      speeds: Sequence[float], block_s: float = 1.0) -> np.ndarray:
-    """The mean of ``separate`` run at each of ``speeds`` (see the module docstring); (num_sources, T). With
-    several separators (e.g. the snapshots of one adaptation) every one runs at every speed, all passes put in the
-    channel order of the first separator's reference pass."""
+def separate_ensemble(separate: Separate, audio: np.ndarray, rate_hz: int, speeds: Sequence[float],
+                      block_s: float = 1.0) -> np.ndarray:
+    """The mean of ``separate`` run at each of ``speeds`` (see the module docstring); (num_sources, T)."""
     if not speeds:
         raise ValueError("an ensemble needs at least one speed")
-    separators = [separate] if callable(separate) else list(separate)
-    if not separators:
-        raise ValueError("an ensemble needs at least one separator")
     audio = np.asarray(audio, np.float32)
     order = sorted(speeds, key=lambda f: abs(f - 1.0))  # the reference pass first
-    members = [(run, speed) for run in separators for speed in order]
-    reference = at_speed(members[0][0], audio, rate_hz, members[0][1])
-    if len(members) == 1:
+    reference = at_speed(separate, audio, rate_hz, order[0])
+    if len(order) == 1:
         return reference
     total = reference.astype(np.float32)  # float32: an hour at 8 kHz is 230 MB per copy of two sources
     block = max(1, int(block_s * rate_hz))
-    for run, speed in members[1:]:
-        total += align_blocks(reference, at_speed(run, audio, rate_hz, speed), block)
-    total /= len(members)
+    for speed in order[1:]:
+        total += align_blocks(reference, at_speed(separate, audio, rate_hz, speed), block)
+    total /= len(order)
     return total

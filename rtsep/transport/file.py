@@ -121,7 +121,6 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
         "sources": [{"track": f"source_{k}", "speaker": spk} for k, spk in enumerate(result.speakers)],
         "adaptation": result.report.as_dict(),
         "ensemble_speeds": result.speeds,
-        "ensemble_snapshots": result.snapshots,
     }, indent=1))
     return files + [info]
 
@@ -198,7 +197,7 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
         from rtsep.separate.purity import PurityFilter
 
         purity = PurityFilter(purity_config, device=config.runtime.device)
-    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile, cycles=config.adapt_snapshots)
+    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
     threads = config.adapt_threads or os.cpu_count() or 1
     model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
     return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble)
@@ -214,7 +213,7 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress
     separation = None if adaptive is not None else build_separation(config)
     try:
         with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
-            with tqdm(total=config.adapt_recipe()[0] * config.adapt_snapshots, unit="step", desc="adapting separator",
+            with tqdm(total=config.adapt_recipe()[0], unit="step", desc="adapting separator",
                       disable=not show_progress or adaptive is None, delay=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
