@@ -38,7 +38,7 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
                         "(0: all; default 0)")
     p.add_argument("--ensemble", type=int,
                    help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
-                        "(1: one pass; default 5)")
+                        "(1: one pass; default 10)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
