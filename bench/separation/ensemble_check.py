@@ -85,6 +85,7 @@ def main() -> int:
             hop = model.config.hop_samples
             members = [plain] + [align_blocks(plain, shifted(model, meeting, k * hop // n), rate) for k in range(1, n)]
             outputs[f"shift{n}"] = sum(members) / n
+
         def flipped(audio: np.ndarray, m=model) -> np.ndarray:
             return -separate_offline(m, -audio)
 
