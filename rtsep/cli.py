@@ -39,6 +39,9 @@ def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensemble", type=int,
                    help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
                         "(1: one pass; default 10)")
+    p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None,
+                   help="process + adaptation: re-estimate the sources from the file by a Wiener filter with "
+                        "their power spectra (default on)")
 
 
 def _load(args: argparse.Namespace, server: dict | None = None):
@@ -54,7 +57,7 @@ def _load(args: argparse.Namespace, server: dict | None = None):
                                 "adapt_min_similarity": args.adapt_min_similarity,
                                 "adapt_min_periodicity": args.adapt_min_periodicity,
                                 "adapt_compile": args.adapt_compile,
-                                "offline_ensemble": args.ensemble},
+                                "offline_ensemble": args.ensemble, "offline_wiener": args.wiener},
                    "server": server or {}},
     )
 

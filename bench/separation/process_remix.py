@@ -3,7 +3,7 @@ pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped
 
     python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-batch-size B]
                                              [--adapt-min-similarity S] [--adapt-min-periodicity P]
-                                             [--jobs 2] [--out DIR]
+                                             [--ensemble N] [--no-wiener] [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
 sample.rttm as in eval.py) is cut into ``folds`` parts in time; part ``f`` of both talkers is the test speech of
@@ -137,6 +137,8 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
         cmd += ["--adapt-min-periodicity", str(args.adapt_min_periodicity)]
     if args.ensemble is not None:
         cmd += ["--ensemble", str(args.ensemble)]
+    if args.wiener is not None:
+        cmd += ["--wiener" if args.wiener else "--no-wiener"]
     started = time.perf_counter()
     with open(folder / "process.log", "w") as log:
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -168,6 +170,8 @@ def main() -> int:
     p.add_argument("--adapt-batch-size", type=int, default=None, help="default: rtsep's (by device)")
     p.add_argument("--checkpoint", type=Path, help="default: the shipped checkpoint")
     p.add_argument("--ensemble", type=int, default=None, help="passes at playback speeds +-8 %% (default: rtsep's)")
+    p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None,
+                   help="the Wiener post-filter (default: rtsep's)")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
                    default="conversation-single")
@@ -198,7 +202,7 @@ def main() -> int:
     mixtures = [v for r in rows for v in r["by_snr"].values()]
     summary = {"adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
                "adapt_min_similarity": args.adapt_min_similarity,
-               "adapt_min_periodicity": args.adapt_min_periodicity, "ensemble": args.ensemble,
+               "adapt_min_periodicity": args.adapt_min_periodicity, "ensemble": args.ensemble, "wiener": args.wiener,
                "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),
                "mixtures": len(mixtures), "si_sdri_db_mean": float(np.mean(mixtures)),
                "si_sdri_db_median": float(np.median(mixtures)),

@@ -1,9 +1,9 @@
 """How pure is the speech that in-session adaptation trains on? Checks the single-talker turns `rtsep process`
 finds in the process_remix meetings against the truth, before and after a purity filter.
 
-    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--filter [--min-similarity S]
-                                      [--min-periodicity P]
-                                      [--similarities]]
+    python bench/separation/purity.py [--folds 5] [--layout L] [--out DIR] [--min-turn S] [--edge-trim S]
+                                      [--filter [--min-similarity S] [--min-periodicity P] [--min-window S]
+                                      [--similarities] [--export-material DIR]]
 
 The meetings are built as in process_remix.py (``--layout``); `rtsep process --separator none`
 diarizes it (cached in DIR/<meeting>/out). The adaptation's spans (rtsep.separate.adapt.single_talker_spans of the
@@ -92,9 +92,10 @@ def diarize(wav: Path, out: Path) -> list[dict]:
     return json.loads(timeline.read_text())["segments"]
 
 
-def diarized_meeting(folder: Path, folds: int, fold: int, snrs_db: tuple) -> tuple:
+def diarized_meeting(folder: Path, folds: int, fold: int, snrs_db: tuple, **span_options: float) -> tuple:
     """(audio, truth, tests, inserted, spans) of one process_remix meeting: meeting_truth, a frame mask of the
-    inserted overlaps at STEP_S, and the adaptation's spans of its diarization (cached in ``folder``)."""
+    inserted overlaps at STEP_S, and the adaptation's spans of its diarization (cached in ``folder``;
+    ``span_options``: single_talker_spans' min_turn_s / edge_trim_s, rtsep's defaults when not given)."""
     folder.mkdir(parents=True, exist_ok=True)
     audio, truth, tests = meeting_truth(folds, fold, snrs_db)
     inserted = np.zeros(truth.shape[1], bool)
@@ -103,7 +104,7 @@ def diarized_meeting(folder: Path, folds: int, fold: int, snrs_db: tuple) -> tup
     wav = folder / "meeting.wav"
     if not wav.exists():
         sf.write(str(wav), audio, RATE_HZ, subtype="FLOAT")
-    return audio, truth, tests, inserted, single_talker_spans(diarize(wav, folder / "out"))
+    return audio, truth, tests, inserted, single_talker_spans(diarize(wav, folder / "out"), **span_options)
 
 
 def composition(spans: dict[str, list[tuple[float, float]]], truth: np.ndarray,
@@ -197,6 +198,9 @@ def main() -> int:
     p.add_argument("--min-similarity", type=float, default=None, help="the filter's threshold (default: rtsep's)")
     p.add_argument("--min-periodicity", type=float, default=None,
                    help="the filter's min_periodic_share (default: rtsep's; 0: off)")
+    p.add_argument("--min-turn", type=float, default=None, help="single_talker_spans' min_turn_s (default: rtsep's)")
+    p.add_argument("--edge-trim", type=float, default=None, help="single_talker_spans' edge_trim_s (default: rtsep's)")
+    p.add_argument("--min-window", type=float, default=None, help="the filter's min_window_s (default: rtsep's)")
     p.add_argument("--similarities", action="store_true",
                    help="with --filter: how the windows' similarities differ between clean speech and overlaps")
     p.add_argument("--export-material", type=Path, default=None,
@@ -207,11 +211,13 @@ def main() -> int:
     if args.layout == "conversation-single":
         meetings = [(f"fold{f}_{snr:+.0f}dB", f, (snr,)) for f in range(args.folds) for snr in SNRS_DB]
     rows, similarities = [], []
+    span_options = {k: v for k, v in (("min_turn_s", args.min_turn), ("edge_trim_s", args.edge_trim)) if v is not None}
     for name, fold, snrs in meetings:
-        audio, truth, tests, inserted, spans = diarized_meeting(args.out / name, args.folds, fold, snrs)
+        audio, truth, tests, inserted, spans = diarized_meeting(args.out / name, args.folds, fold, snrs, **span_options)
         row = {"meeting": name, "spans": composition(spans, truth, inserted)}
         if args.filter:
-            given = {"min_similarity": args.min_similarity, "min_periodic_share": args.min_periodicity}
+            given = {"min_similarity": args.min_similarity, "min_periodic_share": args.min_periodicity,
+                     "min_window_s": args.min_window}
             config = PurityConfig(**{k: v for k, v in given.items() if v is not None})
             purity = PurityFilter(config)
             kept = purity.filter(audio, RATE_HZ, spans)

@@ -25,6 +25,7 @@ from rtsep.errors import ConfigError
 from rtsep.separate.convtasnet import ConvTasNet, with_norm_memory
 from rtsep.separate.ensemble import ensemble_speeds, separate_ensemble
 from rtsep.separate.losses import pit_si_snr_loss
+from rtsep.separate.postfilter import WienerConfig, wiener_postfilter
 from rtsep.separate.purity import PurityFilter
 
 Span = tuple[float, float]
@@ -332,6 +333,7 @@ class AdaptedSeparation:
     speakers: list[str | None]
     report: AdaptReport
     speeds: list[float] = field(default_factory=lambda: [1.0])  # the ensemble's playback speeds
+    postfilter: WienerConfig | None = None  # the Wiener post-filter's settings, None when it was off
 
 
 class AdaptiveSeparator:
@@ -341,15 +343,18 @@ class AdaptiveSeparator:
     parts of the turns that sound like their talker are used. ``threads`` > 0: torch's CPU threads while it
     adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile).
     ``ensemble`` > 1: the recording is separated at that many playback speeds spread over the adaptation's
-    ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble)."""
+    ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble). With ``postfilter``, the (averaged)
+    sources are then re-estimated from the recording by a Wiener filter (rtsep.separate.postfilter)."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
-                 purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1) -> None:
+                 purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1,
+                 postfilter: WienerConfig | None = None) -> None:
         self.model = model.eval()
         self.config = config
         self.purity = purity
         self.threads = threads
         self.speeds = ensemble_speeds(ensemble, config.speed_perturb)
+        self.postfilter = postfilter
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
             progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
@@ -370,10 +375,13 @@ class AdaptiveSeparator:
         finally:
             torch.set_num_threads(previous)
         sources = separate_ensemble(lambda x: separate_offline(adapted, x), at_model_rate, model_rate, self.speeds)
+        if self.postfilter is not None:
+            sources = wiener_postfilter(at_model_rate, sources, model_rate, self.postfilter)
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
-        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds))
+        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds),
+                                 self.postfilter)
 
 
 @dataclass

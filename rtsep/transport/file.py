@@ -7,7 +7,7 @@ import json
 import os
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Star
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.separate.adapt import AdaptConfig, AdaptedSeparation, AdaptiveSeparator, AdaptReport
+from rtsep.separate.postfilter import WienerConfig
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.base import SessionStore
 from rtsep.store.sqlite import SqliteSessionStore
@@ -121,6 +122,7 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
         "sources": [{"track": f"source_{k}", "speaker": spk} for k, spk in enumerate(result.speakers)],
         "adaptation": result.report.as_dict(),
         "ensemble_speeds": result.speeds,
+        "wiener_postfilter": asdict(result.postfilter) if result.postfilter is not None else None,
     }, indent=1))
     return files + [info]
 
@@ -200,7 +202,9 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
     adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
     threads = config.adapt_threads or os.cpu_count() or 1
     model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
-    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble)
+    postfilter = WienerConfig() if config.offline_wiener else None
+    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble,
+                             postfilter=postfilter)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,

@@ -49,7 +49,7 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
 def test_process_writes_every_output(meeting_wav, tmp_path):
     out = tmp_path / "out"
     # the default separator (the shipped Conv-TasNet), adapting a few plain steps instead of its 1000 compiled ones
-    quick = ["--adapt-steps", "4", "--no-adapt-compile", "--ensemble", "2"]
+    quick = ["--adapt-steps", "4", "--no-adapt-compile", "--ensemble", "2", "--no-wiener"]
     run = subprocess.run(RTSEP + ["process", str(meeting_wav), "--out", str(out), "--quiet", *quick],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -64,6 +64,7 @@ def test_process_writes_every_output(meeting_wav, tmp_path):
     assert abs(len(mix) / 16000 - 20.0) < 0.1
     sources = json.loads((out / "separated" / "sources.json").read_text())
     assert sources["adaptation"]["steps"] == 4 and len(sources["ensemble_speeds"]) == 2
+    assert sources["wiener_postfilter"] is None  # --no-wiener
     for k in range(2):
         audio, rate = sf.read(str(out / "separated" / f"source_{k}.wav"))
         assert rate == 16000 and abs(len(audio) / rate - 20.0) < 0.1 and np.abs(audio).max() > 0

@@ -19,6 +19,7 @@ from rtsep.pipeline import SOURCE_TRACK_BASE, build_separation
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
+from rtsep.separate.postfilter import WienerConfig
 from rtsep.transport.file import build_adaptive, process_file
 from tests.conftest import run_server
 
@@ -68,6 +69,8 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
     assert build_adaptive(replace(config, adapt_steps=0)) is None
     assert build_adaptive(replace(config, offline_ensemble=1)).speeds == [1.0]
+    assert adaptive.postfilter == WienerConfig()  # on by default
+    assert build_adaptive(replace(config, offline_wiener=False)).postfilter is None
     checks = replace(config, adapt_min_similarity=0.0, adapt_min_periodicity=0.6)
     assert build_adaptive(checks).purity.config.min_periodic_share == 0.6  # the periodicity check alone
     assert build_adaptive(checks).purity.config.min_similarity == 0.0
@@ -88,6 +91,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert sorted(s["speaker"] for s in info["sources"]) == ["SPEAKER_00", "SPEAKER_01"]
     assert info["adaptation"]["steps"] == 3 and set(info["adaptation"]["speech_s"]) == set(result.speakers)
     assert info["ensemble_speeds"] == pytest.approx(np.linspace(0.92, 1.08, 10))  # the default: 10 passes, +-8 %
+    assert info["wiener_postfilter"]["window_s"] == 0.032 and info["wiener_postfilter"]["power"] == 2.0
 
 
 async def test_live_session_streams_and_stores_source_tracks(checkpoint, meeting_wav, tmp_path):

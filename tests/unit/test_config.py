@@ -78,7 +78,8 @@ def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
     toml.write_text("[pipeline]\nadapt_batch_size = 0\n")
     with pytest.raises(ConfigError):
         load_config(toml, env={})
-    assert default.offline_ensemble == 10
+    assert default.offline_ensemble == 10 and default.offline_wiener is True
+    assert load_config(None, overrides={"pipeline": {"offline_wiener": False}}, env={}).pipeline.offline_wiener is False
     assert load_config(None, overrides={"pipeline": {"offline_ensemble": 1}}, env={}).pipeline.offline_ensemble == 1
     toml.write_text("[pipeline]\noffline_ensemble = 0\n")
     with pytest.raises(ConfigError):

@@ -20,6 +20,7 @@ from rtsep.separate.adapt import (
 )
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig
 from rtsep.separate.losses import pit_si_sdr_improvement
+from rtsep.separate.postfilter import WienerConfig
 
 SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_channels=8, hidden_channels=16,
                          blocks_per_repeat=2, repeats=1, sample_rate_hz=8000)
@@ -275,6 +276,17 @@ def test_adaptive_separator_averages_an_ensemble_of_speeds(model, monkeypatch):
     result = AdaptiveSeparator(model, config, ensemble=3).run(audio, RATE, segments)
     assert result.speeds == [0.9, 1.0, 1.1] and result.sources.shape == (2, len(audio))
     assert lengths[0] == len(audio) and sorted(lengths[1:]) == [round(len(audio) / 1.1), round(len(audio) / 0.9)]
+    assert result.postfilter is None and np.abs(result.sources.sum(0) - audio).max() > 1e-2  # raw model output
+
+
+def test_adaptive_separator_wiener_filters_the_sources_from_the_recording(model):
+    a, b = talker(1, 4, 100, 900), talker(2, 4, 1500, 3500)
+    audio = np.concatenate([a, b, a[:RATE] + b[:RATE]])
+    segments = [seg("SPEAKER_00", 0, 4), seg("SPEAKER_01", 4, 8)]
+    config = AdaptConfig(compile=False, steps=2, segment_s=0.5)
+    result = AdaptiveSeparator(model, config, ensemble=2, postfilter=WienerConfig()).run(audio, RATE, segments)
+    assert result.postfilter == WienerConfig() and result.sources.shape == (2, len(audio))
+    assert np.abs(result.sources.sum(0) - audio).max() <= 1e-4  # re-estimated from the recording: they add up
 
 
 def test_schedule_starts_when_two_talkers_have_enough_speech_then_as_it_doubles():
