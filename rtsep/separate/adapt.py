@@ -344,7 +344,8 @@ class AdaptiveSeparator:
     adapts (process-wide, restored afterwards; for a caller that has nothing else running meanwhile).
     ``ensemble`` > 1: the recording is separated at that many playback speeds spread over the adaptation's
     ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble). With ``postfilter``, the (averaged)
-    sources are then re-estimated from the recording by a Wiener filter (rtsep.separate.postfilter)."""
+    sources are then re-estimated from the recording by a Wiener filter (rtsep.separate.postfilter), unless the
+    adaptation was skipped."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
                  purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1,
@@ -375,13 +376,15 @@ class AdaptiveSeparator:
         finally:
             torch.set_num_threads(previous)
         sources = separate_ensemble(lambda x: separate_offline(adapted, x), at_model_rate, model_rate, self.speeds)
-        if self.postfilter is not None:
-            sources = wiener_postfilter(at_model_rate, sources, model_rate, self.postfilter)
+        # only after adapting: on the base model's sources (not yet apart) the filter loses (rtsep.separate.postfilter)
+        postfilter = self.postfilter if report.skipped is None else None
+        if postfilter is not None:
+            sources = wiener_postfilter(at_model_rate, sources, model_rate, postfilter)
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
         return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds),
-                                 self.postfilter)
+                                 postfilter)
 
 
 @dataclass

@@ -287,6 +287,9 @@ def test_adaptive_separator_wiener_filters_the_sources_from_the_recording(model)
     result = AdaptiveSeparator(model, config, ensemble=2, postfilter=WienerConfig()).run(audio, RATE, segments)
     assert result.postfilter == WienerConfig() and result.sources.shape == (2, len(audio))
     assert np.abs(result.sources.sum(0) - audio).max() <= 1e-4  # re-estimated from the recording: they add up
+    one_talker = AdaptiveSeparator(model, config, postfilter=WienerConfig()).run(audio, RATE, segments[:1])
+    assert one_talker.report.skipped and one_talker.postfilter is None  # not adapted: the base model's output as is
+    np.testing.assert_allclose(one_talker.sources, separate_offline(model, audio), atol=1e-5)
 
 
 def test_schedule_starts_when_two_talkers_have_enough_speech_then_as_it_doubles():
