@@ -102,8 +102,8 @@ class PipelineConfig:
     # 3.80 / 3.90 / 3.90 dB on the 15 remix meetings; 10 raise 12 of them over 5, at half the cost of 20)
     offline_ensemble: int = 10
     # `rtsep process` with adaptation: re-estimate the (averaged) sources from the file by a Wiener filter with
-    # their power spectra (rtsep.separate.postfilter; 32 ms window). On the 15 remix meetings 3.90 -> 4.63 dB
-    # (bench/RESULTS.md). Not causal: live tracks do not use it
+    # their power spectra (rtsep.separate.postfilter; 32 ms window), when the adaptation ran. On the 15 remix meetings
+    # 3.90 -> 4.63 dB through `rtsep process` (bench/RESULTS.md). Not causal: live tracks do not use it
     offline_wiener: bool = True
 
     def __post_init__(self) -> None:

@@ -333,7 +333,7 @@ class AdaptedSeparation:
     speakers: list[str | None]
     report: AdaptReport
     speeds: list[float] = field(default_factory=lambda: [1.0])  # the ensemble's playback speeds
-    postfilter: WienerConfig | None = None  # the Wiener post-filter's settings, None when it was off
+    postfilter: WienerConfig | None = None  # the Wiener post-filter applied, None: off, or no adaptation ran
 
 
 class AdaptiveSeparator:
