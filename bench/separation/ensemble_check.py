@@ -37,11 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from norm_memory import adapted_meetings, print_means
+from norm_memory import adapted_meetings, overlap_si_sdri, print_means
 
 from rtsep.separate.adapt import separate_offline
 from rtsep.separate.ensemble import align_blocks, ensemble_speeds, separate_ensemble
-from rtsep.separate.losses import pit_si_sdr_improvement
 
 
 def shifted(model, audio: np.ndarray, delay: int) -> np.ndarray:
@@ -111,11 +110,7 @@ def main() -> int:
             if args.flip_rev:
                 outputs[f"speed{n}flip"] = separate_ensemble(pair(flipped), meeting, rate, ensemble_speeds(n, 0.08))
                 outputs[f"speed{n}rev"] = separate_ensemble(pair(reversed_), meeting, rate, ensemble_speeds(n, 0.08))
-        row = {"meeting": name}
-        for name, out in outputs.items():
-            scores = [pit_si_sdr_improvement(src.sum(0), out[:, start : start + src.shape[1]], src)[1]
-                      for start, src in zip(data["test_start"], data["test_sources"], strict=True)]
-            row[name] = round(float(np.mean(scores)), 3)
+        row = {"meeting": name, **{key: overlap_si_sdri(data, out) for key, out in outputs.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     keys = print_means(rows, 3)

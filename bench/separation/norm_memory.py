@@ -37,6 +37,14 @@ def adapted_meetings(materials: Path, adapted: Path, recipe: str, norm_memory_s:
             yield path.stem, np.load(path), load_convtasnet(weights, norm_memory_s)
 
 
+def overlap_si_sdri(data, out: np.ndarray) -> float:
+    """Mean PIT SI-SDRi of ``out`` (sources of the whole meeting of an export-material file ``data``) on the
+    meeting's inserted overlaps, rounded to 0.001 dB."""
+    scores = [pit_si_sdr_improvement(src.sum(0), out[:, start : start + src.shape[1]], src)[1]
+              for start, src in zip(data["test_start"], data["test_sources"], strict=True)]
+    return round(float(np.mean(scores)), 3)
+
+
 def print_means(rows: list[dict], digits: int) -> list[str]:
     """Print the mean of every column over ``rows`` (one dict per meeting) as JSON; returns the columns."""
     keys = [k for k in rows[0] if k != "meeting"] if rows else []

@@ -32,12 +32,11 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from norm_memory import adapted_meetings, print_means
+from norm_memory import adapted_meetings, overlap_si_sdri, print_means
 
 from rtsep.separate.adapt import separate_offline
 from rtsep.separate.convtasnet import load_convtasnet
 from rtsep.separate.ensemble import ensemble_speeds, separate_ensemble
-from rtsep.separate.losses import pit_si_sdr_improvement
 from rtsep.separate.postfilter import WienerConfig, wiener_postfilter
 
 
@@ -95,11 +94,7 @@ def main() -> int:
                     config = WienerConfig(window_s=ms / 1000, hop_s=ms / 4000, power=power)
                     key = f"w{ms:g}p{power:g}" if prefix == "ens" else f"base_w{ms:g}p{power:g}"
                     outputs[key] = wiener_postfilter(meeting, sources, rate, config)
-        row = {"meeting": name}
-        for key, out in outputs.items():
-            scores = [pit_si_sdr_improvement(src.sum(0), out[:, start : start + src.shape[1]], src)[1]
-                      for start, src in zip(data["test_start"], data["test_sources"], strict=True)]
-            row[key] = round(float(np.mean(scores)), 3)
+        row = {"meeting": name, **{key: overlap_si_sdri(data, out) for key, out in outputs.items()}}
         rows.append(row)
         print(json.dumps(row), flush=True)
     keys = print_means(rows, 3)

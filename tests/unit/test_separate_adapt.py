@@ -21,6 +21,7 @@ from rtsep.separate.adapt import (
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig
 from rtsep.separate.losses import pit_si_sdr_improvement
 from rtsep.separate.postfilter import WienerConfig
+from tests.signals import band_noise as talker
 
 SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_channels=8, hidden_channels=16,
                          blocks_per_repeat=2, repeats=1, sample_rate_hz=8000)
@@ -31,16 +32,6 @@ RATE = 8000
 def model():
     torch.manual_seed(0)
     return ConvTasNet(SMALL).eval()
-
-
-def talker(seed: int, seconds: float, low_hz: float, high_hz: float) -> np.ndarray:
-    """A stand-in talker: noise confined to one band, so that two talkers are separable."""
-    rng = np.random.default_rng(seed)
-    spec = np.fft.rfft(rng.standard_normal(int(seconds * RATE)))
-    freqs = np.fft.rfftfreq(int(seconds * RATE), 1 / RATE)
-    spec[(freqs < low_hz) | (freqs > high_hz)] = 0
-    x = np.fft.irfft(spec, int(seconds * RATE))
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
 
 
 def seg(speaker, start, end):

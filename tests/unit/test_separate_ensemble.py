@@ -8,18 +8,9 @@ import torch
 from rtsep.separate.adapt import separate_offline
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig
 from rtsep.separate.ensemble import align_blocks, at_speed, ensemble_speeds, separate_ensemble
+from tests.signals import band_noise
 
 RATE = 8000
-
-
-def band_noise(seed: int, seconds: float, low_hz: float, high_hz: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
-    spec[(freqs < low_hz) | (freqs > high_hz)] = 0
-    x = np.fft.irfft(spec, n)
-    return (0.3 * x / np.abs(x).max()).astype(np.float32)
 
 
 def test_speeds_spread_evenly_around_one():

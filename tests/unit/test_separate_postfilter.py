@@ -7,17 +7,9 @@ import pytest
 from rtsep.errors import ConfigError
 from rtsep.separate.losses import pit_si_sdr_improvement
 from rtsep.separate.postfilter import WienerConfig, wiener_postfilter
+from tests.signals import band_noise
 
 RATE = 8000
-
-
-def band_noise(seed: int, seconds: float, low_hz: float, high_hz: float) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    n = int(seconds * RATE)
-    spec = np.fft.rfft(rng.standard_normal(n))
-    freqs = np.fft.rfftfreq(n, 1 / RATE)
-    spec[(freqs < low_hz) | (freqs > high_hz)] = 0
-    return (0.3 * np.fft.irfft(spec, n) / 10).astype(np.float32)
 
 
 @pytest.fixture
