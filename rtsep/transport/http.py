@@ -12,8 +12,8 @@ from rtsep.audio import wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import NotFound, Unauthorized
 from rtsep.sessions import SessionManager
-from rtsep.transport.webrtc import add_webrtc_routes
-from rtsep.transport.webrtc_config import WebRtcConfig
+from rtsep.transport.webrtc.config import WebRtcConfig
+from rtsep.transport.webrtc.gateway import add_webrtc_routes
 from rtsep.transport.ws import serve_stream
 
 

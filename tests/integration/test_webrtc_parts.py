@@ -11,16 +11,10 @@ import pytest
 from av import AudioFrame
 
 from rtsep.errors import MessageTooBig, ProtocolViolation
-from rtsep.transport.webrtc import (
-    Playout,
-    SlotMap,
-    WebRtcConfig,
-    describe_offer,
-    frame_to_mono,
-    mono_to_frame,
-    parse_offer,
-    rtc_configuration,
-)
+from rtsep.transport.webrtc.config import WebRtcConfig
+from rtsep.transport.webrtc.media import frame_to_mono, mono_to_frame
+from rtsep.transport.webrtc.playout import Playout, SlotMap
+from rtsep.transport.webrtc.signalling import describe_offer, parse_offer, rtc_configuration
 
 
 def ramp(start: int, n: int) -> np.ndarray:
