@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
+
+from rtsep_client.cli import add_arguments as add_stream_arguments
 
 from rtsep.errors import RtsepError
 
@@ -94,17 +95,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    try:
-        from rtsep_client import stream_file
-    except ImportError:
-        print("rtsep stream needs the reference client: pip install -e clients/python", file=sys.stderr)
-        return 2
-    result = asyncio.run(stream_file(args.file, args.url, args.out, speed=args.speed, frame_ms=args.frame_ms,
-                                     encoding=args.encoding, max_speakers=args.max_speakers))
-    print(json.dumps({"session_id": result.session_id, "speakers": result.speakers,
-                      "out": str(result.out_dir),
-                      "latency": json.loads((result.out_dir / "latency.json").read_text())}, indent=1))
-    return 0
+    from rtsep_client.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,13 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("stream", help="stream a file to a server as a live client would")
-    p.add_argument("file")
-    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
-    p.add_argument("--out", required=True)
-    p.add_argument("--speed", type=float, default=1.0, help="pace at X times real time (0: as fast as possible)")
-    p.add_argument("--frame-ms", type=float, default=20.0)
-    p.add_argument("--encoding", default="pcm_s16le", choices=["pcm_s16le", "pcm_f32le"])
-    p.add_argument("--max-speakers", type=int)
+    add_stream_arguments(p)  # the reference client's flags (clients/python), declared there once
     p.set_defaults(func=cmd_stream)
     return parser
 

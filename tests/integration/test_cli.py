@@ -91,7 +91,10 @@ def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
         out = tmp_path / "s"
         assert json.loads((out / "session.json").read_text())["session_id"] == summary["session_id"]
         assert (out / "timeline.rttm").read_text().count("SPEAKER") >= 2
-        assert len(list((out / "tracks").glob("*.wav"))) >= 2
+        speakers = sorted(p.stem for p in (out / "tracks").glob("*.wav"))
+        assert len(speakers) >= 2 and all(name.startswith("SPEAKER_") and len(name) == 10 for name in speakers)
+        # the separated sources under the names the server announced (not their frames' track index 0x8000 + k)
+        assert sorted(p.stem for p in (out / "separated").glob("*.wav")) == ["source_0", "source_1"]
         assert json.loads((out / "latency.json").read_text())["label_latency"]["count"] > 0
 
         # a session that is streaming when the server is killed with -9
