@@ -145,6 +145,18 @@ def main(argv: list[str] | None = None) -> int:
     except RtsepError as exc:
         print(f"rtsep: error: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the one place for Ctrl-C: each command's work stops at its next step
+        print(f"rtsep {args.command}: interrupted; {kept(getattr(args, 'out', None))}", file=sys.stderr)
+        return 130
+
+
+def kept(out: str | None) -> str:
+    """What an interrupted command leaves behind, in words."""
+    folder = Path(out) if out else None
+    if folder is None or not folder.is_dir() or not any(folder.iterdir()):
+        return "nothing was written"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return f"kept what was written so far in {folder}: {', '.join(names)}"
 
 
 if __name__ == "__main__":

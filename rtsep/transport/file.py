@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -101,7 +102,12 @@ async def process_file(
     report = None
     if adaptive is not None:
         audio = np.concatenate(session_audio) if session_audio else np.zeros(0, np.float32)
-        result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []), adapt_progress)
+        stop = threading.Event()  # set when this task is cancelled (Ctrl-C): the thread stops at its next step
+        try:
+            result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []),
+                                             adapt_progress, stop.is_set)
+        finally:
+            stop.set()
         files += write_separated(out_dir, result)
         report = result.report
     return ProcessResult(sid, done.duration_s, done.speakers, live, final, files, report)

@@ -70,6 +70,33 @@ def test_process_writes_every_output(meeting_wav, tmp_path):
         assert rate == 16000 and abs(len(audio) / rate - 20.0) < 0.1 and np.abs(audio).max() > 0
 
 
+def test_ctrl_c_during_adaptation_stops_at_once_and_says_what_it_kept(meeting_wav, tmp_path):
+    out = tmp_path / "out"
+    # far more steps than could ever finish: only the interrupt ends it
+    slow = ["--adapt-steps", "1000000", "--no-adapt-compile", "--ensemble", "1", "--adapt-threads", "1"]
+    proc = subprocess.Popen(RTSEP + ["process", str(meeting_wav), "--out", str(out), "--quiet", *slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        for line in proc.stderr:  # the log says when the adaptation thread has started
+            if "adapting the separator" in line:
+                break
+        else:
+            pytest.fail(f"the adaptation never started (exit {proc.wait()})")
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=300) == 130, rest[-3000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in rest, rest[-3000:]
+    lines = [line for line in rest.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rtsep process: interrupted; kept"), rest[-3000:]
+    assert "timeline.json" in lines[0] and "tracks/" in lines[0]  # the diarization had finished: it is kept
+    assert json.loads((out / "timeline.json").read_text())["kind"] == "final"
+    assert not (out / "separated").exists()
+
+
 def test_process_reports_unreadable_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
