@@ -81,7 +81,16 @@ def cmd_process(args: argparse.Namespace) -> int:
     result = run_process(Path(args.file), Path(args.out), config.pipeline, show_progress=not args.quiet)
     print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
                       "speakers": result.speakers, "files": [str(f) for f in result.files]}, indent=1))
+    say_if_silent("process", args.file, result.duration_s, result.speakers)
     return 0
+
+
+def say_if_silent(command: str, file: str, duration_s: float, speakers: list) -> None:
+    """0 speakers is a valid result (empty timeline), but one a user should be told about."""
+    if speakers:
+        return
+    found = "the file holds no audio (0 s)" if duration_s <= 0 else f"no speech found in {duration_s:.1f} s of audio"
+    print(f"rtsep {command}: {file}: {found}; 0 speakers, the timeline is empty", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -91,6 +100,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args)
     report = run_demo(Path(args.out), config.pipeline)
     print(json.dumps(report, indent=1))
+    say_if_silent("demo", report["input"], report["duration_s"], report["speakers"])
     return 0
 
 
@@ -138,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = (getattr(args, "log_level", None) or "info").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging((getattr(args, "log_level", None) or "info").upper())
     try:
         return args.func(args)
     except RtsepError as exc:
@@ -148,6 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # the one place for Ctrl-C: each command's work stops at its next step
         print(f"rtsep {args.command}: interrupted; {kept(getattr(args, 'out', None))}", file=sys.stderr)
         return 130
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch.utils.cpp_extension").addFilter(NoCudaHomeNote())
+
+
+class NoCudaHomeNote(logging.Filter):
+    """torch.compile's C++ toolchain (torch.utils.cpp_extension) warns "No CUDA runtime is found" on every
+    machine without a GPU when it compiles for the CPU: noise there (``--device cuda`` without CUDA is refused
+    at start-up with its own error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
 
 
 def kept(out: str | None) -> str:

@@ -380,8 +380,9 @@ class AdaptiveSeparator:
             spans = self.purity.filter(audio, rate_hz, spans)
         speech = gather_speech(at_model_rate, model_rate, spans)
         check()
-        log.info("adapting the separator: %d steps on %s s of single-talker speech", self.config.steps,
-                 {spk: round(len(x) / model_rate, 1) for spk, x in speech.items()})
+        speech_s = {spk: round(len(x) / model_rate, 1) for spk, x in speech.items()}
+        if self.config.steps > 0 and sum(s >= self.config.min_speech_s for s in speech_s.values()) >= 2:
+            log.info("adapting the separator: %d steps on %s s of single-talker speech", self.config.steps, speech_s)
         previous = torch.get_num_threads()
         if self.threads > 0:
             torch.set_num_threads(self.threads)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
+import sys
 import tempfile
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,8 @@ from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ProcessResult:
@@ -49,6 +54,25 @@ def read_info(path: Path) -> sf._SoundFileInfo:
         return sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise ClientError(f"cannot read audio file {path}: {exc}", error_code="bad_file") from exc
+
+
+class _ForwardReader(sf.SoundFile):
+    """Reads straight through: soundfile seeks back to its own position after every read (as ``sf.blocks``
+    does), and a seek makes MP3's decoder lose its bit reservoir (damaged samples at each block's start and a
+    libmpg123 error line on stderr for each)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def read_blocks(path: Path, block_samples: int) -> Iterator[np.ndarray]:
+    """The file in blocks of ``block_samples`` frames, (frames, channels) float32, read straight through."""
+    with _ForwardReader(str(path)) as f:
+        while True:
+            samples = f.read(block_samples, dtype="float32", always_2d=True)
+            if not len(samples):
+                return
+            yield samples
 
 
 async def process_file(
@@ -87,7 +111,7 @@ async def process_file(
                         session_audio.append(event.chunk.samples[: event.valid_samples].copy())
                     await pipeline.feed(event)
 
-        for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        for samples in read_blocks(path, block):
             await feed(stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))))
             if progress is not None:
                 progress(samples.shape[0] / rate)
@@ -184,6 +208,8 @@ def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, ref
     ax.set_ylim(-0.8, len(labels) - 0.2)
     ax.invert_yaxis()
     ax.set_xlim(0, max(duration_s, 1.0))
+    if not labels:
+        ax.text(0.5, 0.5, "no speech found", transform=ax.transAxes, ha="center", va="center", fontsize=14)
     ax.set_xlabel("time (s)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("who spoke when")
@@ -215,16 +241,14 @@ def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
                 max_speakers: int | None = None) -> ProcessResult:
-    from tqdm import tqdm
-
     info = read_info(path)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config)
     separation = None if adaptive is not None else build_separation(config)
     try:
-        with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
-            with tqdm(total=config.adapt_recipe()[0], unit="step", desc="adapting separator",
-                      disable=not show_progress or adaptive is None, delay=0.5) as adapt_bar:
+        with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
+            with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",
+                              show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
                     adaptive, lambda step, si_snr_db: adapt_bar.update(1)))
@@ -232,3 +256,39 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress
         runtime.close()
         if separation is not None:
             separation.close()
+
+
+class LoggedProgress:
+    """Progress for a log rather than a terminal: one line every ``interval_s`` and one at the end."""
+
+    def __init__(self, total: float, unit: str, desc: str, interval_s: float = 30.0) -> None:
+        self.total, self.unit, self.desc, self.interval_s = total, unit, desc, interval_s
+        self.done = 0.0
+        self._last_s = time.monotonic()
+
+    def update(self, n: float) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last_s >= self.interval_s:
+            self._last_s = now
+            self._log()
+
+    def _log(self) -> None:
+        share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+        log.info("%s: %g of %g %s%s", self.desc, round(self.done, 1), self.total, self.unit, share)
+
+    def __enter__(self) -> LoggedProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.done and exc[0] is None:
+            self._log()
+
+
+def progress_bar(total: float, unit: str, desc: str, enabled: bool, delay_s: float = 0.0) -> Any:
+    """A tqdm bar on a terminal; in a log (stderr not a terminal), a line every 30 s instead of one per update."""
+    if enabled and not sys.stderr.isatty():
+        return LoggedProgress(total, unit, desc)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, delay=delay_s)

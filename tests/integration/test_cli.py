@@ -97,6 +97,27 @@ def test_ctrl_c_during_adaptation_stops_at_once_and_says_what_it_kept(meeting_wa
     assert not (out / "separated").exists()
 
 
+@pytest.mark.parametrize("seconds,said", [(3.0, "no speech found in 3.0 s of audio"),
+                                          (0.0, "the file holds no audio (0 s)")])
+def test_process_says_when_there_is_no_speech_and_logs_progress_sparely(tmp_path, seconds, said):
+    wav = tmp_path / "quiet.wav"
+    sf.write(str(wav), np.zeros(int(seconds * 16000), np.float32), 16000)
+    out = tmp_path / "out"
+    run = subprocess.run(RTSEP + ["process", str(wav), "--out", str(out), "--separator", "none"],
+                         capture_output=True, text=True, timeout=600)  # stderr is a pipe here, as in a log
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert report["speakers"] == [] and report["duration_s"] == seconds
+    assert json.loads((out / "timeline.json").read_text())["segments"] == []
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = run.stderr.splitlines()
+    assert [line for line in lines if said in line and "0 speakers" in line], run.stderr
+    # progress in a log: whole lines, no terminal codes, not one per update
+    assert "\r" not in run.stderr and "\x1b" not in run.stderr, repr(run.stderr[-500:])
+    assert len([line for line in lines if "quiet.wav:" in line and " of " in line]) <= 2, run.stderr
+    assert "Traceback" not in run.stderr and "Warning" not in run.stderr, run.stderr
+
+
 def test_process_reports_unreadable_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
