@@ -50,6 +50,9 @@ class ProcessResult:
 
 
 def read_info(path: Path) -> sf._SoundFileInfo:
+    if not path.is_file():  # libsndfile would only say "System error."
+        raise ClientError(f"no such file: {path}" if not path.exists() else f"not a file: {path}",
+                          error_code="bad_file")
     try:
         return sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:

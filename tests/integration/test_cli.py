@@ -124,6 +124,9 @@ def test_process_reports_unreadable_file(tmp_path):
     run = subprocess.run(RTSEP + ["process", str(bad), "--out", str(tmp_path / "o"), "--quiet"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "cannot read audio file" in run.stderr
+    run = subprocess.run(RTSEP + ["process", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip() == f"rtsep: error: no such file: {tmp_path / 'missing.wav'}"
 
 
 def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
