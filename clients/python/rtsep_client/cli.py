@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/stream"
 
@@ -43,8 +44,11 @@ def run(args: argparse.Namespace, prog: str = "rtsep stream") -> int:
         result = asyncio.run(stream_file(args.file, args.url, args.out, speed=args.speed, frame_ms=args.frame_ms,
                                          encoding=args.encoding, max_speakers=args.max_speakers))
     except KeyboardInterrupt:
-        return fail(f"interrupted; kept what had arrived: {args.out}/session.json (the session's id and token, "
-                    "to fetch its timeline and tracks from the server)", EXIT_INTERRUPTED)
+        session = Path(args.out) / "session.json"
+        if not session.is_file():
+            return fail("interrupted before a session started; nothing was written", EXIT_INTERRUPTED)
+        return fail(f"interrupted; kept {session} (the session's id and token: the server keeps what it received, "
+                    "fetch its timeline and tracks with them)", EXIT_INTERRUPTED)
     except AudioFileError as exc:
         return fail(str(exc), EXIT_INPUT)
     except ServerError as exc:
