@@ -44,3 +44,53 @@ def test_max_batch_and_errors_reach_every_waiter():
     worker.close()
     with pytest.raises(RuntimeError):
         worker.submit(4, "late")
+
+
+class _Stop(BaseException):
+    """Not an error of a batch (like KeyboardInterrupt or SystemExit): the worker must not catch it."""
+
+
+def test_a_base_exception_ends_the_worker_and_fails_every_waiter():
+    entered, release = threading.Event(), threading.Event()
+    seen = []
+
+    def process(requests):
+        entered.set()
+        release.wait(5)
+        raise _Stop
+
+    def hook(args):
+        seen.append(args.exc_type)
+
+    previous, threading.excepthook = threading.excepthook, hook
+    try:
+        worker = BatchWorker(process, max_batch=1)
+        in_flight = worker.submit("a", 1)
+        assert entered.wait(5)
+        queued = worker.submit("b", 2)  # waits behind the batch that will never finish
+        release.set()
+        for future in (in_flight, queued):
+            with pytest.raises(RuntimeError, match="thread ended"):
+                future.result(5)
+        worker.close()
+    finally:
+        threading.excepthook = previous
+    assert seen == [_Stop]  # it reached the thread's top level: not caught
+    with pytest.raises(RuntimeError):
+        worker.submit("c", 3)
+
+
+def test_a_failing_metrics_callback_does_not_stop_inference():
+    def on_batch(size, seconds):
+        raise ValueError("metrics broke")
+
+    worker = BatchWorker(lambda requests: [r * 2 for r in requests], max_batch=4, on_batch=on_batch)
+    assert [worker.submit(k, k).result(5) for k in range(3)] == [0, 2, 4]
+    worker.close()
+
+
+def test_a_wrong_number_of_results_fails_the_batch():
+    worker = BatchWorker(lambda requests: [], max_batch=4)
+    with pytest.raises(RuntimeError, match="0 results for 1 requests"):
+        worker.submit("a", 1).result(5)
+    worker.close()
