@@ -17,7 +17,6 @@ from fastapi.staticfiles import StaticFiles
 
 from rtsep import __version__
 from rtsep.config import AppConfig, ServerConfig
-from rtsep.errors import RtsepError
 from rtsep.metrics import Metrics
 from rtsep.pipeline import build_separation
 from rtsep.runtime.diarization import DiarizationRuntime
@@ -115,8 +114,8 @@ async def sweep_forever(manager: SessionManager, retention_s: float) -> None:
     while True:
         try:
             await manager.sweep(retention_s)
-        except RtsepError as exc:
-            log.error("retention sweep failed: %s", exc)
+        except Exception:  # noqa: BLE001 - the next sweep tries again
+            log.exception("retention sweep failed")
         await asyncio.sleep(interval_s)
 
 

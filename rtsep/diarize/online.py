@@ -129,7 +129,6 @@ class StepRecord:
     valid_samples: int
     speech: np.ndarray  # (frames,) bool
     embedding: np.ndarray | None
-    live_label: int = -1
 
 
 class OnlineDiarizer:
@@ -244,7 +243,6 @@ class OnlineDiarizer:
                 self._silence_frames += 1
                 if self._silence_frames > cfg.hangover_frames:
                     events.extend(self._close(self._last_speech_end))
-        record.live_label = label if label is not None and record.speech.any() else -1
         events.append(FrameLabels(record.step_index, record.start_sample, record.valid_samples, labels))
         return events
 

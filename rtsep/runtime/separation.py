@@ -47,8 +47,8 @@ def _lower_priority() -> None:
     """Background adaptation yields the CPU to real-time inference (Linux: per-thread nice value)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not permitted
-        pass
+    except (AttributeError, OSError):  # not Linux, or not permitted: it runs at the normal priority
+        log.debug("cannot lower the adaptation thread's priority", exc_info=True)
 
 
 class SeparationRuntime:

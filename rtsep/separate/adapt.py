@@ -236,6 +236,7 @@ def adapt_convtasnet(
                 raise
             log.warning("adaptation: torch.compile failed (%s: %s); training uncompiled", type(exc).__name__,
                         (str(exc).splitlines() or [""])[0])
+            log.debug("adaptation: torch.compile's failure", exc_info=True)  # inductor's tracebacks are long
             loss_of = _training_loss
             optimiser.zero_grad(set_to_none=True)
             loss = loss_of(adapted, mixes_t, sources_t)

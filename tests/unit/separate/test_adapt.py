@@ -121,7 +121,7 @@ COMPILED_CHECK = """
 import json, sys
 import numpy as np, torch
 sys.path.insert(0, sys.argv[1])
-from tests.unit.test_separate_adapt import SMALL, talker
+from tests.unit.separate.test_adapt import SMALL, talker
 from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet
 from rtsep.separate.convtasnet import ConvTasNet
 torch.manual_seed(0)
@@ -145,7 +145,7 @@ def test_compiled_steps_train_as_the_plain_steps():
     import sys
     from pathlib import Path
 
-    repo = str(Path(__file__).resolve().parents[2])
+    repo = str(Path(__file__).resolve().parents[3])
     done = subprocess.run([sys.executable, "-c", COMPILED_CHECK, repo], capture_output=True, text=True, cwd=repo,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -1,7 +1,8 @@
-"""Shared helpers of the bench scripts: a real `rtsep serve` subprocess, percentiles, the demo sample."""
+"""Shared helpers of the bench scripts: a real `rtsep serve` subprocess, percentiles, the input recording."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import socket
@@ -81,3 +82,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def add_audio_args(parser: argparse.ArgumentParser) -> None:
+    """``--wav`` / ``--rttm``: the recording a bench streams and its reference (default: the pyannote sample)."""
+    parser.add_argument("--wav", type=Path, help="the recording (default: pyannote's sample.wav, 30 s, 2 talkers)")
+    parser.add_argument("--rttm", type=Path, help="its reference turns (default: pyannote's sample.rttm)")
+
+
+def audio_paths(args: argparse.Namespace) -> tuple[Path, Path]:
+    """(wav, rttm) from ``add_audio_args``' options."""
+    from rtsep.demo import sample_paths
+
+    if (args.wav is None) != (args.rttm is None):
+        raise SystemExit("--wav and --rttm go together (a recording and its reference turns)")
+    return (args.wav, args.rttm) if args.wav is not None else sample_paths()

@@ -4,9 +4,6 @@ import numpy as np
 import pytest
 
 from rtsep.errors import MessageTooBig, ProtocolViolation
-from rtsep.stream.chunker import Chunker
-from rtsep.stream.history import SampleHistory
-from rtsep.stream.routing import route_by_labels
 from rtsep.stream.session import ChunkReady, Phase, StartAccepted, StopRequested, StreamConfig, StreamSession
 
 FRAME_SIZES = [1, 7, 160, 333, 960, 4096, 10**6]  # samples per client message
@@ -73,24 +70,3 @@ def test_order_and_size_errors():
     session.receive_text('{"type":"stop"}')
     with pytest.raises(ProtocolViolation):
         session.receive_bytes(b"\x00\x00")
-
-
-def test_chunker_positions_and_flush():
-    chunker = Chunker(4)
-    out = chunker.push(np.arange(6, dtype=np.float32)) + chunker.push(np.arange(6, 9, dtype=np.float32))
-    assert [(s, list(c)) for s, c in out] == [(0, [0, 1, 2, 3]), (4, [4, 5, 6, 7])]
-    start, chunk, valid = chunker.flush()
-    assert (start, list(chunk), valid) == (8, [8, 0, 0, 0], 1)
-    assert chunker.flush() is None
-
-
-def test_history_window():
-    history = SampleHistory(5)
-    np.testing.assert_array_equal(history.push(np.array([1, 2], np.float32)), [0, 0, 0, 1, 2])
-    np.testing.assert_array_equal(history.push(np.arange(3, 10, dtype=np.float32)), [5, 6, 7, 8, 9])
-
-
-def test_routing_runs():
-    samples = np.arange(8, dtype=np.float32)
-    runs = route_by_labels(samples, 100, np.array([0, 0, -1, 1]), 2, valid_samples=7)
-    assert [(r.speaker, r.start_sample, list(r.samples)) for r in runs] == [(0, 100, [0, 1, 2, 3]), (1, 106, [6])]
