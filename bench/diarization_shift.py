@@ -21,10 +21,10 @@ import soundfile as sf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine_note  # noqa: E402
 
+from rtsep.compose import process_file  # noqa: E402
 from rtsep.config import load_config  # noqa: E402
 from rtsep.demo import diarization_error_rate, sample_paths  # noqa: E402
 from rtsep.runtime.diarization import DiarizationRuntime  # noqa: E402
-from rtsep.transport.file import process_file  # noqa: E402
 
 
 def main() -> None:

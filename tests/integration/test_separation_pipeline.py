@@ -14,13 +14,13 @@ import soundfile as sf
 import torch
 import websockets
 
+from rtsep.compose import build_adaptive, build_separation, process_file
 from rtsep.config import load_config
-from rtsep.pipeline import SOURCE_TRACK_BASE, build_separation
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
 from rtsep.separate.postfilter import WienerConfig
-from rtsep.transport.file import build_adaptive, process_file
+from rtsep.stream.turns import SOURCE_TRACK_BASE
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.slow

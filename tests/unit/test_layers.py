@@ -7,10 +7,10 @@ ROOT = Path(__file__).resolve().parents[2] / "rtsep"
 
 # highest first; a module may import modules of its own layer or any lower one
 LAYERS = [
-    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo"},
+    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo", "rtsep.compose"},
     {"rtsep.transport"},
     {"rtsep.sessions"},
-    {"rtsep.pipeline"},
+    {"rtsep.driver", "rtsep.pipeline"},
     {"rtsep.store"},
     {"rtsep.runtime"},
     {"rtsep.separate"},
