@@ -68,3 +68,17 @@ def test_sans_io_cores():
             banned = {i for i in imports(path) if i.split(".")[0] in {"asyncio", "torch", "socket", "websockets",
                                                                         "fastapi", "starlette", "aiortc"}}
             assert not banned, f"{module} imports {banned}"
+
+
+def test_sans_io_cores_load_no_io_framework_even_indirectly():
+    """Importing the session machines (input and output) pulls in no I/O framework and no upper layer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rtsep.stream.core, rtsep.stream.session, rtsep.stream.adaptation, rtsep.protocol.frames;"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {'asyncio', 'torch', 'websockets', "
+            "'starlette', 'fastapi', 'aiortc'} or m.startswith(('rtsep.diarize', 'rtsep.separate', 'rtsep.runtime', "
+            "'rtsep.store', 'rtsep.transport')))))")
+    env = {"PYTHONPATH": str(ROOT.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == ""
