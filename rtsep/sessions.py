@@ -160,12 +160,13 @@ class SessionManager:
             deadline = loop.time() + wait_s
             while session_id in self.live and loop.time() < deadline:
                 await asyncio.sleep(0.02)
-        self.store.delete(session_id)
+        await self.writer.call(lambda: self.store.delete(session_id))
         self.metrics.deleted_sessions.inc()
 
     async def sweep(self, retention_s: float, now: float | None = None) -> list[str]:
         """Delete the sessions that ended more than ``retention_s`` ago."""
-        expired = self.store.ended_before((time.time() if now is None else now) - retention_s)
+        cutoff = (time.time() if now is None else now) - retention_s
+        expired = await asyncio.to_thread(self.store.ended_before, cutoff)
         for session_id in expired:
             if session_id not in self.live:
                 await self.delete(session_id)
