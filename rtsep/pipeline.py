@@ -25,41 +25,38 @@ class PipelineConfig:
     separator: str | None = "convtasnet"
     separator_checkpoint: str | None = None  # convtasnet: a checkpoint file (default: the shipped one)
     separator_dir: str | None = None  # sepformer: SpeechBrain's on-disk model directory
-    # convtasnet: its layer norms pool the last ~this many seconds rather than the whole session (0: all of it, as
-    # in training on 2-3 s segments; bench/RESULTS.md: +0.13 dB through `rtsep process`, 12 of 15 meetings up)
+    # convtasnet: its layer norms pool a recent window rather than the whole session, so that a long session's
+    # statistics do not drift from those of the short segments it was trained on (0: the whole session)
     separator_norm_memory_s: float = 16.0
-    # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt); 0: never.
-    # `rtsep process` adapts once on the whole file, then separates it; a live session adapts in the background
-    # once two talkers have `adapt_min_speech_s` of single-talker speech each (again as that grows, 3 rounds)
-    # Optimiser steps and remixes per step; None: by device and use (adapt_recipe). The gain grows with steps x
-    # batch (bench/RESULTS.md): `rtsep process` on the CPU, 1000 x 4 compiled steps (~5 min of one core) reach
-    # 3.80 dB on the remix meetings against 2.79 with 300 x 4; live sessions (uncompiled) keep 300 x 4; on a GPU
-    # 600 x 8 takes ~70 s
+    # convtasnet: fine-tune a copy on the session's own single-talker turns (rtsep.separate.adapt), because the
+    # shipped model never heard these talkers; 0 steps: never. `rtsep process` adapts once on the whole file, then
+    # separates it; a live session adapts in the background once two talkers have `adapt_min_speech_s` of
+    # single-talker speech each (again as that grows, 3 rounds). Steps x remixes per step buy quality with time;
+    # None: by device and use (adapt_recipe). The measured trade-off is in docs/models.md
     adapt_steps: int | None = None
     adapt_batch_size: int | None = None
     # `rtsep process` on the CPU: torch threads while it adapts (nothing else runs then); 0: one per core
     adapt_threads: int = 0
     # `rtsep process`: compile the adaptation's training step (torch.compile; plain steps when compiling fails):
-    # ~2.4x fewer CPU seconds per step on one core; the first compile on a machine takes ~95 s, later ones reuse
-    # inductor's on-disk cache. Live sessions adapt uncompiled
+    # fewer CPU seconds per step once compiled, and inductor's on-disk cache makes later runs start fast. Live
+    # sessions adapt uncompiled: a compile beside live inference would take a core away for its duration
     adapt_compile: bool = True
     adapt_live: bool = True
     adapt_min_speech_s: float = 4.0
-    # adapt only on turn windows whose speaker embedding has at least this cosine similarity to their talker's
-    # (rtsep.separate.purity: overlaps labelled as one talker's turn are left out); 0: on all of the turns
+    # adapt only on turn windows whose speaker embedding is this similar (cosine) to their talker's: overlaps
+    # labelled as one talker's turn would teach the model to keep both voices (rtsep.separate.purity); 0: all turns
     adapt_min_similarity: float = 0.82
-    # and only on windows where at least this share of the voiced frames sound like one voice (periodic at one
-    # pitch: rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; 0: off,
-    # the default: at 0.65 it also drops 13 % of the clean speech, a net loss through `rtsep process` (bench/RESULTS.md)
+    # and only on windows where this share of the voiced frames sound like one voice (periodic at one pitch:
+    # rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; 0 (default):
+    # off, because it also drops clean speech and cost more than it saved (docs/models.md)
     adapt_min_periodicity: float = 0.0
     # `rtsep process` with adaptation: separate the file this many times, at playback speeds spread over the
-    # adaptation's speed perturbation (+-8 %), and average (rtsep.separate.ensemble); 1: one pass. Each member is
-    # one more causal pass over the file (bench/RESULTS.md, 1000 adaptation steps: 1 / 5 / 10 / 20 members 3.27 /
-    # 3.80 / 3.90 / 3.90 dB on the 15 remix meetings; 10 raise 12 of them over 5, at half the cost of 20)
+    # adaptation's speed perturbation, and average (rtsep.separate.ensemble): the members' errors differ, their
+    # mean is closer to the sources; each member costs one more causal pass over the file; 1: one pass
     offline_ensemble: int = 10
     # `rtsep process` with adaptation: re-estimate the (averaged) sources from the file by a Wiener filter with
-    # their power spectra (rtsep.separate.postfilter; 32 ms window), when the adaptation ran. On the 15 remix meetings
-    # 3.90 -> 4.63 dB through `rtsep process` (bench/RESULTS.md). Not causal: live tracks do not use it
+    # their power spectra (rtsep.separate.postfilter), so that the sources add up to the recording. It needs the
+    # whole file (not causal), so live tracks do not use it; without adaptation it made the sources worse
     offline_wiener: bool = True
 
     def __post_init__(self) -> None:
