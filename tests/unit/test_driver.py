@@ -198,7 +198,7 @@ async def test_a_stalled_model_ends_the_session_instead_of_hanging_it(tmp_path):
     writer.close()
 
 
-async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_the_speaker_tracks(tmp_path):
+async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_what_it_separated(tmp_path):
     separation = FakeSeparation(fail_at=4)
     config = replace(make_config(), separator="fake", adapt_live=False)
     driver, _, transport, store, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
@@ -208,6 +208,7 @@ async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_the_spea
     await driver.abort("internal_error")
     assert store.get("s1").state == "failed"
     assert store.read_track("s1", "source_0").size == 4 * 2048  # what was separated before the failure stays
+    writer.close()
 
 
 async def test_a_failed_store_write_is_a_store_error_for_the_client(tmp_path):
