@@ -283,7 +283,8 @@ class SessionCore:
         return self._diar.next_index
 
     def has_room(self) -> bool:
-        """Whether a step may be pushed now without exceeding a path's bound; always True under ``drop``."""
+        """Whether a step may be pushed now; always True under ``drop``. A model-rate step becomes one or more
+        separator steps, so the separator's bound may be passed by the few steps of the last one admitted."""
         if self.config.overflow == "drop":
             return True
         bound = self.config.max_in_flight_steps
@@ -426,7 +427,8 @@ class SessionCore:
                                    round(self.processed_samples / self.rate, 3), self.dropped_steps))
         return events
 
-    def _from_diarizer(self, diarized: list, now_s: float) -> list[Event]:
+    def _from_diarizer(self, diarized: list, now_s: float | None) -> list[Event]:
+        """The diarizer's events as the session's (``now_s`` None: at the end, no latency to report)."""
         events: list[Event] = []
         sid = self.config.session_id
         for event in diarized:
@@ -435,7 +437,8 @@ class SessionCore:
                 for run in route_by_labels(samples, event.start_sample, event.labels, self.config.frame_samples,
                                            event.valid_samples):
                     events.append(AudioOut(speaker_name(run.speaker), run.speaker, run.start_sample, run.samples))
-                events.append(StepLatency(now_s - arrived_s))
+                if now_s is not None:
+                    events.append(StepLatency(now_s - arrived_s))
             elif isinstance(event, NewSpeaker):
                 name = speaker_name(event.speaker)
                 self.speakers.append(name)
@@ -519,21 +522,9 @@ class SessionCore:
         if not self.input_ended or self.final_requested or self.ended or not self.idle:
             return []
         self.final_requested = True
-        events = self._finish_diarizer()
+        events = self._from_diarizer(self.diarizer.finish(), None)  # look-ahead steps, the open turn
         if self.config.separator is not None:
             for k, up in enumerate(self._up):
                 events += self._source_out(k, up.flush(), True)
         records, labels = self.snapshot()
         return events + [FinalTimelineDue(records, labels)]
-
-    def _finish_diarizer(self) -> list[Event]:
-        events: list[Event] = []
-        for event in self.diarizer.finish():
-            if isinstance(event, FrameLabels):  # look-ahead steps decided at the end: no latency to report
-                samples, _ = self._chunks.pop(event.step_index)
-                for run in route_by_labels(samples, event.start_sample, event.labels, self.config.frame_samples,
-                                           event.valid_samples):
-                    events.append(AudioOut(speaker_name(run.speaker), run.speaker, run.start_sample, run.samples))
-            else:
-                events += self._from_diarizer([event], 0.0)
-        return events
