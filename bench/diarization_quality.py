@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from bench.common import add_audio_args, audio_paths, machine_note
+from rtsep.compose import process_file
 from rtsep.config import load_config
 from rtsep.demo import diarization_error_rate
 from rtsep.runtime.diarization import DiarizationRuntime
-from rtsep.transport.file import process_file
 
 
 def main() -> None:

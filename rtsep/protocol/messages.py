@@ -1,7 +1,7 @@
 """JSON control messages of protocol v1 as dataclasses, with strict decoding of client input.
 
 Client -> server: ``start``, ``stop``.  Server -> client: ``ready``, ``speaker``, ``segment``, ``track``,
-``timeline``, ``stats``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
+``timeline``, ``stats``, ``gap``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
 """
 
 from __future__ import annotations
@@ -104,6 +104,19 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Samples ``[sample, sample + samples)`` of ``path`` were dropped under overload: silence there, no labels;
+    later positions are unchanged."""
+
+    type: ClassVar[str] = "gap"
+    path: str  # "diarization" | "separation" | "input"
+    sample: int
+    samples: int
+    start_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class ErrorMessage:
     type: ClassVar[str] = "error"
     code: str
@@ -123,7 +136,8 @@ class Done:
 CLIENT_MESSAGES: dict[str, type] = {"start": Start, "stop": Stop}
 SERVER_MESSAGES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, SpeakerActivity, Segment, TrackAnnouncement, TimelineMessage, Stats, ErrorMessage, Done)
+    for cls in (Ready, SpeakerActivity, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap, ErrorMessage,
+                Done)
 }
 
 Message = Any

@@ -6,6 +6,7 @@ from rtsep.errors import ProtocolViolation, UnsupportedAudio
 from rtsep.protocol.messages import (
     Done,
     ErrorMessage,
+    Gap,
     Ready,
     Segment,
     SpeakerActivity,
@@ -26,6 +27,9 @@ def test_messages_encode_byte_exact():
     assert encode_message(Segment("SPEAKER_00", 0, 0.5, 2.25)) == (
         '{"type":"segment","speaker":"SPEAKER_00","index":0,"start_s":0.5,"end_s":2.25,"kind":"live"}'
     )
+    assert encode_message(Gap("diarization", 8192, 4096, 0.512, 0.256)) == (
+        '{"type":"gap","path":"diarization","sample":8192,"samples":4096,"start_s":0.512,"duration_s":0.256}'
+    )
     assert encode_message(ErrorMessage("bad_json", "nope", 4400)) == (
         '{"type":"error","code":"bad_json","message":"nope","close_code":4400}'
     )
@@ -36,6 +40,7 @@ def test_server_messages_roundtrip():
         Ready("abc", "tok", 16000, "pcm_s16le", 1024, 8, 0.256),
         TrackAnnouncement("SPEAKER_00", 0, "/v1/sessions/abc/tracks/SPEAKER_00.wav"),
         Done("abc", 1.0, ["SPEAKER_00"], "/v1/sessions/abc/timeline"),
+        Gap("input", 4096, 4096, 0.256, 0.256),
     ]:
         assert parse_server_message(encode_message(message)) == message
     # unknown extra keys from a newer server are ignored

@@ -38,3 +38,38 @@ def test_batched_sessions_match_their_own_streams():
             runtime.submit("a", SeparateRequest(0, 0, np.zeros(81, np.float32), states["a"]))
     finally:
         runtime.close()
+
+
+def test_a_queued_adaptation_of_an_ended_session_is_dropped_before_any_work():
+    """One adaptation runs at a time; a round queued behind it for a session that ended meanwhile does nothing."""
+    import threading
+
+    model = ConvTasNet(SMALL).eval()
+    runtime = SeparationRuntime(RuntimeConfig(), ConvTasNetSeparator(model, step_samples=80))
+    try:
+        release = threading.Event()
+        started = threading.Event()
+
+        def first_material():  # holds the adaptation thread until the test releases it
+            started.set()
+            release.wait(30)
+            raise RuntimeError("first session: no material")
+
+        gathered = []
+        ended = threading.Event()
+
+        def second_material():
+            gathered.append("called")
+            return {}
+
+        first = runtime.adapt(runtime.new_state(), first_material, None)
+        assert started.wait(30)
+        second = runtime.adapt(runtime.new_state(), second_material, None, stop=ended.is_set)
+        ended.set()  # the second session ends while its round waits in the queue
+        release.set()
+        with pytest.raises(RuntimeError, match="no material"):
+            first.result(timeout=30)
+        report = second.result(timeout=30)
+        assert report.skipped and "ended" in report.skipped and gathered == []  # no material gathered, no steps
+    finally:
+        runtime.close()
