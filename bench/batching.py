@@ -1,6 +1,6 @@
 """Cost of one batched inference tick of the diarization runtime versus the number of sessions in it.
 
-    python bench/batching.py [--sizes 1 4 8 16] [--ticks 40]
+    python -m bench.batching [--sizes 1 4 8 16] [--ticks 40] [--wav FILE --rttm FILE]
 
 Calls the runtime's batch function directly (no server, no event loop) on real speech from the sample.
 """
@@ -9,29 +9,25 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note  # noqa: E402
-
-from rtsep.demo import sample_paths  # noqa: E402
-from rtsep.diarize.online import DiarizationConfig  # noqa: E402
-from rtsep.diarize.vad import VadState  # noqa: E402
-from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest, RuntimeConfig  # noqa: E402
+from bench.common import add_audio_args, audio_paths, machine_note
+from rtsep.diarize.online import DiarizationConfig
+from rtsep.diarize.vad import VadState
+from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest, RuntimeConfig
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8, 16])
-    parser.add_argument("--ticks", type=int, default=40)
+    parser.add_argument("--ticks", type=int, default=40, help="timed after 5 of warm-up")
+    add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
-    audio, _ = sf.read(str(sample_paths()[0]), dtype="float32")
+    audio, _ = sf.read(str(audio_paths(args)[0]), dtype="float32")
     config = DiarizationConfig()
     runtime = DiarizationRuntime(RuntimeConfig(), config)
     step, window = config.step_samples, config.embedding_window_samples

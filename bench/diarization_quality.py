@@ -1,7 +1,7 @@
 """DER of the live and the final timeline on the pyannote sample (real two-talker speech, evaluation only),
 and the real-time factor of `rtsep process` on it.
 
-    python bench/diarization_quality.py [--runs 3] [--config FILE]
+    python -m bench.diarization_quality [--runs 3] [--config FILE] [--wav FILE --rttm FILE]
 
 DER: pyannote.metrics, collar ±0.25 s around reference boundaries (collar=0.5 in pyannote's convention),
 overlapping speech scored (skip_overlap=False).
@@ -13,27 +13,25 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note  # noqa: E402
-
-from rtsep.config import load_config  # noqa: E402
-from rtsep.demo import diarization_error_rate, sample_paths  # noqa: E402
-from rtsep.runtime.diarization import DiarizationRuntime  # noqa: E402
-from rtsep.transport.file import process_file  # noqa: E402
+from bench.common import add_audio_args, audio_paths, machine_note
+from rtsep.compose import process_file
+from rtsep.config import load_config
+from rtsep.demo import diarization_error_rate
+from rtsep.runtime.diarization import DiarizationRuntime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--config")
+    add_audio_args(parser)
     args = parser.parse_args()
     config = load_config(args.config, env={}).pipeline
-    wav, rttm = sample_paths()
+    wav, rttm = audio_paths(args)
     reference = rttm.read_text()
     note = machine_note()
     runtime = DiarizationRuntime(config.runtime, config.diarization)
@@ -47,7 +45,7 @@ def main() -> None:
     finally:
         runtime.close()
     report = {
-        "input": "pyannote sample.wav (30 s, 2 speakers)",
+        "input": str(wav),
         "speakers_found": result.speakers,
         "live": diarization_error_rate(reference, result.live),
         "final": diarization_error_rate(reference, result.final),

@@ -2,7 +2,7 @@
 0–200 ms (leading silence), each scored against the reference (shifted back). A diarizer whose live
 clustering depends on one lucky alignment shows up here.
 
-    python bench/diarization_shift.py [--shifts-ms 0 5 20 50 100 150 200] [--config FILE]
+    python -m bench.diarization_shift [--shifts-ms 0 5 20 50 100 150 200] [--config FILE] [--wav FILE --rttm FILE]
 """
 
 from __future__ import annotations
@@ -18,23 +18,22 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note  # noqa: E402
-
-from rtsep.config import load_config  # noqa: E402
-from rtsep.demo import diarization_error_rate, sample_paths  # noqa: E402
-from rtsep.runtime.diarization import DiarizationRuntime  # noqa: E402
-from rtsep.transport.file import process_file  # noqa: E402
+from bench.common import add_audio_args, audio_paths, machine_note
+from rtsep.compose import process_file
+from rtsep.config import load_config
+from rtsep.demo import diarization_error_rate
+from rtsep.runtime.diarization import DiarizationRuntime
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--shifts-ms", type=int, nargs="+", default=[0, 5, 20, 50, 100, 150, 200])
     parser.add_argument("--config")
+    add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
     config = load_config(args.config, env={}).pipeline
-    wav, rttm = sample_paths()
+    wav, rttm = audio_paths(args)
     reference = rttm.read_text()
     audio, rate = sf.read(str(wav), dtype="float32")
     runtime = DiarizationRuntime(config.runtime, config.diarization)

@@ -1,7 +1,7 @@
 """Malformed input against a real `rtsep serve`: every bad session must be closed with a clear code and a
 JSON error, the server must not crash, and good sessions streaming at the same time must be unaffected.
 
-    python bench/fuzz_server.py [--count 10000] [--concurrency 24] [--seed 0]
+    python -m bench.fuzz_server [--count 10000] [--concurrency 24] [--seed 0] [--wav FILE --rttm FILE]
 
 Bounded: it stops after --count malformed sessions (loopback only).
 """
@@ -13,7 +13,6 @@ import asyncio
 import collections
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,12 +20,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import websockets
+from rtsep_client import stream_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note, rtsep_server  # noqa: E402
-from rtsep_client import stream_file  # noqa: E402
-
-from rtsep.demo import sample_paths  # noqa: E402
+from bench.common import add_audio_args, audio_paths, machine_note, rtsep_server
 
 EXPECTED = {4400, 1009}
 
@@ -114,9 +110,10 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=10000)
     parser.add_argument("--concurrency", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
+    add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
-    wav, _ = sample_paths()
+    wav, _ = audio_paths(args)
     with tempfile.TemporaryDirectory() as tmp:
         with rtsep_server(Path(tmp) / "data", "--max-sessions", str(args.concurrency + 4)) as (base, proc):
             report = asyncio.run(run(base.replace("http", "ws") + "/v1/stream", args.count, args.concurrency,

@@ -1,9 +1,9 @@
 """Soak test: N concurrent sessions paced in real time for several minutes against one real server.
 Reports dropped steps, frame/label latency per session, and the server's memory over time.
 
-    python bench/load_test.py [--sessions 8] [--minutes 3]
+    python -m bench.load_test [--sessions 8] [--minutes 3] [--wav FILE --rttm FILE]
 
-Bounded: each client streams a --minutes long recording (the pyannote sample repeated) and stops.
+Bounded: each client streams a --minutes long recording (the pyannote sample, or --wav, repeated) and stops.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,12 +19,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
+from rtsep_client import stream_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note, metric_value, pct, rtsep_server  # noqa: E402
-from rtsep_client import stream_file  # noqa: E402
-
-from rtsep.demo import sample_paths  # noqa: E402
+from bench.common import add_audio_args, audio_paths, machine_note, metric_value, pct, rtsep_server
 
 
 def rss_mib(pid: int) -> float:
@@ -56,9 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--minutes", type=float, default=3.0)
+    add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
-    sample, _ = sample_paths()
+    sample, _ = audio_paths(args)
     audio, rate = sf.read(str(sample), dtype="float32")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)

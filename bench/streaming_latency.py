@@ -1,7 +1,7 @@
 """Label latency and per-frame latency of a live session on loopback, and concurrent-session capacity.
 
-    python bench/streaming_latency.py latency [--runs 3] [--speed 1.0]
-    python bench/streaming_latency.py capacity [--sessions 4 8 12 16] [--seconds 30]
+    python -m bench.streaming_latency latency [--runs 3] [--speed 1.0] [--wav FILE --rttm FILE]
+    python -m bench.streaming_latency capacity [--sessions 4 8 12 16] [--seconds 30] [--wav FILE --rttm FILE]
 
 latency: a real `rtsep serve` and the reference client streaming the pyannote sample paced in real time
 (20 ms frames). Label latency = arrival of a `speaker started` event minus the moment the client had sent
@@ -21,22 +21,18 @@ import json
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import httpx
 import soundfile as sf
+from rtsep_client import stream_file
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import time  # noqa: E402
-
-from _common import cpu_seconds, machine_note, metric_value, pct, rtsep_server  # noqa: E402
-from rtsep_client import stream_file  # noqa: E402
-
-from rtsep.demo import sample_paths  # noqa: E402
+from bench.common import add_audio_args, audio_paths, cpu_seconds, machine_note, metric_value, pct, rtsep_server
 
 
 def latency(args: argparse.Namespace) -> dict:
-    wav, _ = sample_paths()
+    wav, _ = audio_paths(args)
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -66,7 +62,7 @@ async def _capacity_level(ws_url: str, wav: Path, n: int, out: Path, speed: floa
 
 
 def capacity(args: argparse.Namespace) -> dict:
-    wav, _ = sample_paths()
+    wav, _ = audio_paths(args)
     levels = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
@@ -88,13 +84,13 @@ def capacity(args: argparse.Namespace) -> dict:
             errors = [repr(r) for r in results if isinstance(r, BaseException)]
             ok = [r for r in results if not isinstance(r, BaseException)]
             p95s = [pct(r.frame_latency_s, 95) for r in ok if r.frame_latency_s]
+            label_p95s = [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]
             dropped = metric_value(metrics, "rtsep_dropped_frames_total")
             level = {
                 "sessions": n, "errors": errors[:3], "dropped_steps": dropped,
                 "frame_p95_s_worst": round(max(p95s), 3) if p95s else None,
                 "frame_p95_s_median": round(statistics.median(p95s), 3) if p95s else None,
-                "label_p95_s_median": round(statistics.median(
-                    [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]), 3) if ok else None,
+                "label_p95_s_median": round(statistics.median(label_p95s), 3) if label_p95s else None,
                 "rtf_gauge": round(metric_value(metrics, "rtsep_real_time_factor"), 4),
                 "server_cpu_cores": round(server_cpu, 2),  # CPU-seconds per second, all threads
                 "clients_cpu_cores": round(client_cpu, 2),  # the bench's own clients, same machine
@@ -113,10 +109,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--config", help="TOML passed to rtsep serve --config")
+    add_audio_args(p)
     p = sub.add_parser("capacity")
     p.add_argument("--sessions", type=int, nargs="+", default=[4, 8, 12, 16])
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--device", help="inference device of the server (cpu, cuda)")
+    add_audio_args(p)
     args = parser.parse_args()
     note = machine_note()
     report = latency(args) if args.mode == "latency" else capacity(args)

@@ -1,7 +1,7 @@
 """Mouth-to-ear latency of the WebRTC path on loopback, and server CPU per WebRTC session.
 
-    python bench/webrtc_latency.py latency [--runs 3] [--config FILE.toml] [--prebuffer-ms 100]
-    python bench/webrtc_latency.py cpu [--sessions 1 2 4] [--runs 3]
+    python -m bench.webrtc_latency latency [--runs 3] [--config FILE.toml] [--prebuffer-ms 100] [--wav F --rttm F]
+    python -m bench.webrtc_latency cpu [--sessions 1 2 4] [--runs 3] [--wav FILE --rttm FILE]
 
 ``--config`` is handed to `rtsep serve` (e.g. bench/configs/low-latency.toml); ``--prebuffer-ms`` sets the
 server's playout cushion (RTSEP_WEBRTC_PREBUFFER_MS).
@@ -41,10 +41,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import soundfile as sf
-from scipy.signal import fftconvolve
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_note, metric_value, pct, rtsep_server
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -54,8 +50,9 @@ from aiortc import (
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 from rtsep_client import stream_file
+from scipy.signal import fftconvolve
 
-from rtsep.demo import sample_paths
+from bench.common import add_audio_args, audio_paths, cpu_seconds, machine_note, metric_value, pct, rtsep_server
 from rtsep.diarize.timeline import load_rttm
 
 OUT_RATE = 48000  # what aiortc decodes Opus to
@@ -74,9 +71,8 @@ def chirp(rate: int, kind: int = 0) -> np.ndarray:
     return (MARKER_LEVEL * np.hanning(t.size) * np.sin(phase)).astype(np.float32)
 
 
-def marked_sample() -> tuple[np.ndarray, int, list[int]]:
-    """The sample with markers inside its reference speech turns; returns (audio, rate, marker starts)."""
-    wav, rttm = sample_paths()
+def marked_sample(wav: Path, rttm: Path) -> tuple[np.ndarray, int, list[int]]:
+    """The recording with markers inside its reference speech turns; returns (audio, rate, marker starts)."""
     audio, rate = sf.read(str(wav), dtype="float32")
     turns = next(iter(load_rttm(Path(rttm).read_text()).values()))
     starts: list[int] = []
@@ -213,14 +209,14 @@ def find_markers(client: WebRtcClient, starts: list[int], rate: int) -> tuple[li
 
 
 def latency(args: argparse.Namespace) -> dict:
-    audio, rate, starts = marked_sample()
+    audio, rate, starts = marked_sample(*audio_paths(args))
     runs = []
     config_toml = Path(args.config).read_text() if args.config else None
     if args.prebuffer_ms is not None:
         os.environ["RTSEP_WEBRTC_PREBUFFER_MS"] = str(args.prebuffer_ms)  # the server subprocess inherits it
     with (tempfile.TemporaryDirectory() as tmp,
           rtsep_server(Path(tmp) / "data", "--log-level", "info", config_toml=config_toml) as (base, _)):
-        server_log = Path(tmp) / f"server-{base.rsplit(':', 1)[1]}.log"  # where _common.rtsep_server logs
+        server_log = Path(tmp) / f"server-{base.rsplit(':', 1)[1]}.log"  # where bench.common.rtsep_server logs
         for _ in range(args.runs):
             async def one() -> WebRtcClient:
                 client = WebRtcClient(base, audio, rate)
@@ -258,11 +254,6 @@ def _server_glitches(server_log: Path, session_id: str) -> int | None:
     return None
 
 
-def proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def _webrtc_sessions(base: str, audio: np.ndarray, rate: int, n: int) -> None:
     clients = [WebRtcClient(base, audio, rate) for _ in range(n)]
     await asyncio.gather(*(c.start() for c in clients))
@@ -275,26 +266,26 @@ async def _websocket_sessions(base: str, wav: Path, out: Path, n: int) -> None:
 
 
 def cpu(args: argparse.Namespace) -> dict:
-    wav, _ = sample_paths()
+    wav, _ = audio_paths(args)
     audio, rate = sf.read(str(wav), dtype="float32")
     duration = audio.size / rate
     results = []
     with tempfile.TemporaryDirectory() as tmp, rtsep_server(Path(tmp) / "data") as (base, proc):
-        time.sleep(2.0)
-        c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
-        time.sleep(5.0)
-        idle_cores = (proc_cpu_s(proc.pid) - c0) / (time.monotonic() - t0)
+        time.sleep(2.0)  # the server settles after start-up before its idle CPU is measured
+        c0, t0 = cpu_seconds(proc.pid), time.monotonic()
+        time.sleep(args.idle_s)
+        idle_cores = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
         for n in args.sessions:
             for transport in ("webrtc", "websocket"):
                 per_run = []
                 for i in range(args.runs):
-                    c0, t0 = proc_cpu_s(proc.pid), time.monotonic()
+                    c0, t0 = cpu_seconds(proc.pid), time.monotonic()
                     if transport == "webrtc":
                         asyncio.run(_webrtc_sessions(base, audio, rate, n))
                     else:
                         asyncio.run(_websocket_sessions(base, wav, Path(tmp) / f"ws-{n}-{i}", n))
                     wall = time.monotonic() - t0
-                    used = proc_cpu_s(proc.pid) - c0 - idle_cores * wall
+                    used = cpu_seconds(proc.pid) - c0 - idle_cores * wall
                     per_run.append(used / n / duration)
                 results.append({"transport": transport, "sessions": n,
                                 "cores_per_session": round(statistics.median(per_run), 4),
@@ -310,9 +301,12 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--config", help="a TOML config for the server")
     p.add_argument("--prebuffer-ms", type=int, help="the server's playout cushion (default 100)")
+    add_audio_args(p)
     p = sub.add_parser("cpu")
     p.add_argument("--sessions", type=int, nargs="+", default=[1, 2, 4])
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--idle-s", type=float, default=5.0, help="how long the idle server's CPU is measured")
+    add_audio_args(p)
     args = parser.parse_args()
     note = machine_note()
     result = latency(args) if args.command == "latency" else cpu(args)

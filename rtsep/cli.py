@@ -75,7 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from rtsep.transport.file import run_process
+    from rtsep.compose import run_process
 
     config = _load(args)
     result = run_process(Path(args.file), Path(args.out), config.pipeline, show_progress=not args.quiet)

@@ -42,8 +42,9 @@ def diarization_error_rate(reference_rttm: str, hypothesis: dict[str, Any], coll
 
 
 def run_demo(out_dir: Path, config: PipelineConfig) -> dict[str, Any]:
+    from rtsep.compose import run_process
     from rtsep.diarize.timeline import load_rttm, to_json
-    from rtsep.transport.file import plot_timeline, run_process
+    from rtsep.transport.file import plot_timeline
 
     wav, rttm = sample_paths()
     result = run_process(wav, out_dir, config)

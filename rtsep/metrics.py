@@ -35,8 +35,12 @@ class Metrics:
         )
         self.queue_depth = Gauge("rtsep_queue_depth", "Steps waiting for inference", registry=r)
         self.dropped_frames = Counter(
-            "rtsep_dropped_frames", "Steps dropped by the 'drop' overflow policy", registry=r
+            "rtsep_dropped_frames", "Steps dropped under overload (each a marked gap), by path: diarization and "
+            "separation (the 'drop' overflow policy), input (shed by a transport that fell behind)", ["path"],
+            registry=r,
         )
+        for path in ("diarization", "separation", "input"):
+            self.dropped_frames.labels(path)
         self.errors = Counter("rtsep_errors", "Errors by code", ["code"], registry=r)
         self.deleted_sessions = Counter(
             "rtsep_deleted_sessions", "Sessions deleted (retention or DELETE)", registry=r

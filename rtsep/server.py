@@ -16,14 +16,14 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from rtsep import __version__
+from rtsep.compose import build_diarization, build_separation
 from rtsep.config import AppConfig, ServerConfig
-from rtsep.errors import RtsepError
 from rtsep.metrics import Metrics
-from rtsep.pipeline import build_separation
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.store.writer import StoreWriter
 from rtsep.stream.limits import RateLimit
 from rtsep.transport.http import add_routes, web_root
 
@@ -37,32 +37,30 @@ class Services:
     runtime: DiarizationRuntime
     store: SqliteSessionStore
     manager: SessionManager
+    writer: StoreWriter
     separation: SeparationRuntime | None = None
 
     def close(self) -> None:
         self.runtime.close()
         if self.separation is not None:
             self.separation.close()
+        self.writer.close()  # what the sessions wrote reaches the store before it closes
         self.store.close()
 
 
 def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None) -> Services:
     metrics = Metrics()
     pipeline = config.pipeline
-    step_s = pipeline.diarization.step_s
     if runtime is None:
-        runtime = DiarizationRuntime(
-            pipeline.runtime, pipeline.diarization,
-            on_batch=lambda size, seconds: metrics.observe_batch(size, seconds, step_s),
-        )
+        runtime = build_diarization(pipeline, metrics)
     store = SqliteSessionStore(config.server.data_dir)
+    writer = StoreWriter()
     separation = build_separation(pipeline)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
-        limits=session_limits(config.server), separation=separation,
+        limits=session_limits(config.server), writer=writer, separation=separation,
     )
-    return Services(config, metrics, runtime, store, manager, separation)
-
+    return Services(config, metrics, runtime, store, manager, writer, separation)
 
 
 def session_limits(server: ServerConfig) -> SessionLimits:
@@ -116,8 +114,8 @@ async def sweep_forever(manager: SessionManager, retention_s: float) -> None:
     while True:
         try:
             await manager.sweep(retention_s)
-        except RtsepError as exc:
-            log.error("retention sweep failed: %s", exc)
+        except Exception:  # noqa: BLE001 - the next sweep tries again
+            log.exception("retention sweep failed")
         await asyncio.sleep(interval_s)
 
 

@@ -12,13 +12,15 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from rtsep.driver import SessionDriver, TransportSink, build_core
 from rtsep.errors import BadApiKey, NotFound, ServerBusy, ServerDraining, SessionDeleted, Unauthorized
 from rtsep.metrics import Metrics
-from rtsep.pipeline import Outbox, PipelineConfig, SessionPipeline
+from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import Start
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.store.writer import StoreWriter
 from rtsep.stream.limits import RateLimit
 from rtsep.stream.session import StreamConfig
 
@@ -47,16 +49,19 @@ class SessionManager:
         store: SessionStore,
         metrics: Metrics,
         limits: SessionLimits,
+        writer: StoreWriter,
         separation: SeparationRuntime | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.separation = separation
         self.store = store
+        self.writer = writer
         self.metrics = metrics
         self.limits = limits
         self._api_key_hashes = [hash_token(k) for k in limits.api_keys]
-        self.live: dict[str, SessionPipeline] = {}
+        self.live: dict[str, SessionDriver] = {}
+        self._opening = 0
         self.draining = False
 
     @property
@@ -89,11 +94,11 @@ class SessionManager:
     def check_capacity(self) -> None:
         if self.draining:
             raise ServerDraining("the server is shutting down; connect to another replica or retry later")
-        if len(self.live) >= self.max_sessions:
+        if len(self.live) + self._opening >= self.max_sessions:
             raise ServerBusy(f"the server is at its limit of {self.max_sessions} concurrent sessions; retry later")
 
-    def open(self, start: Start, outbox: Outbox, transport: str) -> tuple[SessionPipeline, str]:
-        """A new session: returns its pipeline and its token (shown once, stored only as a hash)."""
+    async def open(self, start: Start, outbox: TransportSink, transport: str) -> tuple[SessionDriver, str]:
+        """A new session: returns its driver and its token (shown once, stored only as a hash)."""
         self.check_capacity()
         token = secrets.token_urlsafe(32)
         info = SessionInfo(
@@ -105,15 +110,22 @@ class SessionManager:
             input_sample_rate_hz=start.sample_rate,
             sample_rate_hz=self.config.diarization.sample_rate_hz,
         )
-        self.store.create(info)
-        pipeline = SessionPipeline(
+        self._opening += 1  # holds the slot while the store creates the session (in the writer's thread)
+        try:
+            await self.writer.call(lambda: self.store.create(info))
+        finally:
+            self._opening -= 1
+        max_speakers = min(start.max_speakers or self.config.max_speakers, self.config.max_speakers)
+        pipeline = SessionDriver(
             info=info,
+            core=build_core(info.session_id, self.config, max_speakers, self.separation),
             config=self.config,
             runtime=self.runtime,
             store=self.store,
+            writer=self.writer,
             metrics=self.metrics,
-            outbox=outbox,
-            max_speakers=start.max_speakers,
+            transport=outbox,
+            max_speakers=max_speakers,
             send_audio=start.send_audio,
             output_encoding=start.output_encoding,
             separation=self.separation,
@@ -122,7 +134,7 @@ class SessionManager:
         self.metrics.active_sessions.set(len(self.live))
         return pipeline, token
 
-    def release(self, pipeline: SessionPipeline, outcome: str) -> None:
+    def release(self, pipeline: SessionDriver, outcome: str) -> None:
         if self.live.pop(pipeline.session_id, None) is not None:
             self.metrics.active_sessions.set(len(self.live))
             self.metrics.sessions.labels(outcome, pipeline.info.transport).inc()
@@ -148,12 +160,13 @@ class SessionManager:
             deadline = loop.time() + wait_s
             while session_id in self.live and loop.time() < deadline:
                 await asyncio.sleep(0.02)
-        self.store.delete(session_id)
+        await self.writer.call(lambda: self.store.delete(session_id))
         self.metrics.deleted_sessions.inc()
 
     async def sweep(self, retention_s: float, now: float | None = None) -> list[str]:
         """Delete the sessions that ended more than ``retention_s`` ago."""
-        expired = self.store.ended_before((time.time() if now is None else now) - retention_s)
+        cutoff = (time.time() if now is None else now) - retention_s
+        expired = await asyncio.to_thread(self.store.ended_before, cutoff)
         for session_id in expired:
             if session_id not in self.live:
                 await self.delete(session_id)

@@ -10,20 +10,14 @@ class ModelSpec:
     """What a streaming model declares about itself (cf. pyannote's ``Specifications``).
 
     ``step_samples``: how many new samples each streaming call consumes.
-    ``context_samples``: how many past samples (before the step) each call also needs.
     ``lookahead_samples``: how many future samples the model waits for before it decides.
     """
 
     name: str
     sample_rate_hz: int
     step_samples: int
-    context_samples: int = 0
     lookahead_samples: int = 0
     num_outputs: int = 1
-
-    @property
-    def step_s(self) -> float:
-        return self.step_samples / self.sample_rate_hz
 
     @property
     def algorithmic_latency_s(self) -> float:

@@ -1,6 +1,6 @@
 """Experiment: in-session adaptation (rtsep.separate.adapt) with oracle turns, cross-validated in time.
 
-    python bench/separation/adapt.py --checkpoint CKPT [--steps 150] [--lr 3e-4] [--folds 5]
+    python -m bench.separation.adapt --checkpoint CKPT [--steps 150] [--lr 3e-4] [--folds 5]
 
 The single-talker speech of the pyannote sample (evaluation data; found through sample.rttm as in eval.py) is
 split in time into ``folds`` parts per talker. For each fold, the model is adapted on the other parts of both
@@ -14,21 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from eval import SNRS_DB, model_separate, remix, score, single_talker_streams
-
-from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet, separate_offline
-from rtsep.separate.convtasnet import load_convtasnet, save_convtasnet
-from rtsep.separate.losses import pit_si_sdr_improvement
+from bench.separation.eval import SNRS_DB, model_separate, remix, score, single_talker_streams
+from rtsep.separate.adapt import AdaptConfig, adapt_convtasnet
+from rtsep.separate.convtasnet import load_convtasnet
 
 RATE_HZ = 8000
 
@@ -64,10 +57,9 @@ def main() -> int:
     p.add_argument("--average-last", type=float, default=AdaptConfig.average_last, help="default: rtsep's")
     p.add_argument("--level-ratio-db", type=float, default=AdaptConfig.level_ratio_db, help="default: rtsep's")
     p.add_argument("--device", type=str, default="cpu")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=AdaptConfig.compile,
+                   help="the training step through torch.compile (default: rtsep's)")
     p.add_argument("--streams", type=Path, help="the talkers' speech from --export-streams (no pyannote needed)")
-    p.add_argument("--material", type=Path,
-                   help="adapt on this meeting's product-path material (purity.py --export-material), not on folds")
-    p.add_argument("--save-adapted", type=Path, help="with --material: write the adapted model here")
     p.add_argument("--export-streams", type=Path, help="write the two talkers' single-talker speech as NPZ, exit")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -77,34 +69,15 @@ def main() -> int:
     if args.streams is not None:
         data = np.load(args.streams)
         streams = [data[f"arr_{i}"] for i in range(len(data.files))]
-    elif args.material is None:
+    else:
         streams = single_talker_streams()
     if args.checkpoint is None:
         p.error("--checkpoint is required")
     base = load_convtasnet(args.checkpoint).to(args.device)
     config = AdaptConfig(steps=args.steps, learning_rate=args.lr, batch_size=args.batch_size, segment_s=args.segment_s,
                          speed_perturb=args.speed_perturb, average_last=args.average_last,
-                         level_ratio_db=args.level_ratio_db)
+                         level_ratio_db=args.level_ratio_db, compile=args.compile)
     rows = []
-    if args.material is not None:
-        data = np.load(args.material)
-        speech = {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith("speech/")}
-        test = {"real-heldout": [(src.sum(0), src) for src in data["test_sources"]]}
-        before = score(test, model_separate(base))["real-heldout"]
-        adapted, report = adapt_convtasnet(base, speech, config)
-        after = score(test, model_separate(adapted))["real-heldout"]
-        row = {"fold": str(args.material.stem), "before": before, "after": after, "report": report.as_dict()}
-        if "meeting" in data.files:  # the overlap separated where it is in the meeting, as `rtsep process` does
-            out = separate_offline(adapted, data["meeting"])
-            row["after_in_meeting_db"] = float(np.mean([
-                pit_si_sdr_improvement(src.sum(0), out[:, a : a + src.shape[1]], src)[1]
-                for a, src in zip(data["test_start"], data["test_sources"], strict=True)]))
-        if args.save_adapted is not None:
-            save_convtasnet(adapted, args.save_adapted)
-        rows.append(row)
-        print(json.dumps(rows[-1]), flush=True)
-        print(json.dumps({"material": str(args.material), "after_db": after["si_sdri_db"]}))
-        return 0
     for fold in range(args.folds) if args.only_fold is None else [args.only_fold]:
         parts = [fold_split(s, args.folds, fold) for s in streams]
         test = {"real-heldout": [remix(parts[0][1], parts[1][1], snr) for snr in SNRS_DB]}

@@ -3,7 +3,7 @@ through torch.compile, as rtsep.separate.adapt runs them: median over timed step
 per setting. The first compiled call (tracing + inductor; ~100 s cold, less with inductor's cache) is reported
 apart as ``first_s``.
 
-    python bench/separation/adapt_step_speed.py --threads 1 2 --batch-size 4 [--steps 8]
+    python -m bench.separation.adapt_step_speed --threads 1 2 --batch-size 4 [--steps 8] [--kinds plain compiled]
 """
 
 from __future__ import annotations
@@ -49,13 +49,15 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, nargs="+", default=[4])
     p.add_argument("--segment-s", type=float, default=2.0)
     p.add_argument("--steps", type=int, default=8)
+    p.add_argument("--kinds", nargs="+", choices=["plain", "compiled"], default=["plain", "compiled"])
     args = p.parse_args()
     model = load_convtasnet(str(default_checkpoint_path()))
     segment = int(args.segment_s * model.config.sample_rate_hz)
     for threads in args.threads:
         torch.set_num_threads(threads)
         for batch in args.batch_size:
-            for name, loss_of in (("plain", _training_loss), ("compiled", _compiled_training_loss())):
+            for name in args.kinds:
+                loss_of = _training_loss if name == "plain" else _compiled_training_loss()
                 row = {"threads": threads, "batch_size": batch, "segment_s": args.segment_s, "step": name}
                 row.update(time_steps(loss_of, model, batch, segment, args.steps))
                 print(json.dumps(row), flush=True)

@@ -1,11 +1,11 @@
-"""Sweep adaptation recipes on the reference turns: many `adapt.py --only-fold K` runs side by side.
+"""Sweep adaptation recipes on the reference turns: many `bench.separation.adapt --only-fold K` runs side by side.
 
-    python bench/separation/adapt_sweep.py --streams STREAMS.npz --out SWEEP.jsonl [--jobs 14] [--device cuda] \
+    python -m bench.separation.adapt_sweep --streams STREAMS.npz --out SWEEP.jsonl [--jobs 14] [--device cuda] \
         --recipe 'name|--checkpoint CKPT --steps 300' [--recipe ...]
 
-Each recipe is adapt.py's options; it runs on every fold (5) as its own process (one CPU thread each; on a GPU
-machine the small adaptation batches leave the GPU mostly idle, so many processes share it). Every fold's
-result is appended to ``--out`` as it finishes; at the end a table (mean over folds, per fold) is printed.
+Each recipe is bench.separation.adapt's options; it runs on every fold (5) as its own process (one CPU thread
+each; on a GPU machine the small adaptation batches leave the GPU mostly idle, so many processes share it).
+Every fold's result is appended to ``--out`` as it finishes; at the end a table (mean over folds, per fold) is printed.
 Made for a lent GPU machine with 16 cores, where 15 folds adapt at once.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def main() -> int:
@@ -30,35 +30,24 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--recipe", action="append", required=True, help="'name|adapt.py options'")
     p.add_argument("--folds", type=int, default=5)
-    p.add_argument("--materials", type=Path, help="a folder of purity.py --export-material files: one job each "
-                                                   "(the product path's material) instead of the folds")
     p.add_argument("--jobs", type=int, default=14)
     p.add_argument("--device", type=str, default="cpu")
-    p.add_argument("--save-adapted", type=Path, help="with --materials: keep each adapted model in this folder")
     args = p.parse_args()
     recipes = dict(r.split("|", 1) for r in args.recipe)
-    units = sorted(args.materials.glob("*.npz")) if args.materials else list(range(args.folds))
-    jobs = [(name, unit) for unit in units for name in recipes]
+    jobs = [(name, fold) for fold in range(args.folds) for name in recipes]
 
-    def run(job: tuple[str, int | Path]) -> None:
-        name, unit = job
-        where = ["--material", str(unit)] if isinstance(unit, Path) else ["--folds", str(args.folds),
-                                                                           "--only-fold", str(unit)]
+    def run(job: tuple[str, int]) -> None:
+        name, fold = job
+        where = ["--folds", str(args.folds), "--only-fold", str(fold)]
         streams = ["--streams", str(args.streams)] if args.streams else []
-        cmd = [sys.executable, str(HERE / "adapt.py"), *streams, "--device", args.device, *where,
+        cmd = [sys.executable, "-m", "bench.separation.adapt", *streams, "--device", args.device, *where,
                *shlex.split(recipes[name])]
-        fold = unit.stem if isinstance(unit, Path) else unit
-        if args.save_adapted is not None and isinstance(unit, Path):
-            args.save_adapted.mkdir(parents=True, exist_ok=True)
-            cmd += ["--save-adapted", str(args.save_adapted / f"{name}_{fold}.safetensors")]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
         lines = [json.loads(x) for x in done.stdout.splitlines() if x.startswith("{")]
         row = {"recipe": name, "fold": fold, "rc": done.returncode}
         if lines and "after" in lines[0]:
             row.update(before=lines[0]["before"]["si_sdri_db"], after=lines[0]["after"]["si_sdri_db"],
                        seconds=lines[0]["report"]["seconds"], loss_last_db=lines[0]["report"]["loss_last_db"])
-            if "after_in_meeting_db" in lines[0]:
-                row["after_in_meeting"] = lines[0]["after_in_meeting_db"]
         else:
             row["error"] = done.stderr[-500:]
         with args.out.open("a") as f:

@@ -1,8 +1,9 @@
 """Evaluate separator checkpoints: SI-SDRi on real and synthetic mixtures, streaming RTF, size.
 
-    python bench/separation/eval.py --checkpoint rtsep/separate/weights/convtasnet_8k.safetensors \
+    python -m bench.separation.eval --checkpoint rtsep/separate/weights/convtasnet_8k.safetensors \
         --corpus /work/runs/sep/corpus --rtf
-    python bench/separation/eval.py --watch /work/runs/sep/run --corpus /work/runs/sep/corpus   # every snapshot
+    python -m bench.separation.eval --watch /work/runs/sep/run --corpus /work/runs/sep/corpus   # every snapshot
+    python -m bench.separation.eval --postfilter-time-s 34 600 3600   # the Wiener post-filter's seconds per file
 
 (a) ``real``: real speech, built from the pyannote sample (evaluation data only, never used in training):
     sample.rttm gives the regions where exactly one of the two talkers speaks; each talker's single-talker
@@ -13,23 +14,22 @@
     same mixtures, the reference bound.
 (b) ``synthetic``: mixtures of held-out voices of the training corpus (fixed seed), as training draws them.
 Figures are permutation-invariant SI-SDR improvements over the mixture, averaged over mixtures.
-RTF: streaming the model chunk by chunk on one thread, median of 5 runs over 20 s of audio.
+RTF: streaming the model chunk by chunk on one thread, median of 3 runs over ``--rtf-seconds`` of noise.
+Post-filter time: rtsep.separate.postfilter's default filter on two sources of noise that long at 8 kHz (median
+of 3, one thread) and the process's peak memory.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
 
 from rtsep.separate.convtasnet import (
     ConvTasNet,
@@ -37,6 +37,7 @@ from rtsep.separate.convtasnet import (
     read_checkpoint_metadata,
 )
 from rtsep.separate.losses import pit_si_sdr_improvement
+from rtsep.separate.postfilter import wiener_postfilter
 
 RATE_HZ = 8000
 SNRS_DB = (-5.0, 0.0, 5.0)
@@ -128,8 +129,9 @@ def synthetic_set(corpus: Path, count: int = 100) -> list[tuple[np.ndarray, np.n
 
 def oracle_irm(mix: np.ndarray, sources: np.ndarray, n_fft: int = 256, hop: int = 64) -> np.ndarray:
     window = torch.hann_window(n_fft, dtype=torch.float64)
-    spec = lambda x: torch.stft(torch.from_numpy(np.asarray(x, np.float64)), n_fft, hop, window=window,
-                                return_complex=True)
+    def spec(x):
+        return torch.stft(torch.from_numpy(np.asarray(x, np.float64)), n_fft, hop, window=window, return_complex=True)
+
     mags = torch.stack([spec(s).abs() for s in sources])
     mask = mags / (mags.sum(0, keepdim=True) + 1e-10)
     est = torch.istft(spec(mix).unsqueeze(0) * mask, n_fft, hop, window=window, length=len(mix))
@@ -177,8 +179,9 @@ def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf
                         norm_memory_s: float | None = None) -> dict:
     model = load_convtasnet(path, norm_memory_s)
     meta = read_checkpoint_metadata(path)["metadata"]
-    result = {"checkpoint": str(path), "step": meta.get("step"), "trained_h": round(meta.get("trained_s", 0) / 3600, 3),
-              "size_bytes": path.stat().st_size, "parameters": model.num_parameters(), **score(sets, model_separate(model))}
+    result = {"checkpoint": str(path), "step": meta.get("step"),
+              "trained_h": round(meta.get("trained_s", 0) / 3600, 3), "size_bytes": path.stat().st_size,
+              "parameters": model.num_parameters(), **score(sets, model_separate(model))}
     if rtf_steps:
         result["rtf"] = {f"step{s}_batch{b}": round(streaming_rtf(model, s, b, seconds=rtf_seconds, runs=3), 4)
                          for s in rtf_steps for b in (1, 8)}
@@ -191,6 +194,23 @@ def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf
                 times.append(time.perf_counter() - t0)
         result["rtf"]["offline_batch1"] = round(statistics.median(times) / rtf_seconds, 4)
     return result
+
+
+def time_postfilter(lengths_s: list[float], rate_hz: int = RATE_HZ) -> None:
+    """One JSON line per length: the default Wiener post-filter's wall time on a file that long."""
+    rng = np.random.default_rng(0)
+    for seconds in lengths_s:
+        sources = (0.1 * rng.standard_normal((2, int(seconds * rate_hz)))).astype(np.float32)
+        mixture = sources.sum(0) + 0.01 * rng.standard_normal(sources.shape[1]).astype(np.float32)
+        walls = []
+        for _ in range(3):
+            start = time.perf_counter()
+            wiener_postfilter(mixture, sources, rate_hz)
+            walls.append(time.perf_counter() - start)
+        print(json.dumps({"postfilter_file_s": seconds, "wall_s_median": round(float(np.median(walls)), 3),
+                          "rtf": round(float(np.median(walls)) / seconds, 5),
+                          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}),
+              flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,8 +227,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="append JSON lines here")
     p.add_argument("--norm-memory-s", type=float, default=None, help="run the checkpoints with this norm memory")
     p.add_argument("--export-real", type=Path, help="write the real remix set as NPZ (for train.py --real-eval)")
+    p.add_argument("--postfilter-time-s", type=float, nargs="+",
+                   help="time the default Wiener post-filter on files this long instead")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    if args.postfilter_time_s:
+        time_postfilter(args.postfilter_time_s)
+        return 0
 
     sets = {} if args.rtf_only else real_sets()
     if args.export_real is not None:

@@ -1,7 +1,8 @@
 """Real-speech remix through the product path: `rtsep process --separator convtasnet` on meetings built from the
 pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped parts.
 
-    python bench/separation/process_remix.py [--layout L] [--adapt-steps N] [--adapt-batch-size B]
+    python -m bench.separation.process_remix [--layout L] [--only-fold F ...] [--snrs-db -5 0 5]
+                                             [--adapt-steps N] [--adapt-batch-size B]
                                              [--adapt-min-similarity S] [--adapt-min-periodicity P]
                                              [--ensemble N] [--no-wiener] [--jobs 2] [--out DIR]
 
@@ -37,15 +38,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from adapt import fold_split
-from eval import SNRS_DB, remix, single_talker_regions, single_talker_streams
-
+from bench.separation.adapt import fold_split
+from bench.separation.eval import SNRS_DB, remix, single_talker_regions, single_talker_streams
 from rtsep.separate.losses import pit_si_sdr_improvement
 
+REPO = Path(__file__).resolve().parents[2]
 RATE_HZ = 16000
 SCORE_RATE_HZ = 8000
 TURN_S, GAP_S, TEST_GAP_S = 2.0, 0.25, 1.0
@@ -173,6 +170,8 @@ def main() -> int:
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None,
                    help="the Wiener post-filter (default: rtsep's)")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
+    p.add_argument("--snrs-db", type=float, nargs="+", default=list(SNRS_DB),
+                   help="level ratios of the inserted remixes (conversation-single: one meeting each)")
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
                    default="conversation-single")
     p.add_argument("--jobs", type=int, default=1, help="meetings at once (each adapts on cores / jobs threads)")
@@ -183,7 +182,7 @@ def main() -> int:
         parts = [fold_split(s, args.folds, fold) for s in streams]
         test_s = len(parts[0][1]) / RATE_HZ
         if args.layout == "conversation-single":
-            for snr in SNRS_DB:
+            for snr in args.snrs_db:
                 meetings.append((f"fold{fold}_{snr:+.0f}dB", *build_conversation(args.folds, fold, (snr,)), test_s))
         elif args.layout == "conversation":
             meetings.append((f"fold{fold}", *build_conversation(args.folds, fold), test_s))

@@ -16,10 +16,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
-
-
-def speaker_name(index: int) -> str:
-    return f"SPEAKER_{index:02d}"
+from rtsep.stream.turns import (  # noqa: F401 - the diarizer's input and output types, re-exported
+    DiarizationEvent,
+    FrameLabels,
+    NewSpeaker,
+    SegmentClosed,
+    SpeakerStarted,
+    SpeakerStopped,
+    StepAnalysis,
+    speaker_name,
+)
 
 
 @dataclass(frozen=True)
@@ -71,55 +77,6 @@ class DiarizationConfig:
         return window_samples_for_frames(self.embedding_frames)
 
 
-@dataclass(frozen=True)
-class StepAnalysis:
-    """What the runtime computed for one step of a session."""
-
-    step_index: int
-    start_sample: int
-    valid_samples: int
-    speech_probs: np.ndarray  # (frames_per_step,)
-    embedding: np.ndarray | None  # (256,) or None when the step held too little speech
-    embedding_speech_s: float = -1.0  # seconds of speech in the embedding's window (< 0: unknown)
-
-
-@dataclass(frozen=True)
-class SpeakerStarted:
-    speaker: int
-    sample: int
-
-
-@dataclass(frozen=True)
-class SpeakerStopped:
-    speaker: int
-    sample: int
-
-
-@dataclass(frozen=True)
-class SegmentClosed:
-    speaker: int
-    start_sample: int
-    end_sample: int
-
-
-@dataclass(frozen=True)
-class NewSpeaker:
-    speaker: int
-
-
-@dataclass(frozen=True)
-class FrameLabels:
-    """Speaker of each frame of a decided step (-1: no speech); used to route audio."""
-
-    step_index: int
-    start_sample: int
-    valid_samples: int
-    labels: np.ndarray  # (frames_per_step,) int
-
-
-DiarizationEvent = SpeakerStarted | SpeakerStopped | SegmentClosed | NewSpeaker | FrameLabels
-
-
 @dataclass
 class StepRecord:
     """What the final re-clustering needs of every step."""
@@ -129,7 +86,6 @@ class StepRecord:
     valid_samples: int
     speech: np.ndarray  # (frames,) bool
     embedding: np.ndarray | None
-    live_label: int = -1
 
 
 class OnlineDiarizer:
@@ -244,7 +200,6 @@ class OnlineDiarizer:
                 self._silence_frames += 1
                 if self._silence_frames > cfg.hangover_frames:
                     events.extend(self._close(self._last_speech_end))
-        record.live_label = label if label is not None and record.speech.any() else -1
         events.append(FrameLabels(record.step_index, record.start_sample, record.valid_samples, labels))
         return events
 

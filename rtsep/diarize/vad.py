@@ -97,7 +97,6 @@ class VadState:
     context: np.ndarray  # (64,) float32
     hidden: np.ndarray  # (2, 128) float32
     speech: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # most recent speech, oldest first
-    speech_total_samples: int = 0  # speech samples seen so far (the buffer holds the newest of them)
     last_speech_sample: int = -1  # stream position just after the newest speech frame (-1: none yet)
 
     @classmethod
@@ -108,7 +107,6 @@ class VadState:
         """Append speech samples, keeping the newest ``capacity``."""
         if samples.size:
             self.speech = np.concatenate([self.speech, samples.astype(np.float32, copy=False)])[-capacity:]
-            self.speech_total_samples += int(samples.size)
 
     def clear_speech(self) -> None:
         self.speech = np.zeros(0, np.float32)

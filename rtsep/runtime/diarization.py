@@ -15,10 +15,10 @@ from rtsep.diarize.online import DiarizationConfig, StepAnalysis
 from rtsep.diarize.vad import VadState
 from rtsep.errors import ConfigError
 from rtsep.runtime.worker import BatchWorker
+from rtsep.stream.core import OVERFLOW_POLICIES
 
 log = logging.getLogger(__name__)
 
-OVERFLOW_POLICIES = ("backpressure", "drop")
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,16 @@ class RuntimeConfig:
     torch_threads: int = 1
     max_in_flight_steps: int = 16  # per session: the bound on its queue of steps awaiting inference
     overflow: str = "backpressure"  # what a session does when its bound is reached: wait, or drop the step
+    # a step's result later than this fails its session (1011): a stalled model ends sessions, never hangs them
+    result_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
             raise ConfigError(f"overflow policy must be one of {OVERFLOW_POLICIES}, got {self.overflow!r}")
         if self.max_batch < 1 or self.max_in_flight_steps < 1:
             raise ConfigError("max_batch and max_in_flight_steps must be >= 1")
+        if not self.result_timeout_s > 0:
+            raise ConfigError("result_timeout_s must be > 0")
 
 
 @dataclass

@@ -47,8 +47,8 @@ def _lower_priority() -> None:
     """Background adaptation yields the CPU to real-time inference (Linux: per-thread nice value)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not permitted
-        pass
+    except (AttributeError, OSError):  # not Linux, or not permitted: it runs at the normal priority
+        log.debug("cannot lower the adaptation thread's priority", exc_info=True)
 
 
 class SeparationRuntime:
@@ -83,7 +83,7 @@ class SeparationRuntime:
         the session of ``state``. One adaptation runs at a time, in a thread below the inference threads'
         priority; the future's result is the :class:`AdaptReport`. It ends early, unused, when ``stop()`` says so
         (e.g. the session ended) or the runtime closes."""
-        from rtsep.separate.adapt import adapt_convtasnet
+        from rtsep.separate.adapt import AdaptReport, adapt_convtasnet
 
         if not self.supports_adaptation:
             raise RuntimeError(f"separator {self.spec.name!r} cannot be adapted")
@@ -92,6 +92,8 @@ class SeparationRuntime:
 
         def run():
             stopped = (lambda: self._closing.is_set() or stop()) if stop is not None else self._closing.is_set
+            if stopped():  # queued behind another session's round, and its own session ended meanwhile
+                return AdaptReport([], {}, skipped="the session ended before its adaptation started")
             material = speech() if callable(speech) else speech
             model, report = adapt_convtasnet(self.separator.model, material, config, stop=stopped)
             if report.skipped is None:

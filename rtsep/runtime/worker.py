@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
@@ -43,6 +44,7 @@ class BatchWorker(Generic[Req, Res]):
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._closed = False
+        self._in_flight: list[_Item] = []  # the batch being processed
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -81,8 +83,12 @@ class BatchWorker(Generic[Req, Res]):
         return batch
 
     def _run(self) -> None:
-        import time
+        try:
+            self._serve()
+        finally:  # however the thread ends, no session waits for ever on a request it will never process
+            self._fail_pending()
 
+    def _serve(self) -> None:
         while True:
             with self._cond:
                 while not self._queue and not self._closed:
@@ -93,15 +99,34 @@ class BatchWorker(Generic[Req, Res]):
             live = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            self._in_flight = live
             started = time.perf_counter()
             try:
                 results = self._process_batch([item.request for item in live])
-            except BaseException as exc:  # noqa: BLE001 - delivered to every waiting session
+                if len(results) != len(live):
+                    raise RuntimeError(f"the batch function returned {len(results)} results for {len(live)} requests")
+            except Exception as exc:  # noqa: BLE001 - delivered to every waiting session; the worker goes on
                 log.exception("batch of %d failed", len(live))
                 for item in live:
                     item.future.set_exception(exc)
+                self._in_flight = []
                 continue
             if self._on_batch is not None:
-                self._on_batch(len(live), time.perf_counter() - started)
+                try:
+                    self._on_batch(len(live), time.perf_counter() - started)
+                except Exception:  # noqa: BLE001 - a metrics callback never stops inference
+                    log.exception("on_batch callback failed")
             for item, result in zip(live, results, strict=True):
                 item.future.set_result(result)
+            self._in_flight = []
+
+    def _fail_pending(self) -> None:
+        """Close the worker and fail every request it holds (the thread is ending, e.g. on a BaseException)."""
+        with self._cond:
+            self._closed = True
+            pending, self._queue = [*self._in_flight, *self._queue], deque()
+            self._in_flight = []
+        for item in pending:
+            if not item.future.done():
+                if item.future.running() or item.future.set_running_or_notify_cancel():
+                    item.future.set_exception(RuntimeError(f"the {self._thread.name} thread ended"))

@@ -224,7 +224,6 @@ class ConvTasNetState:
 
     caches: list[torch.Tensor]  # float32; [(lookahead,), (context_frames, hidden) per block, (sources, lookahead)]
     stats: torch.Tensor  # (num_norms, 3) float64: sum, sum of squares, count
-    samples_in: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -335,7 +334,6 @@ class ConvTasNet(nn.Module):
         for i, state in enumerate(states):
             state.caches = [piece[i] for piece in pieces]
             state.stats = packed_stats[i]
-            state.samples_in += chunks.shape[1]
         return out[:, :, : chunks.shape[1]]
 
     def num_parameters(self) -> int:
@@ -452,7 +450,6 @@ class ConvTasNetSeparator(StreamingSeparator):
             name=name,
             sample_rate_hz=c.sample_rate_hz,
             step_samples=step_samples,
-            context_samples=0,
             lookahead_samples=c.lookahead_samples,
             num_outputs=c.num_sources,
         )
@@ -516,26 +513,12 @@ def create_separator(checkpoint: str | Path | None = None, step_samples: int | N
     return ConvTasNetSeparator(load_convtasnet(path, norm_memory_s), step_samples=step_samples)
 
 
-def count_macs_per_second(config: ConvTasNetConfig) -> float:
-    """Multiply-accumulates per second of audio (a size figure for model cards)."""
-    c = config
-    frames_per_s = c.sample_rate_hz / c.hop_samples
-    per_frame = c.encoder_filters * c.window_samples  # encoder
-    per_frame += c.encoder_filters * c.bottleneck_channels
-    per_block = 2 * c.bottleneck_channels * c.hidden_channels + c.hidden_channels * c.kernel_size
-    per_frame += c.repeats * c.blocks_per_repeat * per_block
-    per_frame += c.bottleneck_channels * c.num_sources * c.encoder_filters
-    per_frame += c.num_sources * c.encoder_filters * c.window_samples  # decoder
-    return per_frame * frames_per_s
-
-
 __all__ = [
     "ConvTasNet",
     "ConvTasNetConfig",
     "ConvTasNetSeparator",
     "ConvTasNetState",
     "CumulativeLayerNorm",
-    "count_macs_per_second",
     "create_separator",
     "default_checkpoint_path",
     "load_convtasnet",

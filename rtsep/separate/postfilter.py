@@ -8,9 +8,9 @@ to 1; a time-frequency point no source claims is split evenly), each keeps the m
 source dominates a point the other's leakage there is removed.
 
 It helps when the sources are already fairly separated and hurts when they are not: on the 15 real remix meetings
-(bench/separation/postfilter_check.py) it raises the adapted separator's 10-pass ensemble from 3.90 to 4.63 dB
-SI-SDRi, and lowers the unadapted base model's from 0.16 to -0.42 dB. rtsep therefore applies it only after an
-in-session adaptation that ran (`rtsep process`). The STFT is rtsep's oracle-mask STFT (32 ms Hann window, 8 ms hop:
+(bench/HISTORY.md) it raises the adapted separator's 10-pass ensemble from 3.90 to 4.63 dB SI-SDRi, and lowers
+the unadapted base model's from 0.16 to -0.42 dB. rtsep therefore applies it only after an in-session adaptation
+that ran (`rtsep process`). The STFT is rtsep's oracle-mask STFT (32 ms Hann window, 8 ms hop:
 256 / 64 samples at 8 kHz); it is not causal (it looks a window ahead), so live tracks do not use it.
 
 Long recordings are filtered in blocks (``block_s``) with a margin of at least one window on each side, aligned

@@ -13,8 +13,8 @@ An embedding hears an overlap in which one voice is louder as that talker. With 
 part must also sound like one voice: enough of the voiced frames around it periodic at a single pitch
 (rtsep.separate.periodicity), whoever is talking. Either check can be used alone (0 turns it off).
 
-On the 15 remix meetings of bench/separation/purity.py the wrong talker's speech in the turns falls from 15.0 s to
-0.4 s and overlapped speech from 36.1 s to 9.3 s, for 9 % of the clean speech (bench/RESULTS.md).
+On the 15 remix meetings of the purity bench the wrong talker's speech in the turns falls from 15.0 s to 0.4 s
+and overlapped speech from 36.1 s to 9.3 s, for 9 % of the clean speech (bench/HISTORY.md).
 """
 
 from __future__ import annotations

@@ -44,7 +44,6 @@ class BatchSeparator(Protocol):
 class SlidingWindowState:
     buffer: torch.Tensor  # (window_samples,) the last window of input
     previous: torch.Tensor | None = None  # (C, window_samples) the previous window's aligned estimates
-    samples_in: int = 0
 
 
 def load_sepformer_dir(directory: str | Path, device: str = "cpu") -> tuple[Any, int, int]:
@@ -85,8 +84,7 @@ class SlidingWindowSeparator(StreamingSeparator):
         self.overlap_samples = window_samples - hop_samples
         lookahead = (window_samples - hop_samples) // 2
         self.spec = ModelSpec(name=name, sample_rate_hz=sample_rate_hz, step_samples=hop_samples,
-                              context_samples=window_samples - hop_samples, lookahead_samples=lookahead,
-                              num_outputs=num_sources)
+                              lookahead_samples=lookahead, num_outputs=num_sources)
         self._device = torch.device(device)
         self._perms = list(itertools.permutations(range(num_sources)))
 
@@ -113,7 +111,6 @@ class SlidingWindowSeparator(StreamingSeparator):
             est = self._align(estimates[i], state.previous)
             state.buffer = windows[i]
             state.previous = est
-            state.samples_in += hop
             end = self.window_samples - look
             out.append(est[:, end - hop : end])
         return torch.stack(out)

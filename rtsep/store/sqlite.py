@@ -82,7 +82,7 @@ class SqliteSessionStore(SessionStore):
             try:
                 self.update(info)
             except StoreError as exc:  # e.g. still no space left: serve what is there, retry next start
-                log.error("cannot mark session %s interrupted: %s", info.session_id, exc)
+                log.error("cannot mark session %s interrupted: %s", info.session_id, exc, exc_info=True)
 
     # --- sessions ---
 

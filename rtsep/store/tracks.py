@@ -81,10 +81,12 @@ class TrackFiles:
                 try:
                     self._open.pop(key).close()
                 except OSError as exc:
-                    log.warning("closing track %s: %s", key, exc)
+                    log.warning("closing track %s: %s", key, exc, exc_info=True)
 
     def delete(self, session_id: str) -> None:
         import shutil
 
         self.close(session_id)
-        shutil.rmtree(self.session_dir(session_id), ignore_errors=True)
+        folder = self.session_dir(session_id)
+        if folder.exists():
+            shutil.rmtree(folder, onerror=lambda _, path, info: log.error("deleting %s failed", path, exc_info=info))

@@ -1,13 +1,12 @@
-"""The file transport: run the same session pipeline over an audio file at full speed (``rtsep process``)."""
+"""The file transport: one session over an audio file at full speed (``rtsep process``), through the same session
+manager, driver and runtimes as a live session; the composition root (rtsep.compose) builds them."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import os
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,17 +19,12 @@ import soundfile as sf
 
 from rtsep.audio import float_to_s16, wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
+from rtsep.driver import NullSink
 from rtsep.errors import ClientError
-from rtsep.metrics import Metrics
-from rtsep.pipeline import NullOutbox, PipelineConfig, build_separation
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
-from rtsep.runtime.diarization import DiarizationRuntime
-from rtsep.runtime.separation import SeparationRuntime
-from rtsep.separate.adapt import AdaptConfig, AdaptedSeparation, AdaptiveSeparator, AdaptReport
-from rtsep.separate.postfilter import WienerConfig
-from rtsep.sessions import SessionLimits, SessionManager
+from rtsep.separate.adapt import AdaptedSeparation, AdaptiveSeparator, AdaptReport
+from rtsep.sessions import SessionManager
 from rtsep.store.base import SessionStore
-from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
@@ -78,54 +72,55 @@ def read_blocks(path: Path, block_samples: int) -> Iterator[np.ndarray]:
             yield samples
 
 
-async def process_file(
+async def run_file_session(
     path: Path,
     out_dir: Path,
-    config: PipelineConfig,
-    runtime: DiarizationRuntime,
+    manager: SessionManager,
     progress: Callable[[float], None] | None = None,
     max_speakers: int | None = None,
-    separation: SeparationRuntime | None = None,
     adaptive: AdaptiveSeparator | None = None,
     adapt_progress: Callable[[int, float], None] | None = None,
 ) -> ProcessResult:
-    """Run one session over ``path``. Sources come from ``separation`` (streamed with the session) or, after the
-    session, from ``adaptive`` (fine-tuned on the file's own single-talker turns, then run over the file)."""
+    """Run one session over ``path`` through ``manager`` (its runtimes, its store), as a live session runs. Sources
+    come from the manager's separation runtime (streamed with the session) or, after the session, from
+    ``adaptive`` (fine-tuned on the file's own single-talker turns, then run over the file)."""
     info = read_info(path)
     rate = int(info.samplerate)
     if not MIN_SAMPLE_RATE_HZ <= rate <= MAX_SAMPLE_RATE_HZ:
         raise ClientError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
-        manager = SessionManager(config=config, runtime=runtime, store=SqliteSessionStore(scratch), metrics=Metrics(),
-                                 limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
-                                 separation=separation)
-        stream = StreamSession(manager.stream_config)
-        start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
-        stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
-        pipeline, _ = manager.open(start, NullOutbox(), "file")
-        block = max(1, int(BLOCK_S * rate))
-        session_audio: list[np.ndarray] = []  # the input at the session's rate, kept only for the adaptive separator
+    stream = StreamSession(manager.stream_config)
+    start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
+    stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+    pipeline, _ = await manager.open(start, NullSink(), "file")
+    block = max(1, int(BLOCK_S * rate))
+    session_audio: list[np.ndarray] = []  # the input at the session's rate, kept only for the adaptive separator
 
-        async def feed(events: list) -> None:
-            for event in events:
-                if isinstance(event, ChunkReady):
-                    if adaptive is not None:
-                        session_audio.append(event.chunk.samples[: event.valid_samples].copy())
-                    await pipeline.feed(event)
+    async def feed(events: list) -> None:
+        for event in events:
+            if isinstance(event, ChunkReady):
+                if adaptive is not None:
+                    session_audio.append(event.chunk.samples[: event.valid_samples].copy())
+                await pipeline.feed(event)
 
+    try:
         for samples in read_blocks(path, block):
             await feed(stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))))
             if progress is not None:
                 progress(samples.shape[0] / rate)
         await feed(stream.finish())
         done = await pipeline.finish()
-        manager.release(pipeline, "completed")
-        sid = pipeline.session_id
-        final = manager.store.final_timeline(sid) or {}
-        live = pipeline.live_timeline()
-        files = write_outputs(out_dir, manager.store, sid, live, final, pipeline.rate, done.duration_s)
-        manager.store.close()
+    except BaseException:
+        if pipeline.info.state == "live":
+            await asyncio.shield(pipeline.abort("internal_error"))
+        raise
+    finally:
+        manager.release(pipeline, pipeline.info.outcome or "internal_error")
+    sid = pipeline.session_id
+    store = manager.store
+    final = await manager.writer.call(lambda: store.final_timeline(sid)) or {}
+    live = pipeline.live_timeline()
+    files = await asyncio.to_thread(write_outputs, out_dir, store, sid, live, final, pipeline.rate, done.duration_s)
     report = None
     if adaptive is not None:
         audio = np.concatenate(session_audio) if session_audio else np.zeros(0, np.float32)
@@ -135,7 +130,7 @@ async def process_file(
                                              adapt_progress, stop.is_set)
         finally:
             stop.set()
-        files += write_separated(out_dir, result)
+        files += await asyncio.to_thread(write_separated, out_dir, result)
         report = result.report
     return ProcessResult(sid, done.duration_s, done.speakers, live, final, files, report)
 
@@ -219,46 +214,6 @@ def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, ref
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
-
-
-def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
-    """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
-    steps, batch = config.adapt_recipe()
-    if config.separator != "convtasnet" or steps <= 0:
-        return None
-    from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
-
-    checkpoint = config.separator_checkpoint or default_checkpoint_path()
-    purity = None
-    if (purity_config := config.purity_config()) is not None:
-        from rtsep.separate.purity import PurityFilter
-
-        purity = PurityFilter(purity_config, device=config.runtime.device)
-    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
-    threads = config.adapt_threads or os.cpu_count() or 1
-    model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
-    postfilter = WienerConfig() if config.offline_wiener else None
-    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble,
-                             postfilter=postfilter)
-
-
-def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
-                max_speakers: int | None = None) -> ProcessResult:
-    info = read_info(path)
-    runtime = DiarizationRuntime(config.runtime, config.diarization)
-    adaptive = build_adaptive(config)
-    separation = None if adaptive is not None else build_separation(config)
-    try:
-        with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
-            with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",
-                              show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
-                return asyncio.run(process_file(
-                    path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
-                    adaptive, lambda step, si_snr_db: adapt_bar.update(1)))
-    finally:
-        runtime.close()
-        if separation is not None:
-            separation.close()
 
 
 class LoggedProgress:

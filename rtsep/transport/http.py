@@ -1,7 +1,10 @@
-"""HTTP routes (FastAPI): health, metrics, session status, timelines and tracks; mounts the WebSocket."""
+"""HTTP routes (FastAPI): health, metrics, session status, timelines and tracks; mounts the WebSocket.
+
+The store is read in a worker thread (``asyncio.to_thread``), never on the event loop."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Literal
 
@@ -22,9 +25,9 @@ from rtsep.transport.ws import serve_stream
 def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> None:
     store = manager.store
 
-    def authorized(session_id: str, authorization: str | None):
+    async def authorized(session_id: str, authorization: str | None):
         try:
-            return manager.authorize(session_id, authorization)
+            return await asyncio.to_thread(manager.authorize, session_id, authorization)
         except NotFound as exc:
             raise HTTPException(404, exc.message) from None
         except Unauthorized as exc:
@@ -41,8 +44,8 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
 
     @app.get("/v1/sessions/{session_id}", tags=["sessions"])
     async def session_status(session_id: str, authorization: str | None = Header(None)) -> dict:
-        info = authorized(session_id, authorization)
-        return manager.status(info)
+        info = await authorized(session_id, authorization)
+        return await asyncio.to_thread(manager.status, info)
 
     @app.get("/v1/sessions/{session_id}/timeline", tags=["sessions"])
     async def timeline(
@@ -51,16 +54,17 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
         kind: Literal["live", "final"] = Query("final"),
         authorization: str | None = Header(None),
     ) -> Response:
-        info = authorized(session_id, authorization)
+        info = await authorized(session_id, authorization)
         pipeline = manager.live.get(session_id)
         if kind == "live":
-            data = pipeline.live_timeline() if pipeline else _stored_live(manager, session_id)
+            data = pipeline.live_timeline() if pipeline else await asyncio.to_thread(_stored_live, manager, session_id)
         elif pipeline is not None and pipeline.info.state == "live":
             data = await pipeline.final_timeline_now()  # on demand, from what arrived so far
         else:
-            data = store.final_timeline(session_id)
+            data = await asyncio.to_thread(store.final_timeline, session_id)
             if data is None:  # interrupted before a final timeline was written: the live one is all there is
-                data = {**_stored_live(manager, session_id), "kind": "final", "note": "interrupted session"}
+                live = await asyncio.to_thread(_stored_live, manager, session_id)
+                data = {**live, "kind": "final", "note": "interrupted session"}
         data["state"] = info.state
         if format == "rttm":
             return PlainTextResponse(to_rttm(annotation_from_json(data)), media_type="text/x-rttm")
@@ -68,14 +72,14 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
 
     @app.delete("/v1/sessions/{session_id}", tags=["sessions"], status_code=204)
     async def delete_session(session_id: str, authorization: str | None = Header(None)) -> Response:
-        authorized(session_id, authorization)
+        await authorized(session_id, authorization)
         await manager.delete(session_id)
         return Response(status_code=204)
 
     @app.get("/v1/sessions/{session_id}/tracks/{track}.wav", tags=["sessions"])
     async def track(session_id: str, track: str, authorization: str | None = Header(None)) -> Response:
-        info = authorized(session_id, authorization)
-        pcm = store.read_track(session_id, track)
+        info = await authorized(session_id, authorization)
+        pcm = await asyncio.to_thread(store.read_track, session_id, track)
         if pcm is None:
             raise HTTPException(404, f"no track {track!r} in session {session_id}")
         return Response(wav_bytes(pcm, info.sample_rate_hz), media_type="audio/wav")

@@ -9,10 +9,12 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from rtsep.driver import SessionDriver
 from rtsep.errors import IdleTimeout, RtsepError
-from rtsep.pipeline import SessionPipeline
+from rtsep.protocol.frames import encode_audio_frame
 from rtsep.protocol.messages import ErrorMessage, Ready, encode_message
 from rtsep.sessions import SessionManager
+from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, StartAccepted, StopRequested, StreamSession
 from rtsep.transport.auth import api_key_of
@@ -21,17 +23,21 @@ log = logging.getLogger(__name__)
 
 
 class WebSocketOutbox:
-    """Sends to the client until it is gone; afterwards output only goes to the store."""
+    """The session's transport sink: messages as JSON text, audio as protocol v1 frames, until the client is gone
+    (afterwards output only goes to the store)."""
 
-    def __init__(self, ws: WebSocket) -> None:
+    def __init__(self, ws: WebSocket, sample_rate_hz: int = 16000, output_encoding: str = "pcm_s16le") -> None:
         self.ws = ws
+        self.sample_rate_hz = sample_rate_hz
+        self.output_encoding = output_encoding
         self.gone = False
 
     async def send_message(self, message: Any) -> None:
         await self._send(text=encode_message(message))
 
-    async def send_audio(self, frame: bytes) -> None:
-        await self._send(data=frame)
+    async def send_audio(self, audio: AudioOut) -> None:
+        await self._send(data=encode_audio_frame(audio.index, audio.start_sample, audio.samples, self.sample_rate_hz,
+                                                 self.output_encoding))
 
     async def _send(self, text: str | None = None, data: bytes | None = None) -> None:
         if self.gone:
@@ -49,7 +55,7 @@ class _EndRequested(Exception):
     pass
 
 
-async def _next_message(ws: WebSocket, pipeline: SessionPipeline | None, idle_timeout_s: float) -> dict:
+async def _next_message(ws: WebSocket, pipeline: SessionDriver | None, idle_timeout_s: float) -> dict:
     """The client's next message, unless the server asks the session to end or the client stays idle."""
     receive = asyncio.ensure_future(ws.receive())
     waiters: set[asyncio.Future] = {receive}
@@ -71,7 +77,7 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
     stream = StreamSession(manager.stream_config)
     limits = manager.limits
     guard: RealtimeGuard | None = None
-    pipeline: SessionPipeline | None = None
+    pipeline: SessionDriver | None = None
     outcome = "completed"
     try:
         manager.check_api_key(api_key_of(ws))
@@ -98,9 +104,11 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                 guard.check(stream.input_s, time.monotonic())
             for event in events:
                 if isinstance(event, StartAccepted):
-                    pipeline, token = manager.open(event.start, outbox, "websocket")
-                    guard = RealtimeGuard(limits.rate, time.monotonic())
                     cfg = manager.config
+                    outbox.sample_rate_hz = cfg.diarization.sample_rate_hz
+                    outbox.output_encoding = event.start.output_encoding
+                    pipeline, token = await manager.open(event.start, outbox, "websocket")
+                    guard = RealtimeGuard(limits.rate, time.monotonic())
                     await outbox.send_message(
                         Ready(pipeline.session_id, token, cfg.diarization.sample_rate_hz,
                               event.start.output_encoding, manager.max_message_bytes, pipeline.max_speakers,
@@ -116,9 +124,9 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                     return
     except RtsepError as exc:
         outcome = exc.error_code
-        manager.metrics.errors.labels(exc.error_code).inc()
         log.info("session %s ended: %s (%d)", pipeline.session_id if pipeline else "-", exc.message, exc.close_code)
-        if pipeline is None or pipeline.error is not exc:  # the pipeline reports its own failures
+        if pipeline is None or pipeline.error is not exc:  # the driver counts and reports its own failures
+            manager.metrics.errors.labels(exc.error_code).inc()
             await outbox.send_message(ErrorMessage(exc.error_code, exc.message, exc.close_code))
         await _close(ws, exc.close_code, exc.message)
     except WebSocketDisconnect:
@@ -139,7 +147,7 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                 manager.release(pipeline, outcome)
 
 
-async def _finish(ws: WebSocket, outbox: WebSocketOutbox, stream: StreamSession, pipeline: SessionPipeline,
+async def _finish(ws: WebSocket, outbox: WebSocketOutbox, stream: StreamSession, pipeline: SessionDriver,
                   close_code: int, reason: str, outcome: str) -> None:
     """End the input (if the client did not), flush, send the final timeline and ``done``, close."""
     for event in stream.finish():

@@ -14,13 +14,13 @@ import soundfile as sf
 import torch
 import websockets
 
+from rtsep.compose import build_adaptive, build_separation, process_file
 from rtsep.config import load_config
-from rtsep.pipeline import SOURCE_TRACK_BASE, build_separation
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
 from rtsep.separate.postfilter import WienerConfig
-from rtsep.transport.file import build_adaptive, process_file
+from rtsep.stream.turns import SOURCE_TRACK_BASE
 from tests.conftest import run_server
 
 pytestmark = pytest.mark.slow
@@ -150,3 +150,52 @@ async def test_live_session_adapts_its_separator_in_the_background(checkpoint, m
                         assert header.start_sample == source_samples.get(k, 0)  # contiguous across the switch
                         source_samples[k] = header.start_sample + header.sample_count
         assert all(abs(n - len(audio)) <= 16 for n in source_samples.values())
+
+
+async def test_a_failing_separator_ends_that_session_with_1011_and_keeps_what_it_produced(checkpoint, meeting_wav,
+                                                                                          tmp_path):
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    config = replace(pipeline_config(checkpoint), adapt_live=False)
+    with run_server(tmp_path / "data", pipeline=config) as server:
+        separator = server.services.separation.separator
+        calls = {"n": 0}
+        process = separator.process
+
+        def breaks_after_a_while(chunks, states):
+            calls["n"] += 1
+            if calls["n"] > 20:
+                raise RuntimeError("the separator broke")
+            return process(chunks, states)
+
+        separator.process = breaks_after_a_while
+        async with websockets.connect(server.ws_url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+            ready = json.loads(await ws.recv())
+            errors, source_samples = [], 0
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.send(audio[: 10 * rate].astype("<f4").tobytes())
+                while True:  # no stop: today's bug was a session waiting forever after 16 steps
+                    message = await asyncio.wait_for(ws.recv(), 30)
+                    if isinstance(message, bytes):
+                        header, _ = decode_audio_frame(message)
+                        if header.track == SOURCE_TRACK_BASE:
+                            source_samples = header.start_sample + header.sample_count
+                    elif json.loads(message)["type"] == "error":
+                        errors.append(json.loads(message))
+        assert closed.value.rcvd.code == 1011
+        assert [e["code"] for e in errors] == ["internal_error"] and "the separator broke" in errors[0]["message"]
+        separator.process = process
+        headers = {"Authorization": f"Bearer {ready['token']}"}
+        status = {}
+        for _ in range(100):
+            status = (await asyncio.to_thread(httpx.get, f"{server.base_url}/v1/sessions/{ready['session_id']}",
+                                              headers=headers)).json()
+            if status["state"] != "live":
+                break
+            await asyncio.sleep(0.05)
+        assert status["state"] == "failed" and status["outcome"] == "internal_error"
+        health = (await asyncio.to_thread(httpx.get, f"{server.base_url}/healthz")).json()
+        assert health["active_sessions"] == 0  # the slot is free
+        wav = await asyncio.to_thread(httpx.get, f"{server.base_url}/v1/sessions/{ready['session_id']}/tracks/"
+                                      "source_0.wav", headers=headers)
+        assert wav.status_code == 200 and (len(wav.content) - 44) // 2 >= source_samples > 0  # nothing sent is lost

@@ -7,6 +7,7 @@ import httpx
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 import websockets
 from rtsep_client import stream_file
 
@@ -243,3 +244,41 @@ async def test_results_do_not_depend_on_client_framing(server, meeting_wav):
     for other_events, other_frames in outputs[1:]:
         assert other_events == events
         assert other_frames == frames
+
+
+class BrokenModel(torch.nn.Module):
+    """Stands in for a model that fails at inference (a CUDA fault, a bad checkpoint...)."""
+
+    def forward(self, *args):
+        raise RuntimeError("the model broke")
+
+
+async def test_a_failing_model_ends_that_session_with_1011_and_frees_its_slot(server, monkeypatch, meeting_wav):
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    monkeypatch.setattr(server.services.runtime, "vad", BrokenModel())
+    async with websockets.connect(server.ws_url) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        ready = json.loads(await ws.recv())
+        errors = []
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            await ws.send(audio[: 4 * rate].astype("<f4").tobytes())
+            while True:  # no stop: the session must end by itself, not wait for the client
+                message = await asyncio.wait_for(ws.recv(), 30)
+                if isinstance(message, str) and json.loads(message)["type"] == "error":
+                    errors.append(json.loads(message))
+    assert closed.value.rcvd.code == 1011
+    assert [e["code"] for e in errors] == ["internal_error"] and "the model broke" in errors[0]["message"]
+    monkeypatch.undo()
+    for _ in range(100):  # the slot is freed once the session's end is stored
+        if httpx.get(server.base_url + "/healthz").json()["active_sessions"] == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert httpx.get(server.base_url + "/healthz").json()["active_sessions"] == 0
+    assert get(server, f"/v1/sessions/{ready['session_id']}", ready["token"]).json()["state"] == "failed"
+    async with websockets.connect(server.ws_url) as ws:  # the server goes on
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
+        assert json.loads(await ws.recv())["type"] == "ready"
+        await ws.send(audio[: 2 * rate].astype("<f4").tobytes())
+        await ws.send('{"type":"stop"}')
+        kinds = [json.loads(m)["type"] async for m in ws if isinstance(m, str)]
+    assert kinds[-1] == "done" and ws.close_code == 1000

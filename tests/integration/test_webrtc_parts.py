@@ -170,3 +170,28 @@ def test_rtc_configuration_lists_the_configured_ice_servers_only():
                                env={})
     assert [(s.urls, s.username) for s in rtc_configuration(config).iceServers] == [(["stun:a:1"], None),
                                                                                    (["turn:b"], "u")]
+
+
+async def test_overload_sheds_steps_at_their_own_positions_never_shifting_later_audio():
+    """When the session falls behind, the microphone's new steps are marked as shed (gaps, see tests/unit/
+    test_stream_core.py), but still pass through the stream session: later audio keeps its positions."""
+    from types import SimpleNamespace
+
+    from rtsep.sessions import SessionLimits
+    from rtsep.stream.session import StreamConfig, StreamSession
+    from rtsep.transport.webrtc.session import WebRtcSession
+
+    stream = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=4096))
+    stream.receive_text(json.dumps({"type": "start", "sample_rate": 48000, "encoding": "pcm_f32le"}))
+    gateway = SimpleNamespace(config=WebRtcConfig(max_pending_steps=2), manager=SimpleNamespace(limits=SessionLimits()))
+    session = WebRtcSession(gateway, None, stream, None, [], SlotMap([]), Playout(0, 100, 10), None)
+    for i in range(150):  # 3 s of 20 ms frames; nothing takes the steps: the session is behind
+        frame = AudioFrame.from_ndarray(np.full((1, 960), 0.1, np.float32), format="flt", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = 48000, i * 960, fractions.Fraction(1, 48000)
+        session._accept(frame)
+    queued = [session._steps.get_nowait() for _ in range(session._steps.qsize())]
+    starts = [step.chunk.start_sample for step, _ in queued]
+    assert starts == [k * 4096 for k in range(len(starts))] and len(starts) >= 10  # every step, in place
+    shed = [flag for _, flag in queued]
+    assert shed[:2] == [False, False] and all(shed[3:])
+    assert session.discarded_input_samples > 0

@@ -101,3 +101,23 @@ def test_adaptation_periodicity_check_from_the_file_and_the_command_line(tmp_pat
         toml.write_text(f"[pipeline]\nadapt_min_periodicity = {bad}\n")
         with pytest.raises(ConfigError):
             load_config(toml, env={})
+
+
+def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
+    from rtsep.cli import _load, build_parser
+    from rtsep.config import load_config
+
+    args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "convtasnet",
+                                      "--adapt-steps", "0"])
+    pipeline = _load(args).pipeline
+    assert pipeline.separator == "convtasnet" and pipeline.adapt_steps == 0
+    off = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "none"])
+    assert _load(off).pipeline.separator is None
+    for command in (["process", "x.wav", "--out", "o"], ["serve"]):  # the shipped separator is the default
+        assert _load(build_parser().parse_args(command)).pipeline.separator == "convtasnet"
+    (tmp_path / "off.toml").write_text('[pipeline]\nseparator = "none"\n')
+    assert load_config(tmp_path / "off.toml", env={}).pipeline.separator is None
+    toml = tmp_path / "c.toml"
+    toml.write_text('[pipeline]\nseparator = "convtasnet"\nadapt_live = false\nadapt_min_speech_s = 6.5\n')
+    pipeline = load_config(toml, env={}).pipeline
+    assert pipeline.separator == "convtasnet" and pipeline.adapt_live is False and pipeline.adapt_min_speech_s == 6.5

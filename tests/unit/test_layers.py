@@ -8,10 +8,10 @@ CLIENT_ROOT = ROOT.parent / "clients" / "python"  # rtsep_protocol (the wire for
 
 # highest first; a module may import modules of its own layer or any lower one
 LAYERS = [
-    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo"},
+    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo", "rtsep.compose"},
     {"rtsep.transport"},
     {"rtsep.sessions"},
-    {"rtsep.pipeline"},
+    {"rtsep.driver", "rtsep.pipeline"},
     {"rtsep.store"},
     {"rtsep.runtime"},
     {"rtsep.separate"},
@@ -78,3 +78,17 @@ def test_the_client_and_its_protocol_import_nothing_of_the_server():
             server = {i for i in imports(path) if i.split(".")[0] == "rtsep"}
             assert not server, f"{module} imports {server}"
         assert any(True for _ in modules(CLIENT_ROOT / package)), package
+
+
+def test_sans_io_cores_load_no_io_framework_even_indirectly():
+    """Importing the session machines (input and output) pulls in no I/O framework and no upper layer."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rtsep.stream.core, rtsep.stream.session, rtsep.stream.adaptation, rtsep.protocol.frames;"
+            "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {'asyncio', 'torch', 'websockets', "
+            "'starlette', 'fastapi', 'aiortc'} or m.startswith(('rtsep.diarize', 'rtsep.separate', 'rtsep.runtime', "
+            "'rtsep.store', 'rtsep.transport')))))")
+    env = {"PYTHONPATH": f"{ROOT.parent}:{CLIENT_ROOT}"}  # rtsep.protocol re-exports clients/python's rtsep_protocol
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == ""

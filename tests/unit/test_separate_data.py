@@ -60,8 +60,11 @@ def test_mixer_sources_add_up_to_the_mixture(corpus_dir):
 def test_heldout_split_is_by_speaker(corpus_dir):
     with pytest.raises(ValueError):
         Corpus(corpus_dir, "valid")  # one held-out speaker is not enough to mix
-    assert not is_heldout("piper-joe")
-    assert is_heldout("x") == is_heldout("x")
+    assert not is_heldout("piper-joe")  # always trained on
+    names = [f"voice-{i}" for i in range(2000)]
+    tenth = {n for n in names if is_heldout(n)}
+    assert 0.07 < len(tenth) / len(names) < 0.13  # the default fraction, by name
+    assert tenth < {n for n in names if is_heldout(n, fraction=0.2)}  # a larger fraction keeps these held out
 
 
 def test_harvested_sentences_are_plain_prose(tmp_path):

@@ -1,7 +1,7 @@
 """JSON control messages of protocol v1 as dataclasses, with strict decoding of client input.
 
 Client -> server: ``start``, ``stop``.  Server -> client: ``ready``, ``speaker``, ``segment``, ``track``,
-``timeline``, ``stats``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
+``timeline``, ``stats``, ``gap``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from rtsep_protocol.errors import ProtocolViolation, UnsupportedAudio
 from rtsep_protocol.pcm import ENCODINGS
 
 __all__ = [
-    "CLIENT_MESSAGES", "Done", "ErrorMessage", "MAX_CHANNELS", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
+    "CLIENT_MESSAGES", "Done", "ErrorMessage", "Gap", "MAX_CHANNELS", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
     "Message", "Ready", "SERVER_MESSAGES", "Segment", "SpeakerActivity", "Start", "Stats", "Stop",
     "TimelineMessage", "TrackAnnouncement", "encode_message", "parse_client_message", "parse_json_object",
     "parse_server_message",
@@ -111,6 +111,19 @@ class Stats:
 
 
 @dataclass(frozen=True)
+class Gap:
+    """Samples ``[sample, sample + samples)`` of ``path`` were dropped under overload: silence there, no labels;
+    later positions are unchanged."""
+
+    type: ClassVar[str] = "gap"
+    path: str  # "diarization" | "separation" | "input"
+    sample: int
+    samples: int
+    start_s: float
+    duration_s: float
+
+
+@dataclass(frozen=True)
 class ErrorMessage:
     type: ClassVar[str] = "error"
     code: str
@@ -130,7 +143,8 @@ class Done:
 CLIENT_MESSAGES: dict[str, type] = {"start": Start, "stop": Stop}
 SERVER_MESSAGES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, SpeakerActivity, Segment, TrackAnnouncement, TimelineMessage, Stats, ErrorMessage, Done)
+    for cls in (Ready, SpeakerActivity, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap, ErrorMessage,
+                Done)
 }
 
 Message = Any

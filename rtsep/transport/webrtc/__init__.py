@@ -13,7 +13,8 @@ The client's offer holds, in this order or any other:
 
 Incoming audio feeds the same :class:`~rtsep.stream.session.StreamSession` as the WebSocket path (one
 long-lived resampler per track), and the track is always consumed: when inference falls behind by more
-than ``max_pending_steps``, incoming frames are counted and discarded rather than queued without bound.
+than ``max_pending_steps``, the new steps are shed: marked gaps (``gap`` events, counted in
+``rtsep_dropped_frames_total{path="input"}``) at their own positions, so that later audio keeps its timestamps.
 Outgoing audio goes through :class:`~rtsep.transport.webrtc.playout.Playout`, one jitter buffer on one
 sample timeline for all slots, read by one pacer every 20 ms: silence on underrun, oldest audio dropped
 when the buffer is full.

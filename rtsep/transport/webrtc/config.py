@@ -50,7 +50,7 @@ class WebRtcConfig:
     frame_ms: int = 20  # outgoing packetisation, and the pacer's tick
     prebuffer_ms: int = 100  # playout cushion after a (re)start, against inference jitter
     max_buffer_ms: int = 1000  # playout bound: past it the oldest audio is dropped
-    max_pending_steps: int = 8  # steps awaiting the pipeline before incoming audio is discarded
+    max_pending_steps: int = 8  # steps awaiting the session before new ones are shed (marked gaps)
     max_queued_frames: int = 5  # frames waiting in an outgoing track (its sender may not be running yet)
     connect_timeout_s: float = 20.0  # from the answer to the connection being established
     max_offer_bytes: int = 64 * 1024

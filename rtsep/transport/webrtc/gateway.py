@@ -114,7 +114,7 @@ class WebRtcGateway:
         events = DataChannelEvents(max_held=1000, max_buffered_bytes=self.config.max_channel_buffer_bytes)
         session = WebRtcSession(self, pc, stream, mic, tracks, slots, playout, events)
         try:
-            pipeline, token = self.manager.open(start, WebRtcOutbox(events, slots, playout), "webrtc")
+            pipeline, token = await self.manager.open(start, WebRtcOutbox(events, slots, playout), "webrtc")
         except RtsepError:
             await pc.close()
             raise

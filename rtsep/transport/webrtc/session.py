@@ -2,8 +2,9 @@
 the pipeline's output to the data channel (:class:`WebRtcOutbox`) and the playout, one pacer for the slots.
 
 Incoming audio feeds the same stream session as the WebSocket path (one long-lived resampler per track), and
-the track is always consumed: when inference falls behind by more than ``max_pending_steps``, incoming frames
-are counted and discarded rather than queued without bound.
+the track is always consumed: when inference falls behind by more than ``max_pending_steps``, the new steps are
+shed: marked gaps (``gap`` events, counted in ``rtsep_dropped_frames_total{path="input"}``) at their own
+positions, so that later audio keeps its timestamps.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
 from av import AudioFrame
 
-from rtsep.diarize.online import speaker_name
+from rtsep.driver import NullSink, SessionDriver
 from rtsep.errors import IdleTimeout, ProtocolViolation, RtsepError, UnsupportedAudio
-from rtsep.pipeline import SOURCE_TRACK_BASE, NullOutbox, SessionPipeline, source_name
-from rtsep.protocol.frames import decode_audio_frame
 from rtsep.protocol.messages import ErrorMessage, Ready, TrackAnnouncement, encode_message
+from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, Phase, StopRequested, StreamSession
 from rtsep.transport.webrtc.events import DataChannelEvents
@@ -35,14 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def track_name(index: int) -> str:
-    """The name of the track an audio frame's index stands for (a speaker, or a separated source)."""
-    return source_name(index - SOURCE_TRACK_BASE) if index >= SOURCE_TRACK_BASE else speaker_name(index)
-
-
 class WebRtcOutbox:
-    """The pipeline's :class:`~rtsep.pipeline.Outbox` for a WebRTC session: events to the data channel,
-    speaker audio to the playout (and from there to the speaker's slot track)."""
+    """The session's transport sink (:class:`~rtsep.driver.TransportSink`) for WebRTC: events to the data channel,
+    each track's audio (float32 arrays) to the playout, and from there to the track's slot."""
 
     def __init__(self, events: DataChannelEvents, slots: SlotMap, playout: Playout) -> None:
         self.events = events
@@ -54,11 +49,10 @@ class WebRtcOutbox:
             self._slot_of(message.index, message.speaker)
         self.events.send(encode_message(message))
 
-    async def send_audio(self, frame: bytes) -> None:
-        header, samples = decode_audio_frame(frame)
-        slot = self._slot_of(header.track, track_name(header.track))
+    async def send_audio(self, audio: AudioOut) -> None:
+        slot = self._slot_of(audio.index, audio.track)
         if slot is not None:
-            self.playout.write(slot, header.start_sample, samples)
+            self.playout.write(slot, audio.start_sample, audio.samples)
 
     def _slot_of(self, index: int, speaker: str) -> int | None:
         slot, new = self.slots.lookup(index)
@@ -86,7 +80,7 @@ class WebRtcSession:
         self.slots = slots
         self.playout = playout
         self.events = events
-        self.pipeline: SessionPipeline | None = None
+        self.pipeline: SessionDriver | None = None
         self.token = ""
         self._steps: asyncio.Queue[Any] = asyncio.Queue()
         self._tasks: list[asyncio.Task] = []
@@ -103,7 +97,7 @@ class WebRtcSession:
     def session_id(self) -> str:
         return self.pipeline.session_id if self.pipeline else "-"
 
-    def attach(self, pipeline: SessionPipeline, token: str) -> None:
+    def attach(self, pipeline: SessionDriver, token: str) -> None:
         self.pipeline = pipeline
         self.token = token
 
@@ -164,20 +158,22 @@ class WebRtcSession:
         if frame.sample_rate != self.stream.start.sample_rate:
             raise UnsupportedAudio(f"the microphone track arrives at {frame.sample_rate} Hz, not at the "
                                    f"negotiated {self.stream.start.sample_rate} Hz", error_code="unsupported_rate")
-        if self._steps.qsize() >= self.config.max_pending_steps:
-            if not self.discarded_input_samples:
-                log.warning("session %s: inference is behind; discarding incoming audio", self.session_id)
+        # always through the stream session, so that positions follow the audio received; when the steps queue
+        # up (the session waits for inference), the new ones are shed: a marked gap, counted (see the driver)
+        shed = self._steps.qsize() >= self.config.max_pending_steps
+        if shed and not self.discarded_input_samples:
+            log.warning("session %s: inference is behind; shedding incoming audio (marked gaps)", self.session_id)
+        if shed:
             self.discarded_input_samples += frame.samples
-            return
-        self._queue_steps(self.stream.receive_samples(frame_to_mono(frame)))
+        self._queue_steps(self.stream.receive_samples(frame_to_mono(frame)), shed)
         if self.guard is None:
             self.guard = RealtimeGuard(self.gateway.manager.limits.rate, now)
         self.guard.check(self.stream.input_s, now)  # RTP can be sent faster than real time, too
 
-    def _queue_steps(self, events: list) -> None:
+    def _queue_steps(self, events: list, shed: bool = False) -> None:
         for event in events:
             if isinstance(event, ChunkReady):
-                self._steps.put_nowait(event)
+                self._steps.put_nowait((event, shed))
 
     async def _feed(self) -> None:
         """The only caller of ``pipeline.feed``: steps in order until the end marker."""
@@ -187,7 +183,8 @@ class WebRtcSession:
                 item = await self._steps.get()
                 if item is _END:
                     return
-                await self.pipeline.feed(item)
+                step, shed = item
+                await self.pipeline.feed(step, shed=shed)
         except RtsepError as exc:  # the pipeline failed; it has told the client already
             self.end(exc.error_code, exc)
 
@@ -295,7 +292,7 @@ class WebRtcSession:
         except Exception:  # ending one session must not disturb the others
             log.exception("session %s: error while ending", self.session_id)
             if pipeline.info.state == "live":
-                pipeline.outbox = NullOutbox()
+                pipeline.transport = NullSink()
                 with contextlib.suppress(Exception):
                     await pipeline.abort("internal_error")
         finally:
@@ -304,7 +301,7 @@ class WebRtcSession:
             await self.close_media()
             playout, rate = self.playout, self.playout_rate
             log.info("session %s: playout %.1f s, %d glitch(es), %.2f s dropped, %.2f s late; %.2f s of input "
-                     "discarded", self.session_id, playout.played_samples / rate, playout.glitches,
+                     "shed", self.session_id, playout.played_samples / rate, playout.glitches,
                      playout.dropped_samples / rate, playout.late_samples / rate,
                      self.discarded_input_samples / OPUS_RATE_HZ)
             self.gateway.sessions.discard(self)

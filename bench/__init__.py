@@ -1,0 +1,1 @@
+"""rtsep benchmarks: run as modules from the repository root, e.g. ``python -m bench.diarization_quality``."""

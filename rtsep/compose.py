@@ -1,0 +1,104 @@
+"""Composition of the parts that sessions share: runtimes (models loaded once), the separator, the offline adaptive
+separator, and the scratch store of ``rtsep process``. The server (rtsep.server) and the command line (rtsep.cli)
+build what they run from here; nothing below this layer loads a model or picks a store."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from rtsep.metrics import Metrics
+from rtsep.pipeline import PipelineConfig
+from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.runtime.separation import SeparationRuntime
+from rtsep.separate.adapt import AdaptConfig, AdaptiveSeparator
+from rtsep.separate.base import create_separator
+from rtsep.separate.postfilter import WienerConfig
+from rtsep.sessions import SessionLimits, SessionManager
+from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.store.writer import StoreWriter
+from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session
+
+
+def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
+    """The configured separator, loaded once for every session (None: tracks are routed by speaker)."""
+    if config.separator is None:
+        return None
+    separator = create_separator(config.separator, **config.separator_options())
+    return SeparationRuntime(config.runtime, separator)
+
+
+def build_diarization(config: PipelineConfig, metrics: Metrics | None = None) -> DiarizationRuntime:
+    step_s = config.diarization.step_s
+    on_batch = (lambda size, seconds: metrics.observe_batch(size, seconds, step_s)) if metrics is not None else None
+    return DiarizationRuntime(config.runtime, config.diarization, on_batch=on_batch)
+
+
+def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
+    """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
+    steps, batch = config.adapt_recipe()
+    if config.separator != "convtasnet" or steps <= 0:
+        return None
+    from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
+
+    checkpoint = config.separator_checkpoint or default_checkpoint_path()
+    purity = None
+    if (purity_config := config.purity_config()) is not None:
+        from rtsep.separate.purity import PurityFilter
+
+        purity = PurityFilter(purity_config, device=config.runtime.device)
+    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
+    threads = config.adapt_threads or os.cpu_count() or 1
+    model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
+    postfilter = WienerConfig() if config.offline_wiener else None
+    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble,
+                             postfilter=postfilter)
+
+
+async def process_file(
+    path: Path,
+    out_dir: Path,
+    config: PipelineConfig,
+    runtime: DiarizationRuntime,
+    progress: Callable[[float], None] | None = None,
+    max_speakers: int | None = None,
+    separation: SeparationRuntime | None = None,
+    adaptive: AdaptiveSeparator | None = None,
+    adapt_progress: Callable[[int, float], None] | None = None,
+) -> ProcessResult:
+    """One ``rtsep process`` session over ``path`` with the given runtimes, in a scratch store that is removed
+    afterwards (what it produced is written to ``out_dir``)."""
+    with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
+        store = await asyncio.to_thread(SqliteSessionStore, scratch)
+        writer = StoreWriter()
+        manager = SessionManager(config=config, runtime=runtime, store=store, metrics=Metrics(),
+                                 limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
+                                 writer=writer, separation=separation)
+        try:
+            return await run_file_session(path, out_dir, manager, progress, max_speakers, adaptive, adapt_progress)
+        finally:
+            await asyncio.to_thread(writer.close)
+            await asyncio.to_thread(store.close)
+
+
+def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
+                max_speakers: int | None = None) -> ProcessResult:
+    info = read_info(path)
+    runtime = build_diarization(config)
+    separation = None
+    try:
+        adaptive = build_adaptive(config)
+        separation = None if adaptive is not None else build_separation(config)
+        with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
+            with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",
+                              show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
+                return asyncio.run(process_file(
+                    path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
+                    adaptive, lambda step, si_snr_db: adapt_bar.update(1)))
+    finally:
+        runtime.close()
+        if separation is not None:
+            separation.close()

@@ -1,0 +1,497 @@
+"""The thin async driver of one session: connects its :class:`~rtsep.stream.core.SessionCore` to the runtimes and
+to its three sinks.
+
+- Steps go to the runtimes as the core says (:class:`DiarizeDue`, :class:`SeparateDue`); one task per path awaits
+  the results strictly in submission order and hands them back to the core. A result that does not come within
+  ``RuntimeConfig.result_timeout_s``, or a runtime that raises, fails the session (1011 ``internal_error``).
+- The core's output goes to the transport (:class:`TransportSink`: typed messages and float32 audio; the
+  WebSocket sink encodes frames, the WebRTC sink plays arrays), to the store through the
+  :class:`~rtsep.store.writer.StoreWriter` (never on the event loop; a failed write fails the session with
+  ``store_error``), and to the separation runtime (adaptation, whose outcome comes back with
+  ``call_soon_threadsafe``).
+
+Every decision (overflow, ordering, gaps, when to adapt, when the session is done) is the core's; what is
+here only moves data and awaits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, Protocol
+
+import numpy as np
+
+from rtsep.diarize.offline import final_segments
+from rtsep.diarize.online import OnlineDiarizer
+from rtsep.diarize.timeline import annotation_from_segments, to_json
+from rtsep.diarize.vad import VadState
+from rtsep.errors import RtsepError
+from rtsep.metrics import Metrics
+from rtsep.pipeline import PipelineConfig
+from rtsep.protocol.messages import (
+    Done,
+    ErrorMessage,
+    Gap,
+    Segment,
+    SpeakerActivity,
+    Stats,
+    TimelineMessage,
+    TrackAnnouncement,
+)
+from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest
+from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
+from rtsep.separate.adapt import AdaptConfig, AdaptReport
+from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.store.writer import StoreWriter
+from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
+from rtsep.stream.core import (
+    AdaptationDue,
+    AudioOut,
+    CoreConfig,
+    DiarizeDue,
+    Event,
+    Failed,
+    FinalTimeline,
+    FinalTimelineDue,
+    Finished,
+    SeparateDue,
+    SeparatorLayout,
+    SessionCore,
+    StatsDue,
+    StepDropped,
+    StepLatency,
+    TrackAnnounced,
+    TurnClosed,
+    timeline_url,
+)
+from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
+from rtsep.stream.session import ChunkReady
+from rtsep.stream.turns import speaker_name
+
+log = logging.getLogger(__name__)
+
+
+class TransportSink(Protocol):
+    """Where a session's output goes to its client."""
+
+    async def send_message(self, message: Any) -> None: ...
+
+    async def send_audio(self, audio: AudioOut) -> None: ...
+
+
+class NullSink:
+    """For sessions whose client is gone (or never was: ``rtsep process``): output is still stored."""
+
+    async def send_message(self, message: Any) -> None:
+        return None
+
+    async def send_audio(self, audio: AudioOut) -> None:
+        return None
+
+
+def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
+               separation: SeparationRuntime | None) -> SessionCore:
+    """A session's core with its own online diarizer and, with an adaptable separator, its adaptation schedule."""
+    diar = config.diarization
+    layout = None
+    schedule = None
+    if separation is not None:
+        spec = separation.spec
+        layout = SeparatorLayout(spec.sample_rate_hz, spec.step_samples, spec.num_outputs, spec.lookahead_samples)
+        adapt = live_adapt_config(config)
+        if adapt is not None and separation.supports_adaptation:
+            # the schedule keeps the input at the session's rate: the purity filter's speaker encoder needs 16 kHz
+            schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adapt_min_speech_s)
+    core_config = CoreConfig(
+        session_id=session_id, sample_rate_hz=diar.sample_rate_hz, step_samples=diar.step_samples,
+        frame_samples=diar.frame_samples, embedding_window_samples=diar.embedding_window_samples,
+        stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
+        overflow=config.runtime.overflow, separator=layout,
+    )
+    return SessionCore(core_config, OnlineDiarizer(diar, max_speakers), schedule)
+
+
+def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
+    """A live session's adaptation settings, or None when live sessions do not adapt."""
+    steps, batch = config.adapt_recipe(live=True)
+    if not config.adapt_live or steps <= 0:
+        return None
+    # uncompiled: a compile beside the session's inference costs ~95 s of a core the first time, and cannot be
+    # stopped when the session or the server ends
+    return AdaptConfig(steps=steps, batch_size=batch, min_speech_s=config.adapt_min_speech_s, compile=False)
+
+
+_STOP = object()
+
+
+class SessionDriver:
+    def __init__(
+        self,
+        *,
+        info: SessionInfo,
+        core: SessionCore,
+        config: PipelineConfig,
+        runtime: DiarizationRuntime,
+        store: SessionStore,
+        writer: StoreWriter,
+        metrics: Metrics,
+        transport: TransportSink,
+        max_speakers: int,
+        send_audio: bool = True,
+        output_encoding: str = "pcm_s16le",
+        clock: Callable[[], float] = time.monotonic,
+        separation: SeparationRuntime | None = None,
+    ) -> None:
+        self.info = info
+        self.core = core
+        self.config = config
+        self.runtime = runtime
+        self.separation = separation
+        self.store = store
+        self.writer = writer
+        self.metrics = metrics
+        self.transport: TransportSink = transport
+        self.max_speakers = max_speakers
+        self.send_audio = send_audio
+        self.output_encoding = output_encoding
+        self.clock = clock
+        self._vad_state = VadState.initial()
+        self._separator_state = separation.new_state() if separation is not None else None
+        self._adapt_config = live_adapt_config(config)
+        self.adaptations: list[AdaptReport] = []
+        self._room = asyncio.Event()
+        self._finished: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._diar_results: asyncio.Queue = asyncio.Queue()
+        self._sep_results: asyncio.Queue = asyncio.Queue()
+        self._tasks: set[asyncio.Task] = set()
+        sid = info.session_id
+        self._consumers = [
+            asyncio.create_task(self._consume("diarization", self._diar_results), name=f"rtsep-diarize-{sid}"),
+            asyncio.create_task(self._consume("separation", self._sep_results), name=f"rtsep-separate-{sid}"),
+        ]
+        # set by the server (drain, deletion) or by a failure: the transport ends the session with ``end_reason``
+        self.end_requested = asyncio.Event()
+        self.end_reason: RtsepError | None = None
+        self.end_flush = True
+        self._closed = False
+
+    @property
+    def session_id(self) -> str:
+        return self.info.session_id
+
+    @property
+    def rate(self) -> int:
+        return self.core.rate
+
+    @property
+    def error(self) -> RtsepError | None:
+        return self.core.error
+
+    @property
+    def processed_samples(self) -> int:
+        return self.core.processed_samples
+
+    @property
+    def dropped_steps(self) -> int:
+        return self.core.dropped_steps
+
+    def request_end(self, reason: RtsepError, flush: bool) -> None:
+        """Ask the transport to end this session: ``flush`` finishes it normally (final timeline, done)."""
+        if not self.end_requested.is_set():
+            self.end_reason, self.end_flush = reason, flush
+            self.end_requested.set()
+
+    # --- input ---
+
+    async def announce_sources(self) -> None:
+        """Tell the client about the separated-source tracks (after ``ready``)."""
+        await self._dispatch(self.core.announce())
+
+    async def feed(self, step: ChunkReady, shed: bool = False) -> None:
+        """One model-rate step: waits while the core has no room (backpressure); ``shed``: the transport fell behind
+        and drops it (a marked gap; it needs no room)."""
+        self._raise_if_failed()
+        while not shed and not self.core.has_room():
+            self._room.clear()
+            await self._room.wait()
+            self._raise_if_failed()
+        self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
+        await self._dispatch(self.core.push_step(step, self.clock(), shed))
+        self.metrics.queue_depth.set(self.runtime.queue_depth)
+
+    async def finish(self, outcome: str = "completed") -> Done:
+        """No more input: drain, close the turns, compute and store the final timeline."""
+        self._raise_if_failed()
+        await self._dispatch(self.core.end_input(self.clock()))
+        await asyncio.shield(self._finished)
+        await self._close("done", outcome)
+        return Done(self.session_id, round(self.info.duration_s, 3), list(self.info.speakers),
+                    timeline_url(self.session_id))
+
+    async def abort(self, outcome: str) -> None:
+        """The session ends abnormally (client gone, error): keep everything produced, send nothing more."""
+        self.transport = NullSink()
+        if self.core.error is None and not self.core.finished:
+            try:
+                await self._dispatch(self.core.end_input(self.clock()))
+                await asyncio.shield(self._finished)
+            except RtsepError as exc:
+                log.warning("session %s: could not store its final timeline: %s", self.session_id, exc.message)
+        clean = self.core.error is None and outcome in ("completed", "client_gone", "server_shutting_down")
+        await self._close("done" if clean else "failed", outcome)
+
+    # --- timelines ---
+
+    def live_timeline(self) -> dict[str, Any]:
+        rate = self.rate
+        segments = [(s / rate, e / rate, speaker_name(k)) for s, e, k in self.core.closed_segments]
+        return to_json(annotation_from_segments(segments, self.session_id), "live")
+
+    async def final_timeline_now(self) -> dict[str, Any]:
+        """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
+        records, labels = self.core.snapshot()
+        return await asyncio.to_thread(self._final_from, records, labels)
+
+    def _final_from(self, records: list, embedding_labels: dict[int, int]) -> dict[str, Any]:
+        rate = self.rate
+        segments = final_segments(records, embedding_labels, self.config.diarization, self.max_speakers)
+        return to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
+                                                self.session_id), "final")
+
+    # --- results ---
+
+    async def _consume(self, path: str, results: asyncio.Queue) -> None:
+        timeout_s = self.config.runtime.result_timeout_s
+        while True:
+            future = await results.get()
+            if future is _STOP:
+                return
+            try:
+                result = await asyncio.wait_for(future, timeout_s)
+            except TimeoutError:
+                self._fail(RtsepError(f"internal error: the {path} runtime gave no result within {timeout_s:g} s"))
+                return
+            except RtsepError as exc:
+                log.error("session %s: %s failed: %s", self.session_id, path, exc.message)
+                self._fail(exc)
+                return
+            except Exception as exc:  # noqa: BLE001 - one session's failure must not reach the server
+                log.error("session %s: the %s runtime failed", self.session_id, path, exc_info=exc)
+                self._fail(RtsepError(f"internal error: the {path} runtime failed: {exc}"))
+                return
+            self._room.set()
+            try:
+                if path == "diarization":
+                    events = self.core.diarization_result(result, self.clock())
+                else:
+                    events = self.core.separation_result(result.step_index, result.start_sample, result.sources)
+                await self._dispatch(events)
+            except RtsepError as exc:
+                self._fail(exc)
+                return
+            except Exception as exc:  # noqa: BLE001
+                log.exception("session %s: handling a %s result failed", self.session_id, path)
+                self._fail(RtsepError(f"internal error: {exc}"))
+                return
+
+    def _submit(self, path: str, submit: Callable[[], Future]) -> None:
+        results = self._diar_results if path == "diarization" else self._sep_results
+        try:
+            results.put_nowait(asyncio.wrap_future(submit()))
+        except Exception as exc:  # noqa: BLE001 - e.g. the runtime is closed: this session cannot go on
+            log.error("session %s: submitting to the %s runtime failed", self.session_id, path, exc_info=exc)
+            failed: asyncio.Future = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            results.put_nowait(failed)
+
+    # --- output ---
+
+    async def _dispatch(self, events: list[Event]) -> None:
+        sid = self.session_id
+        rate = self.rate
+        for event in events:
+            if isinstance(event, DiarizeDue):
+                request = DiarizeRequest(event.step_index, event.start_sample, event.valid_samples, event.samples,
+                                         event.window, self._vad_state)
+                self._submit("diarization", lambda r=request: self.runtime.submit(sid, r))
+            elif isinstance(event, SeparateDue):
+                separation = self.separation
+                assert separation is not None
+                request = SeparateRequest(event.step_index, event.start_sample, event.samples, self._separator_state)
+                self._submit("separation", lambda r=request: separation.submit(sid, r))
+            elif isinstance(event, AudioOut):
+                await self._store(self.store.write_track, sid, event.track, event.start_sample, event.samples)
+                if self.send_audio:
+                    await self.transport.send_audio(event)
+                self.metrics.audio_out_seconds.inc(event.samples.size / rate)
+            elif isinstance(event, SpeakerActivityEvent):
+                await self.transport.send_message(
+                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
+            elif isinstance(event, TurnClosed):
+                await self._store(self.store.append_live_segment, sid, event.name, event.start_s, event.end_s)
+                await self.transport.send_message(
+                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3)))
+            elif isinstance(event, TrackAnnounced):
+                if event.kind == "speaker":
+                    self.info.speakers.append(event.name)
+                    await self._store(self.store.update, self._info_snapshot())
+                await self.transport.send_message(TrackAnnouncement(event.name, event.index, event.url, event.kind))
+            elif isinstance(event, StepLatency):
+                self.metrics.processing_latency_seconds.observe(event.latency_s)
+            elif isinstance(event, StepDropped):
+                self.metrics.dropped_frames.labels(event.path).inc()
+                await self.transport.send_message(Gap(event.path, event.start_sample, event.samples,
+                                                      round(event.start_sample / rate, 3),
+                                                      round(event.samples / rate, 3)))
+            elif isinstance(event, StatsDue):
+                await self.transport.send_message(
+                    Stats(event.audio_in_s, event.processed_s, round(self.metrics.last_real_time_factor, 4),
+                          self.runtime.queue_depth, event.dropped_steps))
+            elif isinstance(event, AdaptationDue):
+                self._adapt(event.material)
+            elif isinstance(event, FinalTimelineDue):
+                try:
+                    timeline = await asyncio.to_thread(self._final_from, event.records, event.embedding_labels)
+                except Exception as exc:  # noqa: BLE001 - this session fails, not the server
+                    log.exception("session %s: the final timeline failed", sid)
+                    self._fail(RtsepError(f"internal error: the final timeline failed: {exc}"))
+                    continue
+                await self._dispatch(self.core.final_timeline_ready(timeline))
+            elif isinstance(event, FinalTimeline):
+                await self._store(self.store.write_final, sid, event.timeline)
+                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"]))
+            elif isinstance(event, Finished):
+                self.info.duration_s = event.duration_s
+                if not self._finished.done():
+                    self._finished.set_result(event)
+            elif isinstance(event, Failed):
+                await self._failed(event.error)
+
+    async def _store(self, write: Callable[..., Any], *args: Any) -> None:
+        await self.writer.submit(lambda: write(*args), self._store_failed)
+
+    def _store_failed(self, error: RtsepError) -> None:
+        """A store write of this session failed (called on the event loop by the writer)."""
+        if self.core.ended:
+            self.metrics.errors.labels(error.error_code).inc()  # counted; the session already ended or failed
+            return
+        self._fail(error)
+
+    def _info_snapshot(self) -> SessionInfo:
+        return dataclasses.replace(self.info, speakers=list(self.info.speakers))
+
+    # --- failures ---
+
+    def _fail(self, error: RtsepError) -> None:
+        events = self.core.fail(error)
+        if events:
+            self._spawn(self._dispatch(events))
+
+    async def _failed(self, error: RtsepError) -> None:
+        log.error("session %s failed: %s", self.session_id, error.message)
+        self.metrics.errors.labels(error.error_code).inc()
+        if not self._finished.done():
+            self._finished.set_exception(error)
+            self._finished.exception()  # retrieved here: whoever awaits it gets it too
+        self._room.set()  # a feed() waiting for room raises
+        self.request_end(error, flush=False)
+        try:
+            await self.transport.send_message(ErrorMessage(error.error_code, error.message, error.close_code))
+        except Exception:  # noqa: BLE001 - the client may be gone already
+            log.debug("session %s: could not send its error", self.session_id, exc_info=True)
+
+    def _raise_if_failed(self) -> None:
+        if self.core.error is not None:
+            raise self.core.error
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- adaptation ---
+
+    def _adapt(self, material: AdaptationMaterial) -> None:
+        separation = self.separation
+        assert separation is not None and self._adapt_config is not None
+        sid = self.session_id
+        log.info("session %s: adapting the separator on %s", sid,
+                 ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
+        purity_config, model_rate = self.config.purity_config(), separation.spec.sample_rate_hz
+
+        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
+            purity = separation.purity_filter(purity_config) if purity_config is not None else None
+            return material.speech(model_rate, purity)
+
+        loop = asyncio.get_running_loop()
+
+        def finished(future: Future) -> None:  # in the adaptation thread: back to the event loop
+            try:
+                loop.call_soon_threadsafe(self._adaptation_finished, future)
+            except RuntimeError:  # the loop is closed (server gone): nothing is waiting for it
+                log.info("session %s: adaptation ended after its event loop closed", sid)
+
+        try:
+            future = separation.adapt(self._separator_state, speech, self._adapt_config, stop=lambda: self.core.ended)
+        except Exception:  # noqa: BLE001 - the session goes on with the shared model
+            log.exception("session %s: could not start the separator's adaptation", sid)
+            self.core.adaptation_done(False)
+            return
+        future.add_done_callback(finished)
+
+    def _adaptation_finished(self, future: Future) -> None:
+        adopted = False
+        if future.cancelled():
+            log.info("session %s: separator adaptation cancelled", self.session_id)
+        elif future.exception() is not None:
+            log.error("session %s: separator adaptation failed", self.session_id, exc_info=future.exception())
+        else:
+            report: AdaptReport = future.result()
+            adopted = report.skipped is None
+            if adopted:
+                self.adaptations.append(report)
+                self.metrics.separator_adaptations.inc()
+            log.info("session %s: separator adaptation: %s", self.session_id, report.as_dict())
+        self.core.adaptation_done(adopted)
+
+    # --- the end ---
+
+    async def _close(self, state: str, outcome: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for results in (self._diar_results, self._sep_results):
+            results.put_nowait(_STOP)
+        for task in self._consumers:
+            if self.core.error is not None:
+                task.cancel()  # it may wait for a result that will not come
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+        for results in (self._diar_results, self._sep_results):  # results nobody will take (after a failure)
+            while not results.empty():
+                future = results.get_nowait()
+                if future is _STOP:
+                    continue
+                if future.done() and not future.cancelled():
+                    future.exception()
+                else:
+                    future.cancel()
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        self.info.state = state
+        self.info.outcome = outcome
+        self.info.ended_at = time.time()
+        self.info.duration_s = self.core.processed_samples / self.rate
+        info = self._info_snapshot()
+        try:
+            await self.writer.call(lambda: self.store.update(info))
+        except RtsepError as exc:  # e.g. disk full: the session's earlier state stays on disk
+            log.error("session %s: could not store its end state: %s", self.session_id, exc.message)
+        try:
+            await self.writer.call(lambda: self.store.close_session(self.session_id))
+        except RtsepError as exc:
+            log.error("session %s: could not close its files: %s", self.session_id, exc.message)

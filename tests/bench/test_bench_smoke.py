@@ -1,0 +1,167 @@
+"""Each kept bench script, run as a module for seconds on a short clip: the benches stay runnable.
+
+Not in the default run (pyproject's addopts): ``pytest -m bench_smoke``. The figures are meaningless at this
+size; each test checks that the script ends cleanly and reports what it measures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from rtsep.separate.convtasnet import default_checkpoint_path
+
+pytestmark = [pytest.mark.bench_smoke, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def clip(sample_paths, tmp_path_factory) -> tuple[Path, Path]:
+    """8 s of the two-talker sample from where its speech starts, and its reference turns cut to them (wav, rttm)."""
+    wav, rttm = sample_paths
+    audio, rate = sf.read(str(wav), dtype="float32")
+    first_s, seconds = 6.5, 8.0
+    folder = tmp_path_factory.mktemp("clip")
+    sf.write(str(folder / "clip.wav"), audio[int(first_s * rate) : int((first_s + seconds) * rate)], rate)
+    lines = []
+    for line in rttm.read_text().splitlines():
+        fields = line.split()
+        start, end = float(fields[3]) - first_s, float(fields[3]) + float(fields[4]) - first_s
+        start, end = max(start, 0.0), min(end, seconds)
+        if start < end:
+            fields[3], fields[4] = f"{start:.3f}", f"{end - start:.3f}"
+            lines.append(" ".join(fields))
+    (folder / "clip.rttm").write_text("\n".join(lines) + "\n")
+    return folder / "clip.wav", folder / "clip.rttm"
+
+
+def run_module(module: str, *args: str | Path, timeout_s: float = 240) -> str:
+    """``python -m module args`` from the repository root; its stdout (fails with its stderr)."""
+    path = [str(REPO), str(REPO / "clients" / "python"), os.environ.get("PYTHONPATH", "")]
+    done = subprocess.run([sys.executable, "-m", module, *map(str, args)], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout_s, env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))})
+    assert done.returncode == 0, f"{module} exited {done.returncode}:\n{done.stderr[-4000:]}"
+    return done.stdout
+
+
+def last_json(stdout: str) -> dict:
+    """The report a script prints last: one indented JSON document or the last JSON line."""
+    text = stdout.strip()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return json.loads(text.splitlines()[-1])
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def test_diarization_quality(clip):
+    report = last_json(run_module("bench.diarization_quality", "--runs", "1", "--wav", clip[0], "--rttm", clip[1]))
+    assert len(report["speakers_found"]) >= 1
+    assert isinstance(report["final"]["der"], float) and report["process_rtf_median"] > 0
+
+
+def test_diarization_shift(clip):
+    report = last_json(run_module("bench.diarization_shift", "--shifts-ms", "0", "50", "--wav", clip[0],
+                                  "--rttm", clip[1]))
+    assert [row["shift_ms"] for row in report["rows"]] == [0, 50]
+    assert set(report["summary"]) == {"live_der_mean", "live_der_max", "final_der_mean", "final_der_max"}
+
+
+def test_batching(clip):
+    report = last_json(run_module("bench.batching", "--sizes", "1", "2", "--ticks", "7", "--wav", clip[0],
+                                  "--rttm", clip[1]))
+    assert [row["sessions"] for row in report["rows"]] == [1, 2]
+    assert all(row["tick_ms_median"] > 0 for row in report["rows"])
+
+
+def test_streaming_latency(clip):
+    report = last_json(run_module("bench.streaming_latency", "latency", "--runs", "1", "--speed", "2",
+                                  "--wav", clip[0], "--rttm", clip[1]))
+    assert report["runs"][0]["frames"] > 0 and report["median"]["frame_p95_s"] is not None
+
+
+def test_streaming_capacity(clip):
+    report = last_json(run_module("bench.streaming_latency", "capacity", "--sessions", "2", "--seconds", "3",
+                                  "--wav", clip[0], "--rttm", clip[1]))
+    (level,) = report["levels"]
+    assert level["sessions"] == 2 and level["errors"] == []
+
+
+def test_load_test(clip):
+    report = last_json(run_module("bench.load_test", "--sessions", "2", "--minutes", "0.05", "--wav", clip[0],
+                                  "--rttm", clip[1]))
+    assert report["completed"] == 2 and report["errors"] == []
+
+
+def test_fuzz_server(clip):
+    report = last_json(run_module("bench.fuzz_server", "--count", "24", "--concurrency", "4", "--wav", clip[0],
+                                  "--rttm", clip[1]))
+    assert report["clear_closes"] == 24 and report["server_alive"]
+    assert report["good_sessions_identical_to_unloaded_run"] == "2/2"
+
+
+def test_webrtc_latency(clip):
+    report = last_json(run_module("bench.webrtc_latency", "latency", "--runs", "1", "--wav", clip[0],
+                                  "--rttm", clip[1]))
+    (run,) = report["runs"]
+    assert run["markers"] > 0 and run["found"] + run["missing"] == run["markers"]
+
+
+def test_webrtc_cpu(clip):
+    report = last_json(run_module("bench.webrtc_latency", "cpu", "--sessions", "1", "--runs", "1", "--idle-s", "1",
+                                  "--wav", clip[0], "--rttm", clip[1]))
+    assert {r["transport"] for r in report["results"]} == {"webrtc", "websocket"}
+
+
+def test_separation_eval(tmp_path):
+    out = run_module("bench.separation.eval", "--checkpoint", default_checkpoint_path(), "--oracle", "--rtf",
+                     "--rtf-steps", "800", "--rtf-seconds", "1")
+    rows = json_lines(out)
+    oracle = next(r["oracle_irm"] for r in rows if "oracle_irm" in r)
+    (result,) = [r for r in rows if "checkpoint" in r]
+    assert oracle["real"]["n"] == result["real"]["n"] > 0
+    assert set(result["rtf"]) == {"step800_batch1", "step800_batch8", "offline_batch1"}
+
+
+def test_separation_eval_postfilter_time():
+    rows = json_lines(run_module("bench.separation.eval", "--postfilter-time-s", "1", "2"))
+    assert [r["postfilter_file_s"] for r in rows] == [1.0, 2.0]
+
+
+def test_separation_process_remix(tmp_path):
+    out = run_module("bench.separation.process_remix", "--only-fold", "0", "--snrs-db", "0", "--adapt-steps", "0",
+                     "--ensemble", "1", "--out", tmp_path, timeout_s=300)
+    rows = json_lines(out)
+    assert rows[0]["meeting"] == "fold0_+0dB" and set(rows[0]["by_snr"]) == {"+0dB"}
+    assert rows[-1]["meetings"] == 1 and rows[-1]["mixtures"] == 1
+
+
+def test_separation_adapt_step_speed():
+    rows = json_lines(run_module("bench.separation.adapt_step_speed", "--threads", "1", "--batch-size", "1",
+                                 "--segment-s", "0.5", "--steps", "2", "--kinds", "plain"))
+    assert [(r["threads"], r["step"]) for r in rows] == [(1, "plain")] and rows[0]["step_s_median"] > 0
+
+
+def test_separation_adapt():
+    out = run_module("bench.separation.adapt", "--checkpoint", default_checkpoint_path(), "--steps", "2",
+                     "--batch-size", "1", "--segment-s", "0.5", "--only-fold", "0", "--no-compile")
+    summary = json_lines(out)[-1]
+    assert summary["folds"] == 5 and "after_db" in summary
+
+
+def test_separation_adapt_sweep(tmp_path):
+    out = run_module("bench.separation.adapt_sweep", "--folds", "2", "--jobs", "2", "--out", tmp_path / "sweep.jsonl",
+                     "--recipe", f"smoke|--checkpoint {default_checkpoint_path()} --steps 1 --batch-size 1 "
+                     "--segment-s 0.5 --no-compile")
+    rows = json_lines(out)
+    assert sorted(r["fold"] for r in rows) == [0, 1] and all(r["rc"] == 0 and "after" in r for r in rows)

@@ -1,0 +1,267 @@
+"""SessionDriver (rtsep.driver) against fake runtimes: overflow, faults that end one session, the store writer,
+adaptation results back on the event loop (the real runtimes are covered by the integration tests)."""
+
+import asyncio
+import threading
+from concurrent.futures import Future
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from rtsep.audio import AudioChunk
+from rtsep.diarize.online import DiarizationConfig, StepAnalysis
+from rtsep.driver import SessionDriver, build_core
+from rtsep.errors import StoreError
+from rtsep.metrics import Metrics
+from rtsep.pipeline import PipelineConfig
+from rtsep.protocol.messages import ErrorMessage, Gap
+from rtsep.runtime.diarization import RuntimeConfig
+from rtsep.runtime.separation import SeparatedStep
+from rtsep.specs import ModelSpec
+from rtsep.store.base import SessionInfo
+from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.store.writer import StoreWriter
+from rtsep.stream.session import ChunkReady
+
+
+class FakeDiarization:
+    """Answers 'no speech' for every step (``speech``: one talker throughout); ``gated`` holds the answers until
+    released; ``fail_at`` raises from that step on (as a model that breaks); ``stall``: never answers."""
+
+    def __init__(self, gated: bool = False, fail_at: int | None = None, stall: bool = False,
+                 speech: bool = False) -> None:
+        self.gated, self.fail_at, self.stall, self.speech = gated, fail_at, stall, speech
+        self.pending: list[tuple[Future, object]] = []
+        self.queue_depth = 0
+
+    def submit(self, key, request) -> Future:
+        future: Future = Future()
+        if self.stall:
+            self.pending.append((future, request))
+        elif self.fail_at is not None and request.step_index >= self.fail_at:
+            future.set_exception(RuntimeError("the VAD broke"))
+        elif self.gated:
+            self.pending.append((future, request))
+        else:
+            future.set_result(self.answer(request))
+        return future
+
+    def answer(self, r) -> StepAnalysis:
+        if not self.speech:
+            return StepAnalysis(r.step_index, r.start_sample, r.valid_samples, np.zeros(8, np.float32), None)
+        embedding = np.ones(256, np.float32) / 16.0
+        return StepAnalysis(r.step_index, r.start_sample, r.valid_samples, np.ones(8, np.float32), embedding, 1.0)
+
+    def release_all(self) -> None:
+        for future, r in self.pending:
+            if not future.done():
+                future.set_result(self.answer(r))
+
+
+class FakeSeparation:
+    """A separator runtime that returns its input as both sources, fails from step ``fail_at`` on, and adapts by
+    handing the work to ``adapt_thread`` (a real thread, as the runtime's adaptation worker is)."""
+
+    spec = ModelSpec(name="fake", sample_rate_hz=16000, step_samples=2048, lookahead_samples=0, num_outputs=2)
+    supports_adaptation = True
+    queue_depth = 0
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        self.fail_at = fail_at
+        self.adapt_calls: list = []
+
+    def new_state(self):
+        return object()
+
+    def submit(self, key, request) -> Future:
+        future: Future = Future()
+        if self.fail_at is not None and request.step_index >= self.fail_at:
+            future.set_exception(RuntimeError("the separator broke"))
+        else:
+            future.set_result(SeparatedStep(request.step_index, request.start_sample,
+                                            np.stack([request.samples, request.samples])))
+        return future
+
+    def adapt(self, state, speech, config, stop=None) -> Future:
+        future: Future = Future()
+        self.adapt_calls.append((future, stop))
+        return future
+
+    def purity_filter(self, config):
+        return None
+
+
+class Transport:
+    def __init__(self) -> None:
+        self.messages: list = []
+        self.audio: list = []
+
+    async def send_message(self, message) -> None:
+        self.messages.append(message)
+
+    async def send_audio(self, audio) -> None:
+        self.audio.append(audio)
+
+
+def make_config(**runtime) -> PipelineConfig:
+    return PipelineConfig(diarization=DiarizationConfig(), runtime=RuntimeConfig(max_in_flight_steps=2, **runtime),
+                          separator=None)
+
+
+async def open_driver(tmp_path, runtime, config=None, separation=None, session_id="s1", store=None, writer=None):
+    config = config or make_config()
+    store = store or SqliteSessionStore(tmp_path)
+    writer = writer or StoreWriter(max_pending_writes=4)
+    info = SessionInfo(session_id, "x", 0.0, "live", "test", 16000, 16000)
+    await writer.call(lambda: store.create(info))
+    metrics = Metrics()
+    transport = Transport()
+    driver = SessionDriver(info=info, core=build_core(session_id, config, 8, separation), config=config,
+                           runtime=runtime, store=store, writer=writer, metrics=metrics, transport=transport,
+                           max_speakers=8, separation=separation)
+    return driver, metrics, transport, store, writer
+
+
+def chunk(i: int, value: float = 0.0) -> ChunkReady:
+    return ChunkReady(AudioChunk(np.full(4096, value, np.float32), i * 4096, 16000), 4096)
+
+
+async def test_drop_policy_drops_when_inference_is_behind_and_marks_the_gaps(tmp_path):
+    runtime = FakeDiarization(gated=True)
+    driver, metrics, transport, store, writer = await open_driver(tmp_path, runtime, make_config(overflow="drop"))
+    for i in range(6):
+        await asyncio.wait_for(driver.feed(chunk(i)), 1)  # never blocks
+    assert driver.dropped_steps == 4 and len(runtime.pending) == 2
+    runtime.release_all()
+    done = await driver.finish()
+    assert done.duration_s == pytest.approx(6 * 4096 / 16000)
+    assert metrics.dropped_frames.labels("diarization")._value.get() == 4
+    gaps = [m for m in transport.messages if isinstance(m, Gap)]
+    assert [(g.path, g.sample, g.samples) for g in gaps] == [("diarization", i * 4096, 4096) for i in range(2, 6)]
+    writer.close()
+
+
+async def test_backpressure_policy_waits_and_drops_nothing(tmp_path):
+    runtime = FakeDiarization(gated=True)
+    driver, *_, writer = await open_driver(tmp_path, runtime, make_config(overflow="backpressure"))
+    await driver.feed(chunk(0))
+    await driver.feed(chunk(1))
+    blocked = asyncio.create_task(driver.feed(chunk(2)))
+    for _ in range(20):  # let the loop run: the third step waits for room
+        await asyncio.sleep(0)
+    assert not blocked.done() and len(runtime.pending) == 2
+    runtime.release_all()
+    await asyncio.wait_for(blocked, 1)
+    runtime.release_all()
+    await driver.finish()
+    assert driver.dropped_steps == 0 and driver.processed_samples == 3 * 4096
+    writer.close()
+
+
+async def test_a_failing_diarization_model_ends_only_its_session_with_1011_and_keeps_its_output(tmp_path):
+    store = SqliteSessionStore(tmp_path)
+    writer = StoreWriter()
+    broken, metrics, transport, _, _ = await open_driver(tmp_path, FakeDiarization(fail_at=3), store=store,
+                                                         writer=writer)
+    other, *_ = await open_driver(tmp_path, FakeDiarization(), session_id="s2", store=store, writer=writer)
+    with pytest.raises(Exception):  # noqa: B017 - the failure reaches feed() once the consumer has seen it
+        for i in range(20):
+            await broken.feed(chunk(i, 0.1))
+    for i in range(20):
+        await other.feed(chunk(i, 0.1))
+    await asyncio.wait_for(broken.end_requested.wait(), 5)
+    assert broken.end_reason.close_code == 1011 and broken.end_reason.error_code == "internal_error"
+    assert not broken.end_flush and "the VAD broke" in broken.end_reason.message
+    errors = [m for m in transport.messages if isinstance(m, ErrorMessage)]
+    assert [(e.code, e.close_code) for e in errors] == [("internal_error", 1011)]
+    assert metrics.errors.labels("internal_error")._value.get() == 1
+    await broken.abort("internal_error")
+    assert store.get("s1").state == "failed" and broken.processed_samples == 3 * 4096
+    for i in range(20, 24):
+        await other.feed(chunk(i, 0.1))
+    done = await other.finish()  # the other session is untouched
+    assert done.duration_s == pytest.approx(24 * 4096 / 16000) and store.get("s2").state == "done"
+    writer.close()
+
+
+async def test_a_stalled_model_ends_the_session_instead_of_hanging_it(tmp_path):
+    config = make_config(result_timeout_s=0.05)  # the driver's deadline for a result; nothing here is timed
+    driver, _, transport, store, writer = await open_driver(tmp_path, FakeDiarization(stall=True), config)
+    await driver.feed(chunk(0))
+    await driver.feed(chunk(1))
+    with pytest.raises(Exception, match="no result"):  # noqa: B017 - waits for room, wakes with the failure
+        await driver.feed(chunk(2))
+    assert driver.end_requested.is_set() and driver.end_reason.close_code == 1011
+    await driver.abort("internal_error")
+    assert store.get("s1").state == "failed"
+    writer.close()
+
+
+async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_what_it_separated(tmp_path):
+    separation = FakeSeparation(fail_at=4)
+    config = replace(make_config(), separator="fake", adapt_live=False)
+    driver, _, transport, store, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
+    with pytest.raises(Exception, match="the separator broke"):  # noqa: B017
+        for i in range(40):
+            await driver.feed(chunk(i, 0.1))
+    await driver.abort("internal_error")
+    assert store.get("s1").state == "failed"
+    assert store.read_track("s1", "source_0").size == 4 * 2048  # what was separated before the failure stays
+    writer.close()
+
+
+async def test_a_failed_store_write_is_a_store_error_for_the_client(tmp_path):
+    store = SqliteSessionStore(tmp_path)
+
+    def disk_full(*args):
+        raise StoreError("cannot write: [Errno 28] No space left on device")
+
+    driver, metrics, transport, _, writer = await open_driver(tmp_path, FakeDiarization(speech=True), store=store)
+    store.write_track = disk_full
+    with pytest.raises(StoreError, match="No space left"):
+        for i in range(40):
+            await driver.feed(chunk(i, 0.5))
+    assert driver.end_requested.is_set() and not driver.end_flush
+    assert driver.end_reason.error_code == "store_error" and driver.end_reason.close_code == 1011
+    assert [m.code for m in transport.messages if isinstance(m, ErrorMessage)] == ["store_error"]
+    await writer.flush()  # every write queued so far is done and its failure delivered
+    failures = writer.failures
+    assert failures >= 1 and metrics.errors.labels("store_error")._value.get() == failures  # each one counted
+    await driver.abort("store_error")
+    assert store.get("s1").state == "failed" and store.get("s1").speakers == ["SPEAKER_00"]
+    writer.close()
+
+
+async def test_adaptation_results_come_back_on_the_event_loop(tmp_path):
+    separation = FakeSeparation()
+    config = replace(make_config(), separator="fake", adapt_min_speech_s=0.1)
+    driver, metrics, *_, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
+    from rtsep.stream.adaptation import AdaptationMaterial
+
+    driver._adapt(AdaptationMaterial(np.zeros(16000, np.float32), 16000, {"A": [(0.0, 0.5)], "B": [(0.5, 1.0)]}))
+    driver.core.adaptation.busy = True  # as due() leaves it
+    (future, stop), = separation.adapt_calls
+    seen = asyncio.Event()
+    loop_thread = threading.get_ident()
+    calls = []
+    original = driver.core.adaptation_done
+
+    def on_loop(adopted):
+        calls.append((threading.get_ident(), adopted))
+        seen.set()
+        return original(adopted)
+
+    driver.core.adaptation_done = on_loop
+    from rtsep.separate.adapt import AdaptReport
+
+    worker = threading.Thread(target=lambda: future.set_result(AdaptReport(["A", "B"], {"A": 0.5, "B": 0.5})))
+    worker.start()
+    worker.join()
+    await asyncio.wait_for(seen.wait(), 5)
+    assert calls == [(loop_thread, True)] and metrics.separator_adaptations._value.get() == 1
+    assert not driver.core.adaptation.busy and driver.core.adaptation.rounds == 1
+    assert stop() is False
+    await driver.finish()
+    assert stop() is True  # a round still queued for this session would now be dropped before any work
+    writer.close()
