@@ -1,7 +1,7 @@
 """Train the causal Conv-TasNet with PIT SI-SNR on dynamically mixed synthetic talkers.
 
-    python -m rtsep.separate.train --corpus /work/runs/sep/corpus --run-dir /work/runs/sep/run1 [--hours 3]
-    python -m rtsep.separate.train ... --device cuda --workers 14 --batch-size 16   # on a GPU machine
+    python -m training.train --corpus /work/runs/sep/corpus --run-dir /work/runs/sep/run1 [--hours 3]
+    python -m training.train ... --device cuda --workers 14 --batch-size 16   # on a GPU machine
 
 Runs on one CPU thread by default (``--threads``); with ``--workers N`` N processes draw the training mixtures
 (a GPU waits on one) and resuming then restarts their random streams from the step (not bit-exact).
@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
-from rtsep.separate.data import Corpus, DynamicMixer, MixConfig
 from rtsep.separate.losses import pit_si_sdr, pit_si_snr_loss, si_sdr
+from training.data import Corpus, DynamicMixer, MixConfig
 
-log = logging.getLogger("rtsep.separate.train")
+log = logging.getLogger("training.train")
 
 
 def make_valid_set(corpus: Corpus, count: int, segment_samples: int, seed: int = 1234):
@@ -80,7 +80,7 @@ def load_real_eval(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m rtsep.separate.train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n")[0])
     p.add_argument("--corpus", type=Path, required=True)
     p.add_argument("--run-dir", type=Path, required=True)
     p.add_argument("--hours", type=float, default=None, help="stop after this much training time (this run)")

@@ -1,15 +1,15 @@
 """Pack a training corpus into one small file, and unpack it: to train on a machine that cannot build it.
 
-    python bench/separation/pack_corpus.py pack /work/runs/sep/corpus PACKED.npz [--budget-mb 40]
-    python bench/separation/pack_corpus.py unpack PACKED.npz CORPUS_DIR
+    python -m training.pack_corpus pack /work/runs/sep/corpus PACKED.npz [--budget-mb 40]
+    python -m training.pack_corpus unpack PACKED.npz CORPUS_DIR
 
-The corpus (rtsep.separate.data: int16 ``<voice>.npy`` at 8 kHz, ``index.json``, ``rirs.npz``) is ~0.6 GB;
+The corpus (training.data: int16 ``<voice>.npy`` at 8 kHz, ``index.json``, ``rirs.npz``) is ~0.6 GB;
 an accelerator machine here is reached only through a 64 MiB transfer and has no speech synthesisers. ``pack``
 keeps whole utterances of every voice, voice by voice in a round-robin, until the packed audio reaches
 ``--budget-mb`` (so every voice keeps some speech and the budget goes to the voices with the most), stores them
 as 8-bit mu-law (about 38 dB SNR, below the training mixtures' own noise and codec augmentation) compressed with
 LZMA, and the room impulse responses as float16. ``unpack`` needs numpy only and writes a corpus that
-``rtsep.separate.data.Corpus`` reads. Both print what they kept.
+``training.data.Corpus`` reads. Both print what they kept.
 """
 
 from __future__ import annotations

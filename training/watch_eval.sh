@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Evaluates every new snapshot of a training run (real-speech remix + held-out synthetic), one thread,
 # appending to RUN/eval.jsonl, every few minutes while training goes on.
-#   nohup bash bench/separation/watch_eval.sh /work/runs/sep/run /work/runs/sep/corpus > /work/runs/sep/watch.log 2>&1 &
+#   nohup bash training/watch_eval.sh /work/runs/sep/run /work/runs/sep/corpus > /work/runs/sep/watch.log 2>&1 &
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 RUN=${1:-/work/runs/sep/run}
 CORPUS=${2:-/work/runs/sep/corpus}
 PY=${PYTHON:-.venv/bin/python}

@@ -1,6 +1,6 @@
 """Print the training curve of a run as a markdown table (from RUN/eval.jsonl, written by eval.py --watch).
 
-    python bench/separation/curve.py /work/runs/sep/run [--every 3]
+    python -m training.curve /work/runs/sep/run [--every 3]
 """
 
 from __future__ import annotations

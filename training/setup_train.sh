@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Re-creates everything the separator's data builder and training need on a fresh machine.
 # Training-time only: the package and its tests need none of this.
-#   bash bench/separation/setup_train.sh        (as root; run from the repo root, venv in .venv)
+#   bash training/setup_train.sh        (as root; run from the repo root, venv in .venv)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
