@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpu-hours", type=float, default=None, help="stop after this many more training CPU-hours")
     p.add_argument("--hours", type=float, default=None, help="stop after this many more wall-clock hours")
     p.add_argument("--max-steps", type=int, default=None, help="stop at this total step")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None, help="default 8 (a resumed run: its own)")
     p.add_argument("--segment-s", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=5.0)
@@ -183,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(state["torch_rng"])
         step, cpu_s, wall_s, best = state["step"], state["cpu_s"], state["wall_s"], state["best"]
         history = state["history"]
-        batch_size = state["batch_size"]
+        batch_size = args.batch_size or state["batch_size"]
         log.info("resumed %s (%s) at step %d, %.2f CPU-h, best %.2f dB", args.state, arch, step, cpu_s / 3600, best)
     else:
         if args.state.exists():
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         mix_cfg = _mix_config(asdict(RealMixConfig(segment_samples=segment)), json.loads(args.mix))
         rng = np.random.default_rng(args.seed)
         step, cpu_s, wall_s, best, history = 0, 0.0, 0.0, -1e9, []
-        batch_size = args.batch_size
+        batch_size = args.batch_size or 8
         log.info("new %s run: %s, %d parameters", arch, asdict(config), model.num_parameters())
 
     train_corpus = RealCorpus(args.corpus, "train")
