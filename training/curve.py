@@ -42,8 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6, 3.6))
-        for label, rows in curves.items():
-            ax.plot([r["cpu_h"] for r in rows], [r["valid_si_sdri_db"] for r in rows], marker="o", ms=3, label=label)
+        for label, rows in curves.items():  # the untrained point (far below 0 dB) is left to the table
+            trained = [r for r in rows if r["step"] > 0]
+            ax.plot([r["cpu_h"] for r in trained], [r["valid_si_sdri_db"] for r in trained], marker="o", ms=3,
+                    label=label)
         ax.set_xlabel("training CPU-hours (one thread)")
         ax.set_ylabel("valid SI-SDRi (dB)")
         ax.set_title("Held-out actors, fully overlapped 2-4 s, -5/0/+5 dB")
