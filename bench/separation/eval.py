@@ -121,7 +121,7 @@ def real_sets(segment_s: float = 3.0) -> dict[str, list[tuple[np.ndarray, np.nda
 
 
 def synthetic_set(corpus: Path, count: int = 100) -> list[tuple[np.ndarray, np.ndarray]]:
-    from rtsep.separate.data import Corpus, DynamicMixer, MixConfig
+    from training.data import Corpus, DynamicMixer, MixConfig
 
     mixer = DynamicMixer(Corpus(corpus, "valid"), MixConfig(segment_samples=3 * RATE_HZ), np.random.default_rng(777))
     return [mixer.draw() for _ in range(count)]

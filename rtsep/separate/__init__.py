@@ -1,4 +1,4 @@
-"""Separators: the streaming interface and registry, rtsep's own causal Conv-TasNet, the SepFormer adapter."""
+"""Separators: the streaming interface and registry, the own causal Conv-TasNet and TF-mask, the SepFormer adapter."""
 
 from rtsep.separate.base import (
     StreamingSeparator,

@@ -66,6 +66,7 @@ _REGISTRY: dict[str, SeparatorFactory] = {}
 _BUILTINS: dict[str, str] = {
     "convtasnet": "rtsep.separate.convtasnet:create_separator",
     "sepformer": "rtsep.separate.sepformer:create_separator",
+    "tfmask": "rtsep.separate.tfmask:create_separator",
 }
 
 

@@ -7,18 +7,18 @@ import numpy as np
 import pytest
 import torch
 
-from rtsep.separate.data import (
-    Corpus,
-    DynamicMixer,
-    MixConfig,
-    harvest_sentences,
-    is_heldout,
-)
 from rtsep.separate.losses import (
     pit_si_sdr,
     pit_si_sdr_improvement,
     pit_si_snr_loss,
     si_sdr,
+)
+from training.data import (
+    Corpus,
+    DynamicMixer,
+    MixConfig,
+    harvest_sentences,
+    is_heldout,
 )
 
 

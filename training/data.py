@@ -1,9 +1,9 @@
 """Training data for the separator: a corpus builder (synthetic and pseudo-speakers) and a dynamic mixer.
 
 Build (training machines only; needs ``pip install -e .[train]`` and the Debian voices of
-bench/separation/setup_train.sh)::
+training/setup_train.sh)::
 
-    python -m rtsep.separate.data build --out /work/runs/sep/corpus
+    python -m training.data build --out /work/runs/sep/corpus
 
 Sources of speech, all reachable offline:
 
@@ -46,7 +46,7 @@ from pathlib import Path
 
 import numpy as np
 
-log = logging.getLogger("rtsep.separate.data")
+log = logging.getLogger("training.data")
 
 SAMPLE_RATE_HZ = 8000
 
@@ -595,7 +595,7 @@ class DynamicMixer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rtsep.separate.data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m training.data", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build", help="build (or complete) a training corpus")
     b.add_argument("--out", type=Path, required=True)
@@ -617,7 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         for tool in ("espeak-ng", "flite", "text2wave"):
             if shutil.which(tool) is None:
-                parser.error(f"{tool} is missing: run bench/separation/setup_train.sh")
+                parser.error(f"{tool} is missing: run training/setup_train.sh")
         build_corpus(args.out, seed=args.seed, n_espeak=args.n_espeak, n_flite=args.n_flite,
                      n_festival_world=args.n_festival_world, n_piper_world=args.n_piper_world,
                      piper_utterances=args.piper_utterances, sentences_per_voice=args.sentences_per_voice,

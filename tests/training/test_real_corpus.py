@@ -1,0 +1,122 @@
+"""The real-voice recipe on a tiny generated corpus: split file, clip naming, fixed sets, mixing, exact resume."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rtsep.separate.tfmask import load_tfmask
+from training import train
+from training.corpus import SAMPLE_RATE_HZ, load_splits, make_eval_set, splits_hash
+from training.mixing import RealCorpus, RealMixConfig, RealMixer, load_eval_set
+from training.voices import fillets_character
+
+
+def test_split_is_by_actor_and_complete():
+    splits = load_splits()
+    seen: dict[tuple[str, str], str] = {}
+    per_split: dict[str, set[str]] = {"train": set(), "valid": set(), "test": set()}
+    for dub, actors in splits["fillets"].items():
+        for actor, info in actors.items():
+            per_split[info["split"]].add(f"fillets-{dub}-{actor}")
+            for character in info["characters"]:
+                assert (dub, character) not in seen, f"{dub} {character} given to two actors"
+                seen[(dub, character)] = actor
+        held = [a for a, info in actors.items() if info["split"] == "valid"]
+        assert len(held) >= 2, f"{dub}: fewer than two validation actors"
+    for lang, split in splits["klettres"].items():
+        per_split[split].add(f"klettres-{lang}")
+    assert any(name.startswith("klettres-") for name in per_split["test"])
+    assert per_split["train"] and per_split["valid"] and per_split["test"]
+    assert not (per_split["train"] & per_split["valid"]) and not (per_split["valid"] & per_split["test"])
+
+
+@pytest.mark.parametrize("name, character", [
+    ("sound/bar/cs/bar-m-ahoj.ogg", "m"), ("sound/bar/cs/bar-x-vypr.ogg", "x"),
+    ("sound/rand/nl/rand-3-hallo.ogg", "rand#3"), ("sound/init/cs/m-silou.ogg", "m"),
+    ("sound/help/cs/help1.ogg", None)])
+def test_fillets_character(name, character):
+    assert fillets_character(Path("/usr/share/games/fillets-ng") / name) == character
+
+
+def _tone_speaker(freq_hz: float, seconds: float, rng) -> np.ndarray:
+    t = np.arange(int(seconds * SAMPLE_RATE_HZ)) / SAMPLE_RATE_HZ
+    vibrato = 1 + 0.05 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
+    return (0.3 * np.sin(2 * np.pi * freq_hz * t * vibrato)).astype(np.float32)
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    index = {}
+    speakers = {}
+    for k, (split, source) in enumerate([("train", "fillets-cs")] * 3 + [("train", "klettres")]
+                                        + [("valid", "fillets-nl")] * 2 + [("test", "klettres")] * 2):
+        name = f"s{k}"
+        audio = _tone_speaker(150 + 60 * k, 9.0, rng)
+        offsets = [0, 3 * SAMPLE_RATE_HZ, 6 * SAMPLE_RATE_HZ, 9 * SAMPLE_RATE_HZ]
+        np.save(tmp_path / f"{name}.npy", (audio * 32767).astype(np.int16))
+        index[name] = {"split": split, "source": source, "offsets": offsets, "seconds": 9.0, "utterances": 3}
+        speakers[name] = audio
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    for k, split in enumerate(("valid", "test")):
+        names = [n for n in index if index[n]["split"] == split]
+        data = make_eval_set({n: speakers[n] for n in names}, {n: index[n]["offsets"] for n in names}, 6, k)
+        np.savez(tmp_path / f"{split}.npz", **data)
+    (tmp_path / "sets.json").write_text(json.dumps({"recipe_version": 1, "seed": 0, "splits_sha256": splits_hash(),
+                                                    "hours": {}}))
+    return tmp_path
+
+
+def test_eval_set_is_fully_overlapped_at_the_given_snrs(corpus_dir):
+    data = np.load(corpus_dir / "valid.npz")
+    items = load_eval_set(corpus_dir / "valid.npz")
+    assert [len(m) for m, _ in items] == data["lengths"].tolist()
+    assert set(data["snr_db"].tolist()) == {-5.0, 0.0, 5.0}
+    for (mix, src), snr in zip(items, data["snr_db"], strict=True):
+        assert np.allclose(mix, src.sum(0), atol=1e-6)
+        frames = src[:, : len(mix) // 800 * 800].reshape(2, -1, 800)
+        assert (np.abs(frames).max(-1) > 1e-3).all(), "both talk in every 100 ms"
+        measured = 10 * np.log10((src[0] ** 2).mean() / (src[1] ** 2).mean())
+        assert measured == pytest.approx(snr, abs=1e-3)
+
+
+def test_mixer_draws_two_train_speakers_with_matching_targets(corpus_dir):
+    corpus = RealCorpus(corpus_dir, "train")
+    assert corpus.speakers == ["s0", "s1", "s2", "s3"]
+    mixer = RealMixer(corpus, RealMixConfig(segment_samples=8000, noise_prob=0.0), np.random.default_rng(1))
+    for _ in range(5):
+        mix, src = mixer.draw()
+        assert mix.shape == (8000,) and src.shape == (2, 8000)
+        assert np.allclose(mix, src.sum(0), atol=1e-5)
+    a = RealMixer(corpus, RealMixConfig(segment_samples=8000), np.random.default_rng(5)).draw()
+    b = RealMixer(corpus, RealMixConfig(segment_samples=8000), np.random.default_rng(5)).draw()
+    assert np.array_equal(a[0], b[0])
+
+
+def _run(corpus_dir, state, run_dir, *extra):
+    args = ["--corpus", str(corpus_dir), "--state", str(state), "--run-dir", str(run_dir), "--batch-size", "2",
+            "--segment-s", "0.5", "--valid-every-s", "1e9", *extra]
+    assert train.main(args) == 0
+
+
+def test_resume_continues_exactly(corpus_dir, tmp_path):
+    small = ["--model", json.dumps({"hidden": 16, "layers": 1})]
+    straight, split = tmp_path / "a" / "tf.pt", tmp_path / "b" / "tf.pt"
+    _run(corpus_dir, straight, tmp_path / "ra", "--arch", "tfmask", "--max-steps", "6", *small)
+    _run(corpus_dir, split, tmp_path / "rb", "--arch", "tfmask", "--max-steps", "3", *small)
+    with pytest.raises(SystemExit):  # an existing state is never overwritten by a new run
+        _run(corpus_dir, split, tmp_path / "rb", "--arch", "tfmask", "--max-steps", "3", *small)
+    _run(corpus_dir, split, tmp_path / "rb", "--resume", "--max-steps", "6")
+    a = torch.load(straight, weights_only=False)
+    b = torch.load(split, weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert a["numpy_rng"] == b["numpy_rng"]
+    assert b["recipe"]["splits_sha256"] == splits_hash() and b["cpu_s"] > 0
+    assert [h["step"] for h in b["history"]] == [0, 3, 6]
+    best = load_tfmask(split.with_name("tf.best.safetensors"))
+    assert best.config.hidden == 16

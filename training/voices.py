@@ -1,0 +1,102 @@
+"""The real recorded voices the training recipe reads, all from Debian packages (nothing downloaded).
+
+* ``fillets-ng-data-cs`` / ``fillets-ng-data-nl``: the voice-acted dialogue of the game Fish Fillets NG, dubbed in
+  Czech and Dutch. A clip is ``sound/<level>/<dub>/<abbr>-<character>-<word>.ogg`` (or ``<character>-<word>.ogg``);
+  characters ``m`` and ``v`` are the two fish, the others minor parts. Characters whose part is numbered per level
+  (``<abbr>-0-...``) are grouped per level (``<abbr>#0``). Which characters one actor speaks is decided with the
+  speaker encoder (``python -m training.corpus actors``) and written, with the split, to training/splits.json.
+* ``festvox-ru``: msu_ru_nsh_clunits' unit-selection recordings, one real Russian talker (~1.6 h of read sentences).
+* ``klettres-data``: letters and syllables recorded by one native speaker per language (about 20 languages).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("training.voices")
+
+FILLETS_ROOT = Path("/usr/share/games/fillets-ng/sound")
+FILLETS_DUBS = ("cs", "nl")
+RUSSIAN_RECORDINGS = Path("/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav")
+KLETTRES_ROOT = Path("/usr/share/klettres")
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    group: str  # the character (fillets), "nsh" (festvox-ru) or the language (klettres)
+
+
+def fillets_character(path: Path) -> str | None:
+    """The character a fillets clip belongs to, or None for clips of another pattern (``help1.ogg`` ...)."""
+    parts = path.stem.split("-")
+    if len(parts) >= 3:
+        abbr, character = parts[0], parts[1]
+    elif len(parts) == 2:
+        abbr, character = path.parent.parent.name, parts[0]
+    else:
+        return None
+    if not character:
+        return None
+    return f"{abbr}#{character}" if character.isdigit() else character
+
+
+def fillets_clips(dub: str, root: Path = FILLETS_ROOT) -> dict[str, list[Path]]:
+    """Clips of one dub by character, sorted (deterministic)."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in sorted(root.glob(f"*/{dub}/*.ogg")):
+        character = fillets_character(path)
+        if character is not None:
+            groups[character].append(path)
+    return dict(groups)
+
+
+def klettres_clips(root: Path = KLETTRES_ROOT) -> dict[str, list[Path]]:
+    groups: dict[str, list[Path]] = {}
+    if not root.is_dir():
+        return groups
+    for lang_dir in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in {"icons", "pics"}):
+        clips = sorted(lang_dir.rglob("*.ogg"))
+        if clips:
+            groups[lang_dir.name] = clips
+    return groups
+
+
+def russian_clips(root: Path = RUSSIAN_RECORDINGS) -> list[Path]:
+    return sorted(root.glob("*.wav")) if root.is_dir() else []
+
+
+def decode(path: Path, rate_hz: int) -> np.ndarray:
+    """Mono float32 at ``rate_hz``."""
+    import soundfile as sf
+    import soxr
+
+    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    mono = audio.mean(axis=1)
+    if rate != rate_hz:
+        mono = soxr.resample(mono, rate, rate_hz, quality="HQ")
+    return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def trim_silence(audio: np.ndarray, rate_hz: int, threshold_db: float = -40.0, margin_s: float = 0.05) -> np.ndarray:
+    """Cut leading and trailing frames (10 ms) more than ``threshold_db`` below the loudest frame."""
+    frame = max(1, rate_hz // 100)
+    n = len(audio) // frame
+    if n == 0:
+        return audio[:0]
+    energy_db = 10 * np.log10((audio[: n * frame].reshape(n, frame) ** 2).mean(1) + 1e-12)
+    loud = np.flatnonzero(energy_db > energy_db.max() + threshold_db)
+    if loud.size == 0:
+        return audio[:0]
+    margin = int(margin_s * rate_hz)
+    return audio[max(0, loud[0] * frame - margin) : min(len(audio), (loud[-1] + 1) * frame + margin)]
+
+
+def normalise_peak(audio: np.ndarray, peak: float = 0.7) -> np.ndarray:
+    top = float(np.abs(audio).max()) if audio.size else 0.0
+    return audio if top < 1e-6 else (audio * (peak / top)).astype(np.float32)
