@@ -13,7 +13,7 @@ COPY clients/python ./clients/python
 RUN python -m venv /opt/rtsep \
  && /opt/rtsep/bin/pip install --no-cache-dir --upgrade pip \
  && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" "torch==2.11.*" "torchaudio==2.11.*" \
- && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" . ./clients/python
+ && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" ".[sepformer]"  # ships rtsep stream (clients/python) too
 
 FROM ${PYTHON_IMAGE}
 # g++: torch.compile of `rtsep process`'s adaptation step builds C++ kernels (without it the steps run uncompiled,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from rtsep_protocol.pcm import float_to_s16  # noqa: F401 - re-exported: the one conversion, shared with the wire
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,3 @@ def wav_bytes(pcm_s16: np.ndarray, sample_rate_hz: int) -> bytes:
         w.setframerate(sample_rate_hz)
         w.writeframes(np.asarray(pcm_s16, "<i2").tobytes())
     return buffer.getvalue()
-
-
-def float_to_s16(samples: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2")

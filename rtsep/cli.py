@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
+
+from rtsep_client.cli import add_arguments as add_stream_arguments
 
 from rtsep.errors import RtsepError
 
@@ -80,7 +81,16 @@ def cmd_process(args: argparse.Namespace) -> int:
     result = run_process(Path(args.file), Path(args.out), config.pipeline, show_progress=not args.quiet)
     print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
                       "speakers": result.speakers, "files": [str(f) for f in result.files]}, indent=1))
+    say_if_silent("process", args.file, result.duration_s, result.speakers)
     return 0
+
+
+def say_if_silent(command: str, file: str, duration_s: float, speakers: list) -> None:
+    """0 speakers is a valid result (empty timeline), but one a user should be told about."""
+    if speakers:
+        return
+    found = "the file holds no audio (0 s)" if duration_s <= 0 else f"no speech found in {duration_s:.1f} s of audio"
+    print(f"rtsep {command}: {file}: {found}; 0 speakers, the timeline is empty", file=sys.stderr)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -90,21 +100,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args)
     report = run_demo(Path(args.out), config.pipeline)
     print(json.dumps(report, indent=1))
+    say_if_silent("demo", report["input"], report["duration_s"], report["speakers"])
     return 0
 
 
 def cmd_stream(args: argparse.Namespace) -> int:
-    try:
-        from rtsep_client import stream_file
-    except ImportError:
-        print("rtsep stream needs the reference client: pip install -e clients/python", file=sys.stderr)
-        return 2
-    result = asyncio.run(stream_file(args.file, args.url, args.out, speed=args.speed, frame_ms=args.frame_ms,
-                                     encoding=args.encoding, max_speakers=args.max_speakers))
-    print(json.dumps({"session_id": result.session_id, "speakers": result.speakers,
-                      "out": str(result.out_dir),
-                      "latency": json.loads((result.out_dir / "latency.json").read_text())}, indent=1))
-    return 0
+    from rtsep_client.cli import run
+
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,26 +141,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("stream", help="stream a file to a server as a live client would")
-    p.add_argument("file")
-    p.add_argument("--url", default="ws://127.0.0.1:8000/v1/stream")
-    p.add_argument("--out", required=True)
-    p.add_argument("--speed", type=float, default=1.0, help="pace at X times real time (0: as fast as possible)")
-    p.add_argument("--frame-ms", type=float, default=20.0)
-    p.add_argument("--encoding", default="pcm_s16le", choices=["pcm_s16le", "pcm_f32le"])
-    p.add_argument("--max-speakers", type=int)
+    add_stream_arguments(p)  # the reference client's flags (clients/python), declared there once
     p.set_defaults(func=cmd_stream)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    level = (getattr(args, "log_level", None) or "info").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging((getattr(args, "log_level", None) or "info").upper())
     try:
         return args.func(args)
     except RtsepError as exc:
         print(f"rtsep: error: {exc.message}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the one place for Ctrl-C: each command's work stops at its next step
+        print(f"rtsep {args.command}: interrupted; {kept(getattr(args, 'out', None))}", file=sys.stderr)
+        return 130
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("torch.utils.cpp_extension").addFilter(NoCudaHomeNote())
+
+
+class NoCudaHomeNote(logging.Filter):
+    """torch.compile's C++ toolchain (torch.utils.cpp_extension) warns "No CUDA runtime is found" on every
+    machine without a GPU when it compiles for the CPU: noise there (``--device cuda`` without CUDA is refused
+    at start-up with its own error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("No CUDA runtime is found")
+
+
+def kept(out: str | None) -> str:
+    """What an interrupted command leaves behind, in words."""
+    folder = Path(out) if out else None
+    if folder is None or not folder.is_dir() or not any(folder.iterdir()):
+        return "nothing was written"
+    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    return f"kept what was written so far in {folder}: {', '.join(names)}"
 
 
 if __name__ == "__main__":

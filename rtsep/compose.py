@@ -20,7 +20,7 @@ from rtsep.separate.postfilter import WienerConfig
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.store.writer import StoreWriter
-from rtsep.transport.file import ProcessResult, read_info, run_file_session
+from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session
 
 
 def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
@@ -86,17 +86,15 @@ async def process_file(
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
                 max_speakers: int | None = None) -> ProcessResult:
-    from tqdm import tqdm
-
     info = read_info(path)
     runtime = build_diarization(config)
     separation = None
     try:
         adaptive = build_adaptive(config)
         separation = None if adaptive is not None else build_separation(config)
-        with tqdm(total=round(info.duration, 1), unit="s", desc=path.name, disable=not show_progress) as bar:
-            with tqdm(total=config.adapt_recipe()[0], unit="step", desc="adapting separator",
-                      disable=not show_progress or adaptive is None, delay=0.5) as adapt_bar:
+        with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
+            with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",
+                              show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
                     adaptive, lambda step, si_snr_db: adapt_bar.update(1)))

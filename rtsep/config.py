@@ -16,7 +16,7 @@ from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
-from rtsep.transport.webrtc_config import WebRtcConfig
+from rtsep.transport.webrtc.config import WebRtcConfig
 
 
 @dataclass(frozen=True)
@@ -96,7 +96,7 @@ def _coerce(cls: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 env: dict[str, str] | None = None) -> AppConfig:
     """Sections: [server], [runtime], [diarization], [clustering], [pipeline], [webrtc] (whose variables are
-    ``RTSEP_WEBRTC_<SETTING>``, see rtsep.transport.webrtc_config)."""
+    ``RTSEP_WEBRTC_<SETTING>``, see rtsep.transport.webrtc.config)."""
     names = ("server", "runtime", "diarization", "clustering", "pipeline", "webrtc")
     sections: dict[str, dict[str, Any]] = {k: {} for k in names}
     if path is not None:

@@ -56,6 +56,7 @@ def run_demo(out_dir: Path, config: PipelineConfig) -> dict[str, Any]:
     return {
         "input": str(wav),
         "out": str(out_dir),
+        "duration_s": result.duration_s,
         "speakers": result.speakers,
         "final": diarization_error_rate(reference_text, result.final),
         "live": diarization_error_rate(reference_text, result.live),

@@ -6,18 +6,14 @@ Every error a client can cause carries a WebSocket close code and a short machin
 
 from __future__ import annotations
 
+# the base of the tree and the protocol's own errors live with the protocol (shipped with the Python client)
+from rtsep_protocol.errors import ClientError, ProtocolViolation, RtsepError, UnsupportedAudio
 
-class RtsepError(Exception):
-    """Base of every error rtsep raises on purpose."""
-
-    close_code: int = 1011
-    error_code: str = "internal_error"
-
-    def __init__(self, message: str, *, error_code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if error_code is not None:
-            self.error_code = error_code
+__all__ = [
+    "BadApiKey", "ClientError", "ConfigError", "IdleTimeout", "MessageTooBig", "ModelLoadError", "NotFound",
+    "ProtocolViolation", "RtsepError", "ServerBusy", "ServerDraining", "SessionDeleted", "StoreError", "TooFast",
+    "Unauthorized", "UnsupportedAudio",
+]
 
 
 class ConfigError(RtsepError):
@@ -30,23 +26,6 @@ class ModelLoadError(RtsepError):
     """A model's weights could not be found or loaded."""
 
     error_code = "model_load_error"
-
-
-class ClientError(RtsepError):
-    """The client sent something invalid; only its own session ends."""
-
-    close_code = 4400
-    error_code = "bad_request"
-
-
-class ProtocolViolation(ClientError):
-    """Malformed or out-of-order protocol message (bad JSON, unknown type, audio before start...)."""
-
-
-class UnsupportedAudio(ClientError):
-    """The announced audio format (rate, encoding, channels) is not supported."""
-
-    error_code = "unsupported_audio"
 
 
 class MessageTooBig(ClientError):

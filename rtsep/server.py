@@ -82,7 +82,8 @@ def build_app(services: Services) -> FastAPI:
             await webrtc.close()
         services.close()
 
-    app = FastAPI(title="rtsep", version=__version__, lifespan=lifespan,
+    # /docs is served from a package (rtsep.transport.http.add_api_docs); FastAPI's pages need a CDN
+    app = FastAPI(title="rtsep", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Real-time speech separation and diarization. Protocol: docs/protocol.md")
     add_routes(app, services.manager, services.config.webrtc)
     if web_root().is_dir():

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from rtsep.config import AppConfig, ServerConfig, load_config
-from rtsep.transport.webrtc_config import WebRtcConfig
+from rtsep.transport.webrtc.config import WebRtcConfig
 
 
 @dataclass

@@ -292,6 +292,10 @@ def match_sources_to_speakers(sources: np.ndarray, rate_hz: int,
     return [speakers[j] if j >= 0 else None for j in best[1]]
 
 
+class AdaptationStopped(Exception):
+    """:meth:`AdaptiveSeparator.run` was asked to stop (its ``stop()`` said True): no sources."""
+
+
 @dataclass
 class AdaptedSeparation:
     """The result of :meth:`AdaptiveSeparator.run`: ``sources`` (num_sources, T) at the input rate, the speaker
@@ -327,8 +331,15 @@ class AdaptiveSeparator:
         self.postfilter = postfilter
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
-            progress: Callable[[int, float], None] | None = None) -> AdaptedSeparation:
+            progress: Callable[[int, float], None] | None = None,
+            stop: Callable[[], bool] | None = None) -> AdaptedSeparation:
+        """``stop()`` is asked before every adaptation step and every separation pass (it runs in a thread that
+        cannot be interrupted otherwise, e.g. by Ctrl-C); when it says True, :class:`AdaptationStopped`."""
         import soxr
+
+        def check() -> None:
+            if stop is not None and stop():
+                raise AdaptationStopped("stopped")
 
         model_rate = self.model.config.sample_rate_hz
         audio = np.asarray(audio, np.float32)
@@ -337,14 +348,25 @@ class AdaptiveSeparator:
         if self.purity is not None:
             spans = self.purity.filter(audio, rate_hz, spans)
         speech = gather_speech(at_model_rate, model_rate, spans)
+        check()
+        speech_s = {spk: round(len(x) / model_rate, 1) for spk, x in speech.items()}
+        if self.config.steps > 0 and sum(s >= self.config.min_speech_s for s in speech_s.values()) >= 2:
+            log.info("adapting the separator: %d steps on %s s of single-talker speech", self.config.steps, speech_s)
         previous = torch.get_num_threads()
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         try:
-            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress)
+            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress, stop)
         finally:
             torch.set_num_threads(previous)
-        sources = separate_ensemble(lambda x: separate_offline(adapted, x), at_model_rate, model_rate, self.speeds)
+        if report.skipped == "stopped":
+            raise AdaptationStopped(f"stopped after {report.steps} adaptation step(s)")
+
+        def one_pass(x: np.ndarray) -> np.ndarray:
+            check()
+            return separate_offline(adapted, x)
+
+        sources = separate_ensemble(one_pass, at_model_rate, model_rate, self.speeds)
         # only after adapting: on the base model's sources (not yet apart) the filter loses (rtsep.separate.postfilter)
         postfilter = self.postfilter if report.skipped is None else None
         if postfilter is not None:

@@ -52,10 +52,13 @@ def load_sepformer_dir(directory: str | Path, device: str = "cpu") -> tuple[Any,
     missing = [name for name in REQUIRED_FILES if not (directory / name).is_file()]
     if missing:
         raise ModelLoadError(f"{directory} is not a SpeechBrain SepFormer directory: missing {', '.join(missing)}")
-    try:
+    try:  # an optional dependency: only this separator needs it
         from speechbrain.inference.separation import SepformerSeparation
         from speechbrain.utils.fetching import LocalStrategy
-
+    except ImportError as exc:
+        raise ModelLoadError(f"--separator sepformer needs SpeechBrain, which is not installed ({exc}); install "
+                             "it with: pip install 'rtsep[sepformer]'") from exc
+    try:
         model = SepformerSeparation.from_hparams(
             source=str(directory), savedir=str(directory), run_opts={"device": device},
             local_strategy=LocalStrategy.NO_LINK,

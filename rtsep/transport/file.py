@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,8 @@ from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
 
+log = logging.getLogger(__name__)
+
 
 @dataclass
 class ProcessResult:
@@ -38,10 +44,32 @@ class ProcessResult:
 
 
 def read_info(path: Path) -> sf._SoundFileInfo:
+    if not path.is_file():  # libsndfile would only say "System error."
+        raise ClientError(f"no such file: {path}" if not path.exists() else f"not a file: {path}",
+                          error_code="bad_file")
     try:
         return sf.info(str(path))
     except (RuntimeError, sf.LibsndfileError) as exc:
         raise ClientError(f"cannot read audio file {path}: {exc}", error_code="bad_file") from exc
+
+
+class _ForwardReader(sf.SoundFile):
+    """Reads straight through: soundfile seeks back to its own position after every read (as ``sf.blocks``
+    does), and a seek makes MP3's decoder lose its bit reservoir (damaged samples at each block's start and a
+    libmpg123 error line on stderr for each)."""
+
+    def seekable(self) -> bool:
+        return False
+
+
+def read_blocks(path: Path, block_samples: int) -> Iterator[np.ndarray]:
+    """The file in blocks of ``block_samples`` frames, (frames, channels) float32, read straight through."""
+    with _ForwardReader(str(path)) as f:
+        while True:
+            samples = f.read(block_samples, dtype="float32", always_2d=True)
+            if not len(samples):
+                return
+            yield samples
 
 
 async def run_file_session(
@@ -76,7 +104,7 @@ async def run_file_session(
                 await pipeline.feed(event)
 
     try:
-        for samples in sf.blocks(str(path), blocksize=block, dtype="float32", always_2d=True):
+        for samples in read_blocks(path, block):
             await feed(stream.receive_samples(np.ascontiguousarray(samples.mean(axis=1, dtype=np.float32))))
             if progress is not None:
                 progress(samples.shape[0] / rate)
@@ -96,7 +124,12 @@ async def run_file_session(
     report = None
     if adaptive is not None:
         audio = np.concatenate(session_audio) if session_audio else np.zeros(0, np.float32)
-        result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []), adapt_progress)
+        stop = threading.Event()  # set when this task is cancelled (Ctrl-C): the thread stops at its next step
+        try:
+            result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []),
+                                             adapt_progress, stop.is_set)
+        finally:
+            stop.set()
         files += await asyncio.to_thread(write_separated, out_dir, result)
         report = result.report
     return ProcessResult(sid, done.duration_s, done.speakers, live, final, files, report)
@@ -173,9 +206,47 @@ def plot_timeline(timelines: dict[str, dict], duration_s: float, path: Path, ref
     ax.set_ylim(-0.8, len(labels) - 0.2)
     ax.invert_yaxis()
     ax.set_xlim(0, max(duration_s, 1.0))
+    if not labels:
+        ax.text(0.5, 0.5, "no speech found", transform=ax.transAxes, ha="center", va="center", fontsize=14)
     ax.set_xlabel("time (s)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("who spoke when")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+class LoggedProgress:
+    """Progress for a log rather than a terminal: one line every ``interval_s`` and one at the end."""
+
+    def __init__(self, total: float, unit: str, desc: str, interval_s: float = 30.0) -> None:
+        self.total, self.unit, self.desc, self.interval_s = total, unit, desc, interval_s
+        self.done = 0.0
+        self._last_s = time.monotonic()
+
+    def update(self, n: float) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self._last_s >= self.interval_s:
+            self._last_s = now
+            self._log()
+
+    def _log(self) -> None:
+        share = f" ({100 * self.done / self.total:.0f} %)" if self.total else ""
+        log.info("%s: %g of %g %s%s", self.desc, round(self.done, 1), self.total, self.unit, share)
+
+    def __enter__(self) -> LoggedProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.done and exc[0] is None:
+            self._log()
+
+
+def progress_bar(total: float, unit: str, desc: str, enabled: bool, delay_s: float = 0.0) -> Any:
+    """A tqdm bar on a terminal; in a log (stderr not a terminal), a line every 30 s instead of one per update."""
+    if enabled and not sys.stderr.isatty():
+        return LoggedProgress(total, unit, desc)
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, delay=delay_s)

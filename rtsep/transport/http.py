@@ -9,14 +9,16 @@ from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Header, HTTPException, Query, WebSocket
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 
 from rtsep.audio import wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.errors import NotFound, Unauthorized
 from rtsep.sessions import SessionManager
-from rtsep.transport.webrtc import add_webrtc_routes
-from rtsep.transport.webrtc_config import WebRtcConfig
+from rtsep.transport.webrtc.config import WebRtcConfig
+from rtsep.transport.webrtc.gateway import add_webrtc_routes
 from rtsep.transport.ws import serve_stream
 
 
@@ -87,6 +89,26 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
         await serve_stream(ws, manager)
 
     add_webrtc_routes(app, manager, webrtc)  # POST /v1/webrtc/offer, GET /v1/webrtc/config; app.state.webrtc
+    add_api_docs(app)
+
+
+DOCS_ASSETS = "/docs/assets"
+
+
+def add_api_docs(app: FastAPI) -> None:
+    """``GET /docs``: Swagger UI from the swagger-ui-bundle-v2 package, not from a CDN, so that it works offline.
+    (Build the app with ``docs_url=None, redoc_url=None``: FastAPI's own pages load their scripts from a CDN.)"""
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json", title=f"{app.title} API",
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js", swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png", oauth2_redirect_url=None,
+        )
 
 
 def _stored_live(manager: SessionManager, session_id: str) -> dict:

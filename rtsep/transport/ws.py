@@ -17,6 +17,7 @@ from rtsep.sessions import SessionManager
 from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
 from rtsep.stream.session import ChunkReady, StartAccepted, StopRequested, StreamSession
+from rtsep.transport.auth import api_key_of
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,6 @@ class WebSocketOutbox:
                 await self.ws.send_bytes(data or b"")
         except (WebSocketDisconnect, RuntimeError, OSError):
             self.gone = True
-
-
-def api_key_of(ws: WebSocket) -> str | None:
-    """The API key a client presented: Authorization: Bearer, X-API-Key, or ?api_key= (browsers)."""
-    scheme, _, value = (ws.headers.get("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and value:
-        return value.strip()
-    return ws.headers.get("x-api-key") or ws.query_params.get("api_key")
 
 
 class _EndRequested(Exception):

@@ -1,5 +1,5 @@
 // AudioWorklet: plays the speakers' audio received over the WebSocket, one output per speaker.
-// Same policy as the server's WebRTC playout (rtsep/transport/webrtc.py, Playout): all speakers on
+// Same policy as the server's WebRTC playout (rtsep/transport/webrtc/playout.py, Playout): all speakers on
 // one timeline of absolute sample positions, so turns stay aligned; after a start or once the buffer
 // ran dry, playback resumes `prebufferSamples` before the new audio; silence on underrun (without
 // advancing); audio for positions already played is dropped; past `capacitySamples` the oldest goes.

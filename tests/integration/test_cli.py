@@ -70,12 +70,63 @@ def test_process_writes_every_output(meeting_wav, tmp_path):
         assert rate == 16000 and abs(len(audio) / rate - 20.0) < 0.1 and np.abs(audio).max() > 0
 
 
+def test_ctrl_c_during_adaptation_stops_at_once_and_says_what_it_kept(meeting_wav, tmp_path):
+    out = tmp_path / "out"
+    # far more steps than could ever finish: only the interrupt ends it
+    slow = ["--adapt-steps", "1000000", "--no-adapt-compile", "--ensemble", "1", "--adapt-threads", "1"]
+    proc = subprocess.Popen(RTSEP + ["process", str(meeting_wav), "--out", str(out), "--quiet", *slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's
+    try:
+        for line in proc.stderr:  # the log says when the adaptation thread has started
+            if "adapting the separator" in line:
+                break
+        else:
+            pytest.fail(f"the adaptation never started (exit {proc.wait()})")
+        proc.send_signal(signal.SIGINT)  # one Ctrl-C
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=300) == 130, rest[-3000:]
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "Traceback" not in rest, rest[-3000:]
+    lines = [line for line in rest.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("rtsep process: interrupted; kept"), rest[-3000:]
+    assert "timeline.json" in lines[0] and "tracks/" in lines[0]  # the diarization had finished: it is kept
+    assert json.loads((out / "timeline.json").read_text())["kind"] == "final"
+    assert not (out / "separated").exists()
+
+
+@pytest.mark.parametrize("seconds,said", [(3.0, "no speech found in 3.0 s of audio"),
+                                          (0.0, "the file holds no audio (0 s)")])
+def test_process_says_when_there_is_no_speech_and_logs_progress_sparely(tmp_path, seconds, said):
+    wav = tmp_path / "quiet.wav"
+    sf.write(str(wav), np.zeros(int(seconds * 16000), np.float32), 16000)
+    out = tmp_path / "out"
+    run = subprocess.run(RTSEP + ["process", str(wav), "--out", str(out), "--separator", "none"],
+                         capture_output=True, text=True, timeout=600)  # stderr is a pipe here, as in a log
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout)
+    assert report["speakers"] == [] and report["duration_s"] == seconds
+    assert json.loads((out / "timeline.json").read_text())["segments"] == []
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = run.stderr.splitlines()
+    assert [line for line in lines if said in line and "0 speakers" in line], run.stderr
+    # progress in a log: whole lines, no terminal codes, not one per update
+    assert "\r" not in run.stderr and "\x1b" not in run.stderr, repr(run.stderr[-500:])
+    assert len([line for line in lines if "quiet.wav:" in line and " of " in line]) <= 2, run.stderr
+    assert "Traceback" not in run.stderr and "Warning" not in run.stderr, run.stderr
+
+
 def test_process_reports_unreadable_file(tmp_path):
     bad = tmp_path / "bad.wav"
     bad.write_bytes(b"not audio at all")
     run = subprocess.run(RTSEP + ["process", str(bad), "--out", str(tmp_path / "o"), "--quiet"],
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2 and "cannot read audio file" in run.stderr
+    run = subprocess.run(RTSEP + ["process", str(tmp_path / "missing.wav"), "--out", str(tmp_path / "o"), "--quiet"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2 and run.stderr.strip() == f"rtsep: error: no such file: {tmp_path / 'missing.wav'}"
 
 
 def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
@@ -91,7 +142,10 @@ def test_serve_stream_and_kill_9_loses_nothing(meeting_wav, tmp_path):
         out = tmp_path / "s"
         assert json.loads((out / "session.json").read_text())["session_id"] == summary["session_id"]
         assert (out / "timeline.rttm").read_text().count("SPEAKER") >= 2
-        assert len(list((out / "tracks").glob("*.wav"))) >= 2
+        speakers = sorted(p.stem for p in (out / "tracks").glob("*.wav"))
+        assert len(speakers) >= 2 and all(name.startswith("SPEAKER_") and len(name) == 10 for name in speakers)
+        # the separated sources under the names the server announced (not their frames' track index 0x8000 + k)
+        assert sorted(p.stem for p in (out / "separated").glob("*.wav")) == ["source_0", "source_1"]
         assert json.loads((out / "latency.json").read_text())["label_latency"]["count"] > 0
 
         # a session that is streaming when the server is killed with -9

@@ -40,6 +40,8 @@ async def test_stream_meeting_returns_speakers_tracks_and_timeline(server, meeti
     timeline = json.loads((tmp_path / "out" / "timeline.json").read_text())
     assert timeline["kind"] == "final" and len(timeline["speakers"]) >= 2
     assert (tmp_path / "out" / "timeline.rttm").read_text().startswith("SPEAKER ")
+    announced = {e["speaker"] for e in result.events if e["type"] == "track"}
+    assert {name.removesuffix(".wav") for name in tracks} == announced  # saved under the names announced
     kinds = {e["type"] for e in result.events}
     assert {"track", "speaker", "segment", "timeline", "done"} <= kinds
     assert result.label_latency_s and result.frame_latency_s
@@ -55,6 +57,23 @@ async def test_stream_meeting_returns_speakers_tracks_and_timeline(server, meeti
     assert get(server, f"/v1/sessions/{sid}/timeline").status_code == 401
     assert get(server, f"/v1/sessions/{sid}/timeline", "wrong-token").status_code == 401
     assert get(server, "/v1/sessions/deadbeef/timeline", token).status_code == 404
+
+
+def test_api_docs_work_offline(server):
+    """/docs references only this server's own URLs (no CDN), and each of them is served."""
+    import re
+
+    page = get(server, "/docs")
+    assert page.status_code == 200 and "SwaggerUIBundle" in page.text
+    urls = re.findall(r'(?:src|href)="([^"]+)"', page.text) + re.findall(r"url: '([^']+)'", page.text)
+    assert len(urls) >= 3, urls  # the script, the stylesheet, the OpenAPI document (and the icon)
+    for url in urls:
+        assert url.startswith("/") and not url.startswith("//"), url
+        asset = get(server, url)
+        assert asset.status_code == 200 and len(asset.content) > 100, url
+    script = get(server, "/docs/assets/swagger-ui-bundle.js")
+    assert "javascript" in script.headers["content-type"] and b"SwaggerUIBundle" in script.content
+    assert get(server, "/openapi.json").json()["paths"]["/v1/webrtc/offer"]
 
 
 async def _expect_close(url, messages, code):

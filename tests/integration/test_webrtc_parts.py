@@ -11,16 +11,10 @@ import pytest
 from av import AudioFrame
 
 from rtsep.errors import MessageTooBig, ProtocolViolation
-from rtsep.transport.webrtc import (
-    Playout,
-    SlotMap,
-    WebRtcConfig,
-    describe_offer,
-    frame_to_mono,
-    mono_to_frame,
-    parse_offer,
-    rtc_configuration,
-)
+from rtsep.transport.webrtc.config import WebRtcConfig
+from rtsep.transport.webrtc.media import frame_to_mono, mono_to_frame
+from rtsep.transport.webrtc.playout import Playout, SlotMap
+from rtsep.transport.webrtc.signalling import describe_offer, parse_offer, rtc_configuration
 
 
 def ramp(start: int, n: int) -> np.ndarray:
@@ -185,7 +179,7 @@ async def test_overload_sheds_steps_at_their_own_positions_never_shifting_later_
 
     from rtsep.sessions import SessionLimits
     from rtsep.stream.session import StreamConfig, StreamSession
-    from rtsep.transport.webrtc import WebRtcSession
+    from rtsep.transport.webrtc.session import WebRtcSession
 
     stream = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=4096))
     stream.receive_text(json.dumps({"type": "start", "sample_rate": 48000, "encoding": "pcm_f32le"}))

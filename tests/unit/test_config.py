@@ -6,7 +6,7 @@ import pytest
 
 from rtsep.config import load_config
 from rtsep.errors import ConfigError
-from rtsep.transport.webrtc_config import WebRtcConfig
+from rtsep.transport.webrtc.config import WebRtcConfig
 
 TURN = {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p"}
 

@@ -4,6 +4,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "rtsep"
+CLIENT_ROOT = ROOT.parent / "clients" / "python"  # rtsep_protocol (the wire format) and rtsep_client
 
 # highest first; a module may import modules of its own layer or any lower one
 LAYERS = [
@@ -43,9 +44,9 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def modules():
-    for path in ROOT.rglob("*.py"):
-        rel = path.relative_to(ROOT.parent).with_suffix("")
+def modules(root: Path = ROOT):
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
         parts = list(rel.parts)
         if parts[-1] == "__init__":
             parts = parts[:-1]
@@ -63,11 +64,20 @@ def test_imports_point_down():
 
 
 def test_sans_io_cores():
-    for module, path in modules():
-        if module.startswith(("rtsep.stream", "rtsep.protocol")):
+    for module, path in [*modules(), *modules(CLIENT_ROOT / "rtsep_protocol")]:
+        if module.startswith(("rtsep.stream", "rtsep.protocol", "rtsep_protocol")):
             banned = {i for i in imports(path) if i.split(".")[0] in {"asyncio", "torch", "socket", "websockets",
                                                                         "fastapi", "starlette", "aiortc"}}
             assert not banned, f"{module} imports {banned}"
+
+
+def test_the_client_and_its_protocol_import_nothing_of_the_server():
+    """clients/python installs alone (numpy, websockets): it must not reach into rtsep (torch, models)."""
+    for package in ("rtsep_protocol", "rtsep_client"):
+        for module, path in modules(CLIENT_ROOT / package):
+            server = {i for i in imports(path) if i.split(".")[0] == "rtsep"}
+            assert not server, f"{module} imports {server}"
+        assert any(True for _ in modules(CLIENT_ROOT / package)), package
 
 
 def test_sans_io_cores_load_no_io_framework_even_indirectly():
@@ -79,6 +89,6 @@ def test_sans_io_cores_load_no_io_framework_even_indirectly():
             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in {'asyncio', 'torch', 'websockets', "
             "'starlette', 'fastapi', 'aiortc'} or m.startswith(('rtsep.diarize', 'rtsep.separate', 'rtsep.runtime', "
             "'rtsep.store', 'rtsep.transport')))))")
-    env = {"PYTHONPATH": str(ROOT.parent)}
+    env = {"PYTHONPATH": f"{ROOT.parent}:{CLIENT_ROOT}"}  # rtsep.protocol re-exports clients/python's rtsep_protocol
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == ""

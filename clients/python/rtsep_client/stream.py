@@ -15,26 +15,31 @@ import httpx
 import numpy as np
 import soundfile as sf
 import websockets
-
-from rtsep.audio import float_to_s16, wav_bytes
-from rtsep.protocol.frames import decode_audio_frame
-from rtsep.protocol.messages import (
+from rtsep_protocol.frames import decode_audio_frame
+from rtsep_protocol.messages import (
     Done,
     ErrorMessage,
     Ready,
     SpeakerActivity,
     Start,
     Stop,
+    TrackAnnouncement,
     encode_message,
     parse_server_message,
 )
-from rtsep.protocol.pcm import encode_pcm
+from rtsep_protocol.pcm import encode_pcm, float_to_s16
 
 
 class ServerError(Exception):
+    """The server ended the session with an ``error`` message."""
+
     def __init__(self, code: str, message: str, close_code: int | None) -> None:
         super().__init__(f"{code}: {message} (close code {close_code})")
         self.code, self.message, self.close_code = code, message, close_code
+
+
+class AudioFileError(Exception):
+    """The input file is missing or is not audio that soundfile can read."""
 
 
 @dataclass
@@ -90,15 +95,16 @@ async def stream_file(
     token_timeout_s: float = 600.0,
 ) -> StreamResult:
     """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible."""
+    audio, rate = read_audio(Path(path))
     out = Path(out_dir)
     (out / "tracks").mkdir(parents=True, exist_ok=True)
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1, dtype=np.float32)
     frame = max(1, int(rate * frame_ms / 1000))
     clock = _SendClock()
     tracks: dict[int, np.ndarray] = {}
     names: dict[int, str] = {}
     events: list[dict[str, Any]] = []
+    sources: set[int] = set()  # track indices of separated sources (announced with kind "source")
     label_latency: list[float] = []
     frame_latency: list[float] = []
     async with websockets.connect(url, max_size=None) as ws:
@@ -107,7 +113,8 @@ async def stream_file(
         ready = parse_server_message(await ws.recv())
         if isinstance(ready, ErrorMessage):
             raise ServerError(ready.code, ready.message, ready.close_code)
-        assert isinstance(ready, Ready)
+        if not isinstance(ready, Ready):
+            raise ServerError("protocol_error", f"expected 'ready', got {ready.type!r}", None)
         (out / "session.json").write_text(json.dumps({"session_id": ready.session_id, "token": ready.token,
                                                         "url": url}))
         out_rate = ready.sample_rate
@@ -143,8 +150,12 @@ async def stream_file(
                     continue
                 msg = parse_server_message(message)
                 events.append({"t_wall": now, "type": msg.type, **{k: v for k, v in vars(msg).items()}})
-                if isinstance(msg, SpeakerActivity):
-                    names[msg.index] = msg.speaker
+                if isinstance(msg, TrackAnnouncement):
+                    names[msg.index] = msg.speaker  # the track's name: SPEAKER_00, or source_0 for a source
+                    if msg.kind == "source":
+                        sources.add(msg.index)
+                elif isinstance(msg, SpeakerActivity):
+                    names.setdefault(msg.index, msg.speaker)
                     if msg.event == "started":
                         sent = clock.sent_at(int(np.ceil(msg.time_s * rate)))
                         if sent is not None:
@@ -157,13 +168,16 @@ async def stream_file(
         finally:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-    assert done is not None
+    if done is None:
+        raise ServerError("connection_closed", "the server closed the connection before 'done'", ws.close_code)
     duration = int(round(done.duration_s * out_rate))
     for index, buf in tracks.items():
-        name = names.get(index, f"SPEAKER_{index:02d}")
+        name = names.get(index, f"track_{index}")  # every track is announced before its audio; in case not
         full = np.zeros(max(duration, buf.size), np.float32)
         full[: buf.size] = buf
-        (out / "tracks" / f"{name}.wav").write_bytes(wav_bytes(float_to_s16(full), out_rate))
+        folder = out / ("separated" if index in sources else "tracks")
+        folder.mkdir(exist_ok=True)
+        sf.write(str(folder / f"{name}.wav"), float_to_s16(full), out_rate, subtype="PCM_16")
     base = http_base(url)
     headers = {"Authorization": f"Bearer {ready.token}"}
     async with httpx.AsyncClient(base_url=base, headers=headers, timeout=token_timeout_s) as http:
@@ -177,6 +191,19 @@ async def stream_file(
     (out / "latency.json").write_text(json.dumps(latency, indent=1))
     return StreamResult(ready.session_id, ready.token, out, list(done.speakers), events, label_latency,
                         frame_latency, tl_json.json())
+
+
+def read_audio(path: Path) -> tuple[np.ndarray, int]:
+    """(frames, channels) float32 and the sample rate; :class:`AudioFileError` when it is not there or not audio."""
+    if not path.is_file():
+        raise AudioFileError(f"no such file: {path}" if not path.exists() else f"not a file: {path}")
+    try:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise AudioFileError(f"cannot read audio file {path}: {exc}") from None
+    if audio.shape[0] == 0:
+        raise AudioFileError(f"{path} holds no audio (0 samples)")
+    return audio, int(rate)
 
 
 def timeline_path(session_id: str) -> str:

@@ -164,3 +164,15 @@ def test_channels_stay_aligned_across_windows():
     with pytest.raises(ConfigError):
         SlidingWindowSeparator(ShufflingOracle(sources, hop, window), sample_rate_hz=8000, num_sources=2,
                                window_samples=600, hop_samples=400)
+
+
+def test_without_speechbrain_the_error_names_the_extra(tmp_path, monkeypatch):
+    import sys
+
+    from rtsep.separate.sepformer import REQUIRED_FILES, load_sepformer_dir
+
+    for name in REQUIRED_FILES:
+        (tmp_path / name).write_text("")
+    monkeypatch.setitem(sys.modules, "speechbrain.inference.separation", None)  # as if not installed
+    with pytest.raises(ModelLoadError, match=r"pip install 'rtsep\[sepformer\]'"):
+        load_sepformer_dir(tmp_path)

@@ -1,6 +1,6 @@
 """WebRTC transport settings: the ``[webrtc]`` section of the config file, then ``RTSEP_WEBRTC_*`` variables.
 
-Kept apart from rtsep.transport.webrtc so that loading a configuration does not import aiortc.
+Kept apart from the rest of rtsep.transport.webrtc so that loading a configuration does not import aiortc.
 """
 
 from __future__ import annotations

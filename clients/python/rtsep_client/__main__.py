@@ -1,0 +1,5 @@
+import sys
+
+from rtsep_client.cli import main
+
+sys.exit(main())
