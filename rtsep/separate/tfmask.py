@@ -254,7 +254,7 @@ class TFMaskSeparator(StreamingSeparator):
             raise ConfigError(f"step_samples must be a positive multiple of the hop ({hop}), got {step_samples}")
         self.model = model.eval()
         self.spec = ModelSpec(name=name, sample_rate_hz=c.sample_rate_hz, step_samples=step_samples,
-                              context_samples=0, lookahead_samples=c.lookahead_samples, num_outputs=c.num_sources)
+                              lookahead_samples=c.lookahead_samples, num_outputs=c.num_sources)
 
     @property
     def device(self) -> torch.device:
