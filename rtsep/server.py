@@ -22,7 +22,8 @@ from rtsep.pipeline import build_separation
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
-from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.store.base import SessionStore
+from rtsep.store.factory import open_store
 from rtsep.stream.limits import RateLimit
 from rtsep.transport.http import add_routes, web_root
 
@@ -34,7 +35,7 @@ class Services:
     config: AppConfig
     metrics: Metrics
     runtime: DiarizationRuntime
-    store: SqliteSessionStore
+    store: SessionStore
     manager: SessionManager
     separation: SeparationRuntime | None = None
 
@@ -54,7 +55,7 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
             pipeline.runtime, pipeline.diarization,
             on_batch=lambda size, seconds: metrics.observe_batch(size, seconds, step_s),
         )
-    store = SqliteSessionStore(config.server.data_dir)
+    store = open_store(config.server.store_location, replica_id=config.server.replica_id, lease_s=config.server.lease_s)
     separation = build_separation(pipeline)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
@@ -169,6 +170,6 @@ def serve(config: AppConfig) -> None:
     install_log_redaction()
     services = build_services(config)
     app = build_app(services)
-    log.info("data dir %s; up to %d sessions; device %s", config.server.data_dir, config.server.max_sessions,
-             config.pipeline.runtime.device)
+    log.info("store %s; up to %d sessions; device %s", config.server.store_location.describe(),
+             config.server.max_sessions, config.pipeline.runtime.device)
     RtsepServer(uvicorn_config(app, config), services.manager, config.server.drain_timeout_s).run()
