@@ -73,7 +73,6 @@ MIGRATIONS: list[list[str]] = [
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATION_LOCK_KEY = 0x72747365_70000001  # pg_advisory_xact_lock key: "rtsep" + 1
-RETENTION_LOCK_KEY = 0x72747365_70000002
 
 # a live session whose owner holds no unexpired lease: interrupted (its data up to the last write stays)
 _INTERRUPT = """
