@@ -12,8 +12,8 @@ COPY rtsep ./rtsep
 COPY clients/python ./clients/python
 RUN python -m venv /opt/rtsep \
  && /opt/rtsep/bin/pip install --no-cache-dir --upgrade pip \
- && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" "torch==2.11.*" "torchaudio==2.11.*" \
- && /opt/rtsep/bin/pip install --no-cache-dir --extra-index-url "${TORCH_INDEX}" . ./clients/python
+ && /opt/rtsep/bin/pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "${TORCH_INDEX}"} "torch==2.11.*" "torchaudio==2.11.0" \
+ && /opt/rtsep/bin/pip install --no-cache-dir ${TORCH_INDEX:+--extra-index-url "${TORCH_INDEX}"} . ./clients/python
 
 FROM ${PYTHON_IMAGE}
 # g++: torch.compile of `rtsep process`'s adaptation step builds C++ kernels (without it the steps run uncompiled,
@@ -32,8 +32,10 @@ WORKDIR /home/rtsep
 VOLUME ["/data"]
 # 8000/tcp: HTTP + WebSocket. WebRTC media uses UDP: run with --network host, or put a TURN server in front
 EXPOSE 8000
+# the port of `serve --port N` if given, else RTSEP_PORT (deploy/healthcheck.py)
+COPY deploy/healthcheck.py /opt/rtsep/healthcheck.py
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"RTSEP_PORT\"]}/healthz', timeout=4)"]
+  CMD ["python", "/opt/rtsep/healthcheck.py"]
 # SIGTERM drains: live sessions are flushed and closed with 1001 (docker stop -t should exceed --drain-timeout)
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["rtsep"]

@@ -24,7 +24,25 @@ def test_dockerfile_commands_and_settings_exist(name):
     config = load_config(env=env)
     assert (config.server.host, config.server.port, config.server.data_dir) == ("0.0.0.0", 8000, "/data")
     assert "USER rtsep" in text and "HEALTHCHECK" in text and 'VOLUME ["/data"]' in text
-    assert "/healthz" in text
+    assert "COPY deploy/healthcheck.py /opt/rtsep/healthcheck.py" in text
+    assert 'CMD ["python", "/opt/rtsep/healthcheck.py"]' in text
+    # one torchaudio pin for the image and the package; the extra torch index can be switched off (PyPI alone)
+    pins = set(re.findall(r'"torchaudio==([^"]+)"', text))
+    assert pins == set(re.findall(r'"torchaudio==([^"]+)"', (ROOT / "pyproject.toml").read_text()))
+    assert '${TORCH_INDEX:+--extra-index-url "${TORCH_INDEX}"}' in text
+
+
+def test_the_image_health_check_follows_the_serve_port():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("healthcheck", ROOT / "deploy" / "healthcheck.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    cmdline = ["/opt/rtsep/bin/python", "/opt/rtsep/bin/rtsep", "serve"]
+    assert module.serve_port(cmdline, {"RTSEP_PORT": "8000"}) == 8000
+    assert module.serve_port([*cmdline, "--port", "9001"], {"RTSEP_PORT": "8000"}) == 9001
+    assert module.serve_port([*cmdline, "--port=9002"], {}) == 9002
+    assert module.serve_port(cmdline, {}) == 8000
 
 
 def test_api_keys_in_urls_are_redacted_from_logs(caplog):
