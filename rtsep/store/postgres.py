@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from rtsep.audio import float_to_s16
-from rtsep.errors import StoreError
+from rtsep.errors import SessionDeleted, StoreError
 from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.store.tracks import SAFE_NAME, check_name
 
@@ -150,6 +150,10 @@ class PostgresSessionStore(SessionStore):
             with self._pool.connection() as conn:
                 cur = conn.execute(sql, params)
                 return cur.fetchall() if cur.description is not None else []
+        except psycopg.errors.ForeignKeyViolation as exc:
+            # a write for a session that another replica deleted (DELETE through it while the session is live
+            # here): the session ends as a deletion on its own replica does (4410), and nothing is re-created
+            raise SessionDeleted("the session was deleted by its owner (through another replica)") from exc
         except psycopg.Error as exc:
             raise StoreError(f"store error ({self.where}): {exc}") from exc
 

@@ -6,7 +6,7 @@ import numpy as np
 import psycopg
 import pytest
 
-from rtsep.errors import StoreError
+from rtsep.errors import SessionDeleted, StoreError
 from rtsep.sessions import hash_token
 from rtsep.store.base import SessionInfo
 from rtsep.store.postgres import SCHEMA_VERSION, PostgresSessionStore
@@ -183,3 +183,17 @@ def test_an_acknowledged_write_is_committed(url, replicas):
     # another connection, no transaction of ours open: what returned is visible (committed), not pending
     assert _count(url, "SELECT count(*) FROM live_segments WHERE session_id = 's1'") == 1
     assert _count(url, "SELECT sum(n_samples) FROM track_chunks WHERE session_id = 's1'") == 8
+
+
+def test_writes_for_a_session_deleted_through_another_replica_end_it(url, replicas):
+    owner, other = replicas("owner"), replicas("other")
+    owner.create(_info("s1"))
+    owner.write_track("s1", "SPEAKER_00", 0, np.ones(4, np.float32) * 0.1)
+    other.delete("s1")  # DELETE /v1/sessions/s1 answered by the other replica while s1 is live on its owner
+    with pytest.raises(SessionDeleted):
+        owner.write_track("s1", "SPEAKER_00", 4, np.ones(4, np.float32) * 0.1)
+    with pytest.raises(SessionDeleted):
+        owner.append_live_segment("s1", "SPEAKER_00", 0.0, 0.5)
+    owner.update(_info("s1", "failed", ended_at=2.0))  # the owner's end-of-session update finds nothing
+    for table in ("sessions", "live_segments", "track_chunks"):
+        assert _count(url, f"SELECT count(*) FROM {table} WHERE session_id = 's1'") == 0, table
