@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -156,7 +157,7 @@ def cmd_failover(args: argparse.Namespace) -> dict:
                     finally:
                         stop(victim.proc)
                     report["runs"].append({"lease": lease, "run": run, "kill_to_interrupted_s": round(seconds, 2)})
-                    print(json.dumps(report["runs"][-1]), flush=True)
+                    print(json.dumps(report["runs"][-1]), file=sys.stderr, flush=True)
             finally:
                 stop(survivor.proc)
     by_lease = {}
