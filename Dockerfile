@@ -5,7 +5,9 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 # CPU-only torch wheels keep the image small; the CUDA variant takes PyPI's CUDA build instead
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-RUN apt-get update && apt-get install -y --no-install-recommends build-essential && rm -rf /var/lib/apt/lists/*
+# python3-dev: the C headers for the source builds (webrtcvad); the official python image has its own, a Debian
+# base (bench/image.sh) has none; this stage is discarded either way
+RUN apt-get update && apt-get install -y --no-install-recommends build-essential python3-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY rtsep ./rtsep

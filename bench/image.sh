@@ -16,6 +16,7 @@ BASE=localhost/rtsep-base:bookworm
 IMAGE=localhost/rtsep:cpu
 PY=${PYTHON:-.venv/bin/python}
 PODMAN_BUILD=${PODMAN_BUILD:---isolation=chroot}
+# --format docker: the OCI image format has no HEALTHCHECK; podman drops it there
 PODMAN_RUN=${PODMAN_RUN:---runtime runc --ulimit nofile=20000:20000 --ulimit nproc=4096:4096}
 mkdir -p "$WORK"
 step() { echo "{\"step\": \"$1\", \"at\": \"$(date -u +%H:%M:%S)\"${2:+, $2}}"; }
@@ -42,7 +43,7 @@ fi
 step build
 start=$(date +%s)
 # TORCH_INDEX empty: PyPI alone (the CPU wheel index is not reachable here)
-podman build $PODMAN_BUILD --build-arg PYTHON_IMAGE="$BASE" --build-arg TORCH_INDEX= -t "$IMAGE" -f Dockerfile . \
+podman build $PODMAN_BUILD --format docker --build-arg PYTHON_IMAGE="$BASE" --build-arg TORCH_INDEX= -t "$IMAGE" -f Dockerfile . \
   > "$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; exit 1; }
 step built "\"seconds\": $(( $(date +%s) - start )), \"size\": \"$(podman image inspect "$IMAGE" --format '{{.Size}}')\""
 
@@ -56,7 +57,9 @@ for _ in $(seq 1 180); do
   sleep 1
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null
-podman healthcheck run rtsep-image-check  # the image's own HEALTHCHECK, on --port 9100 (not RTSEP_PORT)
+# the image's own HEALTHCHECK, on --port 9100 (not RTSEP_PORT = 8000)
+[ "$(podman inspect "$IMAGE" --format '{{json .Config.Healthcheck.Test}}')" = '["CMD","python","/opt/rtsep/healthcheck.py"]' ]
+podman healthcheck run rtsep-image-check
 step healthy
 
 SAMPLE=$($PY -c 'from rtsep.demo import sample_paths; print(sample_paths()[0])')
