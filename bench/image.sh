@@ -58,7 +58,7 @@ for _ in $(seq 1 180); do
 done
 curl -fsS "http://127.0.0.1:$PORT/healthz" > /dev/null
 # the image's own HEALTHCHECK, on --port 9100 (not RTSEP_PORT = 8000)
-[ "$(podman inspect "$IMAGE" --format '{{json .Config.Healthcheck.Test}}')" = '["CMD","python","/opt/rtsep/healthcheck.py"]' ]
+[ "$(podman inspect "$IMAGE" --format '{{json .HealthCheck.Test}}')" = '["CMD","python","/opt/rtsep/healthcheck.py"]' ]
 podman healthcheck run rtsep-image-check
 step healthy
 
