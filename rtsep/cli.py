@@ -69,7 +69,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args, {"host": args.host, "port": args.port, "data_dir": args.data_dir,
                           "max_sessions": args.max_sessions, "log_level": args.log_level,
                           "retention": args.retention, "api_keys": tuple(args.api_key) if args.api_key else None,
-                          "idle_timeout_s": args.idle_timeout, "drain_timeout_s": args.drain_timeout})
+                          "idle_timeout_s": args.idle_timeout, "drain_timeout_s": args.drain_timeout,
+                          "store": args.store, "replica_id": args.replica_id, "lease": args.lease})
     serve(config)
     return 0
 
@@ -119,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--data-dir", help="where sessions, timelines and tracks are kept (default ./rtsep-data)")
+    p.add_argument("--store", help="sqlite:///PATH (default: SQLite + files in --data-dir) or "
+                                   "postgresql://USER@HOST:PORT/DB, shared by replicas (or RTSEP_STORE)")
+    p.add_argument("--replica-id", help="this replica's name in a shared store (default: host-pid-random)")
+    p.add_argument("--lease", help="shared store: a replica silent this long is dead and its live sessions are "
+                                   "marked interrupted (default 10s)")
     p.add_argument("--max-sessions", type=int)
     p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     p.add_argument("--retention", help="delete a session's artifacts this long after it ended: 90s, 30m, 24h (default)")

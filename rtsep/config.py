@@ -16,6 +16,7 @@ from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
+from rtsep.store.factory import StoreLocation, parse_store_url
 from rtsep.transport.webrtc.config import WebRtcConfig
 
 
@@ -33,10 +34,21 @@ class ServerConfig:
     max_realtime_ratio: float = 4.0  # audio faster than this x real time ...
     realtime_burst_s: float = 30.0  # ... beyond this many seconds ahead of the clock is refused (4429)
     drain_timeout_s: float = 30.0  # on SIGTERM: how long live sessions get to flush before the process exits
+    store: str = ""  # sqlite:///PATH or postgresql://USER@HOST:PORT/DB; empty: SQLite + files in data_dir
+    replica_id: str = ""  # this replica's name in a shared store (empty: host name, pid and a random suffix)
+    lease: str = "10s"  # shared store: a replica that has not renewed its lease this long is taken as dead
 
     @property
     def retention_s(self) -> float:
         return parse_duration_s(self.retention)
+
+    @property
+    def lease_s(self) -> float:
+        return parse_duration_s(self.lease)
+
+    @property
+    def store_location(self) -> StoreLocation:
+        return parse_store_url(self.store, self.data_dir)
 
 
 def parse_duration_s(text: str) -> float:
@@ -71,6 +83,9 @@ ENV_KEYS = {
     "RTSEP_MAX_SPEAKERS": ("pipeline", "max_speakers"),
     "RTSEP_RETENTION": ("server", "retention"),
     "RTSEP_API_KEYS": ("server", "api_keys"),  # comma-separated
+    "RTSEP_STORE": ("server", "store"),
+    "RTSEP_REPLICA_ID": ("server", "replica_id"),
+    "RTSEP_LEASE": ("server", "lease"),
 }
 
 
@@ -129,4 +144,6 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     if pipeline.max_speakers < 1 or server.max_sessions < 1:
         raise ConfigError("max_speakers and max_sessions must be >= 1")
     server.retention_s  # noqa: B018 - validates the duration now rather than at the first sweep
+    server.lease_s  # noqa: B018 - likewise
+    server.store_location  # noqa: B018 - validates the store URL at start-up
     return AppConfig(server=server, pipeline=pipeline, webrtc=webrtc)

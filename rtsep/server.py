@@ -22,7 +22,8 @@ from rtsep.metrics import Metrics
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
-from rtsep.store.sqlite import SqliteSessionStore
+from rtsep.store.base import SessionStore
+from rtsep.store.factory import open_store
 from rtsep.store.writer import StoreWriter
 from rtsep.stream.limits import RateLimit
 from rtsep.transport.http import add_routes, web_root
@@ -35,7 +36,7 @@ class Services:
     config: AppConfig
     metrics: Metrics
     runtime: DiarizationRuntime
-    store: SqliteSessionStore
+    store: SessionStore
     manager: SessionManager
     writer: StoreWriter
     separation: SeparationRuntime | None = None
@@ -53,7 +54,7 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
     pipeline = config.pipeline
     if runtime is None:
         runtime = build_diarization(pipeline, metrics)
-    store = SqliteSessionStore(config.server.data_dir)
+    store = open_store(config.server.store_location, replica_id=config.server.replica_id, lease_s=config.server.lease_s)
     writer = StoreWriter()
     separation = build_separation(pipeline)
     manager = SessionManager(
@@ -169,6 +170,6 @@ def serve(config: AppConfig) -> None:
     install_log_redaction()
     services = build_services(config)
     app = build_app(services)
-    log.info("data dir %s; up to %d sessions; device %s", config.server.data_dir, config.server.max_sessions,
-             config.pipeline.runtime.device)
+    log.info("store %s; up to %d sessions; device %s", config.server.store_location.describe(),
+             config.server.max_sessions, config.pipeline.runtime.device)
     RtsepServer(uvicorn_config(app, config), services.manager, config.server.drain_timeout_s).run()

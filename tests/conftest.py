@@ -74,3 +74,14 @@ def meeting_wav(sample_paths, tmp_path_factory) -> Path:
 def tone(seconds: float, rate: int, freq: float = 220.0) -> np.ndarray:
     t = np.arange(int(seconds * rate)) / rate
     return (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py); each test takes its own database."""
+    from tests.postgres import postgres_bin_dir, run_postgres
+
+    if postgres_bin_dir() is None:
+        pytest.skip("PostgreSQL binaries absent: apt-get install postgresql (.ci/run installs it)")
+    with run_postgres() as server:
+        yield server

@@ -165,3 +165,16 @@ def test_separation_adapt_sweep(tmp_path):
                      "--segment-s 0.5 --no-compile")
     rows = json_lines(out)
     assert sorted(r["fold"] for r in rows) == [0, 1] and all(r["rc"] == 0 and "after" in r for r in rows)
+
+
+def test_store_latency(postgres):  # the fixture only skips where PostgreSQL is absent; the script starts its own
+    report = last_json(run_module("bench.store", "latency", "--sessions", "2", "--seconds", "1"))
+    for backend in ("sqlite", "postgresql"):
+        assert report["backends"][backend]["writes"]["n"] > 0
+        assert report["backends"][backend]["writes"]["p95_ms"] >= report["backends"][backend]["writes"]["p50_ms"]
+
+
+def test_store_failover(postgres):
+    report = last_json(run_module("bench.store", "failover", "--leases", "1s", "--runs", "1", timeout_s=400))
+    assert [r["lease"] for r in report["runs"]] == ["1s"]
+    assert report["summary"]["1s"]["median_s"] > 0

@@ -121,3 +121,23 @@ def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
     toml.write_text('[pipeline]\nseparator = "convtasnet"\nadapt_live = false\nadapt_min_speech_s = 6.5\n')
     pipeline = load_config(toml, env={}).pipeline
     assert pipeline.separator == "convtasnet" and pipeline.adapt_live is False and pipeline.adapt_min_speech_s == 6.5
+
+
+def test_store_url_from_flags_env_and_default():
+    from rtsep.cli import build_parser
+
+    assert load_config(env={}).server.store_location.kind == "sqlite"
+    assert load_config(env={}).server.store_location.target == "rtsep-data"  # the data dir, as before
+    env = {"RTSEP_STORE": "postgresql://rtsep:pw@db:5432/rtsep", "RTSEP_REPLICA_ID": "r1", "RTSEP_LEASE": "5s"}
+    server = load_config(env=env).server
+    assert (server.store_location.kind, server.replica_id, server.lease_s) == ("postgresql", "r1", 5.0)
+    assert "pw" not in server.store_location.describe()
+    flags = build_parser().parse_args(["serve", "--store", "sqlite:///var/lib/rtsep", "--lease", "2s"])
+    location = load_config(env={}, overrides={"server": {"store": flags.store}}).server.store_location
+    assert (location.kind, location.target) == ("sqlite", "/var/lib/rtsep")
+
+
+@pytest.mark.parametrize("url", ["mysql://db/x", "postgresql:///nohost", "sqlite://", "rtsep-data"])
+def test_bad_store_urls_are_refused_at_start(url):
+    with pytest.raises(ConfigError, match="store URL"):
+        load_config(env={"RTSEP_STORE": url})

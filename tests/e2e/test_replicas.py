@@ -1,0 +1,158 @@
+"""Two real `rtsep serve` replicas on one real PostgreSQL behind a real nginx (round-robin, WebSocket upgrade):
+any replica serves any session; a replica killed with -9 loses nothing it acknowledged; DELETE is everywhere."""
+
+import asyncio
+import io
+import json
+import os
+import signal
+import threading
+
+import httpx
+import numpy as np
+import psycopg
+import pytest
+import soundfile as sf
+import websockets
+
+from rtsep.protocol.frames import decode_audio_frame
+from tests.replicas import nginx_binary, run_nginx, start_replica, stop
+
+pytestmark = pytest.mark.slow
+LEASE = "2s"  # short, so that the survivor notices the death soon
+
+
+@pytest.fixture
+def cluster(postgres, tmp_path):
+    if nginx_binary() is None:
+        pytest.skip("nginx absent: apt-get install nginx (.ci/run installs it)")
+    url = postgres.create_database("e2e")
+    replicas = []
+    try:
+        for name in ("r1", "r2"):
+            replicas.append(start_replica(tmp_path, url, name, "--separator", "none", "--lease", LEASE,
+                                          "--max-sessions", "4"))
+        with run_nginx(tmp_path, [r.port for r in replicas]) as proxy:
+            yield url, replicas, proxy
+    finally:
+        for r in replicas:
+            stop(r.proc)
+
+
+async def _stream(ws_url: str, audio: np.ndarray, rate: int, *, until_segments: int | None = None,
+                  on_acknowledged=None) -> dict:
+    """Sends ``audio`` (within the server's real-time burst allowance) and collects what the server
+    acknowledged: segments and audio frames. With ``until_segments``, calls ``on_acknowledged(ready)`` once that
+    many segments have come, the session still live (no stop sent); otherwise stops and reads until done."""
+    segments, frames, speakers = [], {}, {}
+    async with websockets.connect(ws_url, max_size=None) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_s16le"}))
+        ready = json.loads(await ws.recv())
+        assert ready["type"] == "ready", ready
+        pcm = (np.clip(audio, -1, 1) * 32767).astype("<i2")
+        for offset in range(0, len(pcm), rate // 2):
+            await ws.send(pcm[offset:offset + rate // 2].tobytes())
+        if until_segments is None:
+            await ws.send(json.dumps({"type": "stop"}))
+        while True:
+            message = await asyncio.wait_for(ws.recv(), 120)
+            if isinstance(message, bytes):
+                header, samples = decode_audio_frame(message)
+                frames.setdefault(header.track, []).append((header.start_sample, samples))
+                continue
+            body = json.loads(message)
+            if body["type"] == "segment":
+                segments.append((body["speaker"], body["start_s"], body["end_s"]))
+            elif body["type"] == "track":
+                speakers[body["index"]] = body["speaker"]
+            elif body["type"] == "error":
+                raise AssertionError(body)
+            result = {"ready": ready, "segments": segments, "frames": frames, "speakers": speakers}
+            if body["type"] == "done":
+                return result
+            if until_segments is not None and len(segments) >= until_segments:
+                on_acknowledged(ready)
+                return result
+
+
+def _owner(url: str, session_id: str) -> str:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT owner FROM sessions WHERE session_id = %s", (session_id,)).fetchone()[0]
+
+
+def _rows(url: str, session_id: str) -> int:
+    with psycopg.connect(url) as conn:
+        return sum(conn.execute(f"SELECT count(*) FROM {table} WHERE session_id = %s", (session_id,)).fetchone()[0]
+                   for table in ("sessions", "live_segments", "final_timelines", "track_chunks"))
+
+
+def _wav(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    samples, _ = sf.read(io.BytesIO(response.content), dtype="int16")
+    return samples
+
+
+def test_two_replicas_behind_nginx(cluster, meeting_wav):
+    url, replicas, proxy = cluster
+    audio, rate = sf.read(str(meeting_wav), dtype="float32")
+    api = httpx.Client(base_url=proxy.base_url, timeout=30)
+
+    # 1. a whole session through the proxy, then its results fetched through the proxy from either replica
+    first = asyncio.run(_stream(proxy.ws_url, audio[: 8 * rate], rate))
+    sid, token = first["ready"]["session_id"], first["ready"]["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    answers = [(api.get(f"/v1/sessions/{sid}", headers=auth).json(),
+                api.get(f"/v1/sessions/{sid}/timeline", headers=auth, params={"format": "rttm"}).text)
+               for _ in range(4)]
+    status, rttm = answers[0]
+    assert status["state"] == "done" and status["tracks"] and "SPEAKER" in rttm
+    assert all(a == answers[0] for a in answers), "the replicas disagree about one session"
+    tracks = {name: [_wav(api.get(path, headers=auth)) for _ in range(2)] for name, path in status["tracks"].items()}
+    for name, (a, b) in tracks.items():
+        np.testing.assert_array_equal(a, b)
+        assert a.size > 0, name
+    served_by = set(proxy.upstreams(f"/v1/sessions/{sid}"))
+    assert served_by == {f"127.0.0.1:{r.port}" for r in replicas}, served_by
+
+    # 2. a session whose replica is killed with -9 mid-stream
+    killed = {}
+
+    def kill_owner(ready):
+        owner = _owner(url, ready["session_id"])
+        victim = next(r for r in replicas if r.replica_id == owner)
+        os.kill(victim.proc.pid, signal.SIGKILL)
+        victim.proc.wait(30)
+        killed["replica"] = victim
+
+    second = asyncio.run(_stream(proxy.ws_url, audio, rate, until_segments=2, on_acknowledged=kill_owner))
+    sid2, auth2 = second["ready"]["session_id"], {"Authorization": f"Bearer {second['ready']['token']}"}
+    survivor = next(r for r in replicas if r is not killed["replica"])
+    # the survivor's lease thread marks the session once the dead replica's lease has run out; poll the proxy
+    pace = threading.Event()  # the state lives in other processes: no event to wait on, so poll (paced)
+    for _ in range(300):
+        status2 = api.get(f"/v1/sessions/{sid2}", headers=auth2).json()
+        if status2["state"] == "interrupted":
+            break
+        pace.wait(0.1)
+    else:
+        pytest.fail(f"session never marked interrupted: {status2}; {survivor.log_tail()}")
+    assert status2["outcome"] == "replica_lost"
+    live = api.get(f"/v1/sessions/{sid2}/timeline", headers=auth2, params={"kind": "live"}).json()
+    served = {(s["speaker"], s["start_s"], s["end_s"]) for s in live["segments"]}
+    assert set(second["segments"]) <= served  # every acknowledged segment is there
+    # every acknowledged audio frame is in the served track, sample for sample
+    assert second["frames"]
+    for track, frames in second["frames"].items():
+        name = second["speakers"].get(track, f"SPEAKER_{track:02d}")
+        stored = _wav(api.get(f"/v1/sessions/{sid2}/tracks/{name}.wav", headers=auth2))
+        for start, samples in frames:
+            sent = np.round(samples * 32768).astype(np.int16)  # pcm_s16le on the wire, decoded to float
+            np.testing.assert_array_equal(stored[start:start + samples.size], sent)
+    assert set(proxy.upstreams(f"/v1/sessions/{sid2}")) == {f"127.0.0.1:{survivor.port}"}
+
+    # 3. DELETE through the proxy deletes everywhere: rows, audio, and both replicas answer 404
+    for session, headers in ((sid, auth), (sid2, auth2)):
+        assert api.delete(f"/v1/sessions/{session}", headers=headers).status_code == 204
+        assert _rows(url, session) == 0
+    assert [api.get(f"/v1/sessions/{sid}", headers=auth).status_code for _ in range(2)] == [404, 404]
+

@@ -1,0 +1,117 @@
+"""The store contract: SQLite + files and PostgreSQL behave the same behind the SessionStore interface."""
+
+import numpy as np
+import pytest
+
+from rtsep.errors import StoreError
+from rtsep.sessions import hash_token
+from rtsep.store.base import SessionInfo
+
+
+def _info(sid="abc123", state="live", ended_at=None, created_at=1.0):
+    return SessionInfo(sid, hash_token("tok"), created_at, state, "websocket", 48000, 16000, ended_at=ended_at)
+
+
+def test_everything_written_survives_an_unclean_stop(backend):
+    store = backend.open()
+    store.create(_info())
+    store.write_track("abc123", "SPEAKER_00", 2, np.array([0.5, 0.5], np.float32))
+    store.write_track("abc123", "SPEAKER_00", 6, np.array([-0.5], np.float32))
+    store.append_live_segment("abc123", "SPEAKER_00", 0.0, 1.25)
+    store.append_live_segment("abc123", "SPEAKER_01", 1.25, 2.0)
+    # no close(): the same replica starts again on the same storage, as after kill -9
+    reopened = backend.open()
+    info = reopened.get("abc123")
+    assert info.state == "interrupted" and info.outcome == "server_restart"
+    np.testing.assert_array_equal(reopened.read_track("abc123", "SPEAKER_00"), [0, 0, 16384, 16384, 0, 0, -16384])
+    assert reopened.read_track("abc123", "SPEAKER_00").dtype == np.dtype("<i2")
+    assert reopened.live_segments("abc123") == [
+        {"speaker": "SPEAKER_00", "start_s": 0.0, "end_s": 1.25},
+        {"speaker": "SPEAKER_01", "start_s": 1.25, "end_s": 2.0},
+    ]
+    assert reopened.track_names("abc123") == ["SPEAKER_00"]
+
+
+def test_overlapping_writes_keep_what_was_written_and_append_the_rest(backend):
+    store = backend.open()
+    store.create(_info())
+    store.write_track("abc123", "T", 0, np.full(4, 0.25, np.float32))
+    store.write_track("abc123", "T", 2, np.full(4, -0.25, np.float32))  # 2 samples overlap, 2 are new
+    store.write_track("abc123", "T", 1, np.full(2, 0.5, np.float32))  # entirely written already: dropped
+    store.write_track("abc123", "T", 8, np.zeros(0, np.float32))  # empty, further on: silence up to it
+    store.write_track("abc123", "U", 3, np.zeros(0, np.float32))  # a new track that starts with a gap
+    np.testing.assert_array_equal(store.read_track("abc123", "T"), [8192] * 4 + [-8192] * 2 + [0, 0])
+    np.testing.assert_array_equal(store.read_track("abc123", "U"), [0, 0, 0])
+    assert store.track_names("abc123") == ["T", "U"]
+    assert store.read_track("abc123", "V") is None
+
+
+def test_clipping_and_rounding_of_samples(backend):
+    store = backend.open()
+    store.create(_info())
+    store.write_track("abc123", "T", 0, np.array([2.0, -2.0, 1e-5, -0.999], np.float32))
+    np.testing.assert_array_equal(store.read_track("abc123", "T"), [32767, -32768, 0, -32735])
+
+
+def test_final_timeline_and_state(backend):
+    store = backend.open()
+    info = _info()
+    store.create(info)
+    store.write_final("abc123", {"segments": [1]})
+    store.write_final("abc123", {"segments": [2], "speakers": ["b", "a"]})
+    info.state, info.ended_at, info.outcome = "done", 5.0, "completed"
+    info.speakers, info.duration_s = ["SPEAKER_00"], 4.5
+    store.update(info)
+    assert store.final_timeline("abc123") == {"segments": [2], "speakers": ["b", "a"]}
+    assert store.final_timeline("nope") is None
+    store.close()
+    again = backend.open()
+    assert again.get("abc123") == info
+    assert [i.session_id for i in again.all_sessions()] == ["abc123"]
+
+
+def test_a_session_is_created_once(backend):
+    store = backend.open()
+    store.create(_info())
+    with pytest.raises(StoreError):
+        store.create(_info())
+
+
+def test_delete_removes_rows_and_audio(backend):
+    store = backend.open()
+    store.create(_info("old", "done", ended_at=10.0))
+    store.create(_info("new", "done", ended_at=100.0, created_at=2.0))
+    store.create(_info("never", "failed", created_at=3.0))  # never ended: its creation time counts
+    store.create(_info("live", "live"))
+    for sid in ("old", "new"):
+        store.write_track(sid, "SPEAKER_00", 0, np.ones(4, np.float32) * 0.1)
+        store.append_live_segment(sid, "SPEAKER_00", 0.0, 1.0)
+        store.write_final(sid, {"segments": []})
+    assert sorted(store.ended_before(50.0)) == ["never", "old"]
+    assert "live" not in store.ended_before(1e12)
+    store.delete("old")
+    assert store.get("old") is None and store.final_timeline("old") is None and store.live_segments("old") == []
+    assert store.read_track("old", "SPEAKER_00") is None and store.track_names("old") == []
+    store.delete("old")  # deleting again (another replica's sweep got there first) is no error
+    assert store.read_track("new", "SPEAKER_00") is not None and store.final_timeline("new") == {"segments": []}
+    assert sorted(i.session_id for i in store.all_sessions()) == ["live", "never", "new"]
+
+
+def test_unsafe_names_are_refused(backend):
+    store = backend.open()
+    assert store.get("../etc") is None
+    store.create(_info())
+    assert store.read_track("abc123", "../../rtsep") is None
+    with pytest.raises(ValueError):
+        store.write_track("abc123", "../x", 0, np.zeros(1, np.float32))
+    with pytest.raises(ValueError):
+        store.create(_info("../evil"))
+
+
+def test_a_closed_session_keeps_its_data(backend):
+    store = backend.open()
+    store.create(_info())
+    store.write_track("abc123", "T", 0, np.full(2, 0.5, np.float32))
+    store.close_session("abc123")
+    store.write_track("abc123", "T", 4, np.full(1, 0.5, np.float32))  # reopened: appends after what is there
+    np.testing.assert_array_equal(store.read_track("abc123", "T"), [16384, 16384, 0, 0, 16384])
