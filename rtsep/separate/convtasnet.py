@@ -22,10 +22,9 @@ any multiple of the hop gives the same output as one forward over the whole sign
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtsep.errors import ConfigError, ModelLoadError
+from rtsep.errors import ConfigError
 from rtsep.separate.base import StreamingSeparator
+from rtsep.separate.checkpoint import load_checkpoint, read_header, save_checkpoint
 from rtsep.specs import ModelSpec
 
 CHECKPOINT_FORMAT = "rtsep-convtasnet"
@@ -343,33 +343,11 @@ class ConvTasNet(nn.Module):
 # ---------------------------------------------------------------------- checkpoints
 def save_convtasnet(model: ConvTasNet, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write a self-describing checkpoint: safetensors weights + the config (and free-form metadata) as JSON."""
-    from safetensors.torch import save_file
-
-    header = {
-        "format": CHECKPOINT_FORMAT,
-        "version": str(CHECKPOINT_VERSION),
-        "config": json.dumps(asdict(model.config)),
-        "metadata": json.dumps(metadata or {}),
-    }
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
+    save_checkpoint(model, path, format_name=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, metadata=metadata)
 
 
 def read_checkpoint_metadata(path: str | Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ModelLoadError(f"{path} is not an rtsep Conv-TasNet checkpoint")
-    return {
-        "version": header.get("version", str(CHECKPOINT_VERSION)),
-        "config": json.loads(header["config"]),
-        "metadata": json.loads(header.get("metadata", "{}")),
-    }
+    return read_header(path, format_name=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="Conv-TasNet")
 
 
 def with_norm_memory(model: ConvTasNet, norm_memory_s: float) -> ConvTasNet:
@@ -386,26 +364,13 @@ def with_norm_memory(model: ConvTasNet, norm_memory_s: float) -> ConvTasNet:
 def load_convtasnet(path: str | Path, norm_memory_s: float | None = None) -> ConvTasNet:
     """Load a checkpoint written by :func:`save_convtasnet` (on the CPU, in eval mode); ``norm_memory_s``: the
     layer norms' memory to run it with (None: the checkpoint's)."""
-    from safetensors.torch import load_file
 
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"Conv-TasNet checkpoint not found: {path}")
-    try:
-        header = read_checkpoint_metadata(path)
-        version = int(header["version"])
-        if version > CHECKPOINT_VERSION:
-            raise ModelLoadError(f"{path}: checkpoint version {version} is newer than this rtsep")
-        config = ConvTasNetConfig(**header["config"])
-        if norm_memory_s is not None:
-            config = replace(config, norm_memory_s=norm_memory_s)
-        model = ConvTasNet(config)
-        model.load_state_dict(load_file(str(path)))
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load Conv-TasNet checkpoint {path}: {exc}") from exc
-    return model.eval()
+    def build(config: dict[str, Any]) -> ConvTasNet:
+        c = ConvTasNetConfig(**config)
+        return ConvTasNet(c if norm_memory_s is None else replace(c, norm_memory_s=norm_memory_s))
+
+    return load_checkpoint(path, build, format_name=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION,
+                           what="Conv-TasNet")
 
 
 def default_checkpoint_path() -> Path:

@@ -25,9 +25,8 @@ of one forward pass over the whole signal (to float rounding). States of many se
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rtsep.errors import ConfigError, ModelLoadError
+from rtsep.errors import ConfigError
 from rtsep.separate.base import StreamingSeparator
+from rtsep.separate.checkpoint import load_checkpoint, read_header, save_checkpoint
 from rtsep.specs import ModelSpec
 
 CHECKPOINT_FORMAT = "rtsep-tfmask"
@@ -198,47 +198,17 @@ class TFMaskNet(nn.Module):
 # ---------------------------------------------------------------------- checkpoints
 def save_tfmask(model: TFMaskNet, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """A self-describing checkpoint: safetensors weights + the config (and free-form metadata) as JSON."""
-    from safetensors.torch import save_file
-
-    header = {"format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION),
-              "config": json.dumps(asdict(model.config)), "metadata": json.dumps(metadata or {})}
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    tmp.replace(path)
+    save_checkpoint(model, path, format_name=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, metadata=metadata)
 
 
 def read_tfmask_metadata(path: str | Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-    if header.get("format") != CHECKPOINT_FORMAT:
-        raise ModelLoadError(f"{path} is not an rtsep TF-mask checkpoint")
-    return {"version": header.get("version", str(CHECKPOINT_VERSION)), "config": json.loads(header["config"]),
-            "metadata": json.loads(header.get("metadata", "{}"))}
+    return read_header(path, format_name=CHECKPOINT_FORMAT, version=CHECKPOINT_VERSION, what="TF-mask")
 
 
 def load_tfmask(path: str | Path) -> TFMaskNet:
     """Load a checkpoint written by :func:`save_tfmask` (on the CPU, in eval mode)."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise ModelLoadError(f"TF-mask checkpoint not found: {path}")
-    try:
-        header = read_tfmask_metadata(path)
-        version = int(header["version"])
-        if version > CHECKPOINT_VERSION:
-            raise ModelLoadError(f"{path}: checkpoint version {version} is newer than this rtsep")
-        model = TFMaskNet(TFMaskConfig(**header["config"]))
-        model.load_state_dict(load_file(str(path)))
-    except ModelLoadError:
-        raise
-    except Exception as exc:
-        raise ModelLoadError(f"cannot load TF-mask checkpoint {path}: {exc}") from exc
-    return model.eval()
+    return load_checkpoint(path, lambda config: TFMaskNet(TFMaskConfig(**config)), format_name=CHECKPOINT_FORMAT,
+                           version=CHECKPOINT_VERSION, what="TF-mask")
 
 
 # ---------------------------------------------------------------------- the streaming separator
