@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from training.rooms import normalised_impulse, shoebox_pair
 from training.voices import (
     decode,
     fillets_clips,
@@ -116,7 +117,6 @@ def build_speakers(out: Path, plan: dict[str, dict]) -> dict[str, dict]:
 
 
 def build_rirs(path: Path, simulated: int, seed: int) -> None:
-    import pyroomacoustics as pra
     import soundfile as sf
     import soxr
 
@@ -128,32 +128,13 @@ def build_rirs(path: Path, simulated: int, seed: int) -> None:
         chans = [soxr.resample(audio[:, c], rate, SAMPLE_RATE_HZ) for c in range(audio.shape[1])]
         pair = np.zeros((2, max_len), np.float32)
         for s in range(2):
-            h = chans[s % len(chans)]
-            onset = int(np.argmax(np.abs(h) > 0.1 * np.abs(h).max()))
-            h = h[max(0, onset - 8) :][:max_len]  # from just before the direct sound
-            pair[s, : len(h)] = h / (np.abs(h).max() + 1e-9)
+            h = normalised_impulse(chans[s % len(chans)], max_len, from_onset=True)
+            pair[s, : len(h)] = h
         pairs.append(pair)
         names.append(name)
     rng = np.random.default_rng(seed)
     for i in range(simulated):
-        dims = np.array([rng.uniform(3, 10), rng.uniform(3, 8), rng.uniform(2.4, 3.5)])
-        rt60 = float(rng.uniform(0.15, 0.8))
-        absorption, max_order = pra.inverse_sabine(rt60, dims)
-        room = pra.ShoeBox(dims, fs=SAMPLE_RATE_HZ, materials=pra.Material(absorption), max_order=min(max_order, 12))
-        mic = dims * rng.uniform(0.2, 0.8, 3)
-        mic[2] = rng.uniform(0.7, 1.6)
-        for _ in range(2):
-            pos = dims * rng.uniform(0.1, 0.9, 3)
-            pos[2] = rng.uniform(1.1, 1.9)
-            room.add_source(pos)
-        room.add_microphone(mic)
-        room.compute_rir()
-        pair = np.zeros((2, max_len), np.float32)
-        for s in range(2):
-            h = np.asarray(room.rir[0][s], np.float32)
-            onset = int(np.argmax(np.abs(h) > 0.1 * np.abs(h).max()))
-            h = h[max(0, onset - 8) :][:max_len]
-            pair[s, : len(h)] = h / (np.abs(h).max() + 1e-9)
+        pair, rt60 = shoebox_pair(rng, SAMPLE_RATE_HZ, max_len, from_onset=True)
         pairs.append(pair)
         names.append(f"shoebox-{i:03d}-rt60-{rt60:.2f}")
     np.savez(path, rirs=np.stack(pairs), names=np.array(names))

@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.rooms import shoebox_pair
+
 log = logging.getLogger("training.data")
 
 SAMPLE_RATE_HZ = 8000
@@ -419,29 +421,11 @@ def add_recorded_speakers(out: Path, index: dict, save, prepare, rng: np.random.
 def make_rir_bank(path: Path, count: int, seed: int) -> None:
     """Shoebox rooms (pyroomacoustics image method): per room, two talker positions and one microphone;
     RT60 0.15..0.8 s. Stored as float32 (count, 2, max_len) with lengths."""
-    import pyroomacoustics as pra
-
     rng = np.random.default_rng(seed)
     rirs, meta = [], []
     max_len = int(0.5 * SAMPLE_RATE_HZ)
     for _ in range(count):
-        dims = np.array([rng.uniform(3, 10), rng.uniform(3, 8), rng.uniform(2.4, 3.5)])
-        rt60 = float(rng.uniform(0.15, 0.8))
-        absorption, max_order = pra.inverse_sabine(rt60, dims)
-        room = pra.ShoeBox(dims, fs=SAMPLE_RATE_HZ, materials=pra.Material(absorption),
-                           max_order=min(max_order, 12))
-        mic = dims * rng.uniform(0.2, 0.8, 3)
-        mic[2] = rng.uniform(0.7, 1.6)
-        for _ in range(2):
-            pos = dims * rng.uniform(0.1, 0.9, 3)
-            pos[2] = rng.uniform(1.1, 1.9)
-            room.add_source(pos)
-        room.add_microphone(mic)
-        room.compute_rir()
-        pair = np.zeros((2, max_len), np.float32)
-        for s in range(2):
-            h = np.asarray(room.rir[0][s], np.float32)[:max_len]
-            pair[s, : len(h)] = h / (np.abs(h).max() + 1e-9)
+        pair, rt60 = shoebox_pair(rng, SAMPLE_RATE_HZ, max_len, from_onset=False)
         rirs.append(pair)
         meta.append(rt60)
     np.savez(path, rirs=np.stack(rirs), rt60=np.array(meta, np.float32))
