@@ -20,6 +20,7 @@ from rtsep.separate.convtasnet import (
     read_checkpoint_metadata,
     save_convtasnet,
 )
+from tests.streaming import perturb, stream, streaming_error
 
 SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_channels=8, hidden_channels=16,
                          blocks_per_repeat=4, repeats=2)
@@ -29,36 +30,14 @@ SMALL = ConvTasNetConfig(encoder_filters=16, window_samples=16, bottleneck_chann
 def model():
     torch.manual_seed(0)
     m = ConvTasNet(SMALL).eval()
-    # non-trivial norm parameters, so that the statistics matter
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return m
-
-
-def stream(model, x, sizes):
-    states = [model.new_state() for _ in range(x.shape[0])]
-    outs, pos, i = [], 0, 0
-    with torch.no_grad():
-        while pos < x.shape[1]:
-            n = sizes[i % len(sizes)]
-            outs.append(model.stream(x[:, pos : pos + n], states))
-            pos += n
-            i += 1
-    return torch.cat(outs, dim=-1)
+    return perturb(m, 0.05)  # non-trivial norm parameters, so that the statistics matter
 
 
 @pytest.mark.parametrize("sizes", [[8], [24], [400], [8, 16, 56, 800, 24]])
 def test_streaming_equals_offline(model, sizes):
     torch.manual_seed(1)
     x = 0.3 * torch.randn(2, 3200)
-    with torch.no_grad():
-        offline = model(x)
-    streamed = stream(model, x, sizes)
-    look = SMALL.lookahead_samples
-    assert streamed.shape == offline.shape
-    diff = (streamed[..., look:] - offline[..., :-look]).abs().max().item()
-    assert diff <= 1e-4
+    assert streaming_error(model, x, sizes, SMALL.lookahead_samples) <= 1e-4
 
 
 def test_sessions_in_one_batch_do_not_interfere(model):
@@ -134,14 +113,9 @@ def test_layer_norm_with_memory_matches_its_recurrence(memory_frames):
 def test_streaming_equals_offline_with_norm_memory(sizes):
     torch.manual_seed(0)
     m = ConvTasNet(ConvTasNetConfig(**{**SMALL.__dict__, "norm_memory_s": 0.02})).eval()  # 20 frames
-    with torch.no_grad():
-        for p in m.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-        x = 0.3 * torch.randn(2, 3200)
-        offline = m(x)
-    streamed = stream(m, x, sizes)
-    look = SMALL.lookahead_samples
-    assert (streamed[..., look:] - offline[..., :-look]).abs().max().item() <= 1e-4
+    perturb(m, 0.05)
+    x = 0.3 * torch.randn(2, 3200)
+    assert streaming_error(m, x, sizes, SMALL.lookahead_samples) <= 1e-4
 
 
 def test_norm_memory_forgets_the_distant_past():

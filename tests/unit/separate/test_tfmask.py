@@ -13,6 +13,7 @@ from rtsep.separate.tfmask import (
     read_tfmask_metadata,
     save_tfmask,
 )
+from tests.streaming import perturb, stream, streaming_error
 
 SMALL = TFMaskConfig(window_samples=32, hidden=24, layers=2)
 
@@ -21,34 +22,14 @@ SMALL = TFMaskConfig(window_samples=32, hidden=24, layers=2)
 def model():
     torch.manual_seed(0)
     m = TFMaskNet(SMALL).eval()
-    with torch.no_grad():  # non-trivial norm parameters and larger weights, so that every path matters
-        for p in m.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return m
-
-
-def stream(model, x, sizes):
-    states = [model.new_state() for _ in range(x.shape[0])]
-    outs, pos, i = [], 0, 0
-    with torch.no_grad():
-        while pos < x.shape[1]:
-            n = sizes[i % len(sizes)]
-            outs.append(model.stream(x[:, pos : pos + n], states))
-            pos += n
-            i += 1
-    return torch.cat(outs, dim=-1)
+    return perturb(m, 0.1)  # non-trivial norm parameters, so that the statistics matter
 
 
 @pytest.mark.parametrize("sizes", [[16], [48], [800], [16, 32, 112, 1600, 48]])
 def test_streaming_equals_offline(model, sizes):
     torch.manual_seed(1)
     x = 0.3 * torch.randn(2, 4800)
-    with torch.no_grad():
-        offline = model(x)
-    streamed = stream(model, x, sizes)
-    look = SMALL.lookahead_samples
-    assert streamed.shape == offline.shape
-    assert (streamed[..., look:] - offline[..., :-look]).abs().max().item() <= 1e-4
+    assert streaming_error(model, x, sizes, SMALL.lookahead_samples) <= 1e-4
 
 
 def test_unit_mask_reconstructs_the_input():
