@@ -25,9 +25,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """`rtsep serve` on a free loopback port; yields (http base url, process)."""
+def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None,
+                 server_cwd: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`rtsep serve` on a free loopback port; yields (http base url, process).
+
+    ``server_cwd``: run the server from another checkout of rtsep (its root first on PYTHONPATH), to compare versions.
+    """
     port = free_port()
+    env = dict(os.environ)
+    if server_cwd is not None:
+        root = Path(server_cwd).resolve()
+        env["PYTHONPATH"] = os.pathsep.join([str(root), str(root / "clients" / "python")])
     args = [sys.executable, "-m", "rtsep", "serve", "--port", str(port), "--data-dir", str(data_dir),
             "--log-level", "warning", *extra]
     if config_toml is not None:
@@ -36,7 +44,7 @@ def rtsep_server(data_dir: Path, *extra: str, config_toml: str | None = None) ->
         args += ["--config", str(path)]
     log_path = data_dir.parent / f"server-{port}.log"  # a file, never an unread pipe that could fill up
     log_file = open(log_path, "wb")
-    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=dict(os.environ))
+    proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=server_cwd)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

@@ -110,6 +110,13 @@ def test_fuzz_server(clip):
     assert report["good_sessions_identical_to_unloaded_run"] == "2/2"
 
 
+def test_loop_lag(clip):
+    report = last_json(run_module("bench.loop_lag", "--sessions", "2", "--seconds", "3", "--idle-s", "0.5",
+                                  "--server-cwd", REPO, "--wav", clip[0], "--rttm", clip[1]))
+    assert report["sessions"]["completed"] == 2 and report["sessions"]["errors"] == []
+    assert report["failures"] == 0 and report["loaded"]["n"] > 0 and report["loaded"]["p95_ms"] > 0
+
+
 def test_webrtc_latency(clip):
     report = last_json(run_module("bench.webrtc_latency", "latency", "--runs", "1", "--wav", clip[0],
                                   "--rttm", clip[1]))
