@@ -1,0 +1,73 @@
+"""Each command-line flag is declared once, in rtsep.cli.FLAGS, and sets exactly one configuration field."""
+
+import argparse
+import dataclasses
+
+from rtsep.cli import FLAGS, build_parser
+from rtsep.config import SECTION_TYPES, section_fields
+
+# options of serve / process / demo that are no setting: the config file itself, and process/demo's own output
+NOT_SETTINGS = {"-h", "--help", "--config", "--out", "--quiet"}
+STRINGS = {"--device": "cuda", "--separator": "sepformer", "--separator-checkpoint": "c.safetensors",
+           "--separator-dir": "sepformer-model", "--host": "0.0.0.0", "--data-dir": "elsewhere", "--retention": "90s"}
+
+
+def subparsers() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_every_flag_maps_to_exactly_one_config_field_and_none_is_declared_twice():
+    names = [flag.name for flag in FLAGS]
+    settings = [flag.setting for flag in FLAGS]
+    assert len(set(names)) == len(names), "a flag is declared twice"
+    assert len(set(settings)) == len(settings), "two flags set one setting"
+    for flag in FLAGS:
+        section, key = flag.setting
+        assert section in SECTION_TYPES and key in section_fields(section), flag
+        assert key in {f.name for f in dataclasses.fields(SECTION_TYPES[section])}
+
+
+def test_the_parsers_declare_no_setting_flag_outside_the_table():
+    table = {flag.name: flag for flag in FLAGS}
+    for command, parser in subparsers().items():
+        if command == "stream":  # the reference client's own flags (clients/python), not server settings
+            continue
+        options = [o for action in parser._actions for o in action.option_strings]
+        assert len(options) == len(set(options)), command
+        declared = set(options) - NOT_SETTINGS
+        expected = {flag.name for flag in FLAGS if command in flag.commands}
+        expected |= {"--no-" + name.removeprefix("--") for name in expected
+                     if isinstance(section_fields(table[name].setting[0])[table[name].setting[1]], bool)}
+        assert declared == expected, command
+
+
+def test_each_flag_sets_its_field(tmp_path):
+    from rtsep.cli import _load
+
+    samples = {int: "3", float: "0.5"}
+    for flag in FLAGS:
+        for command in sorted(flag.commands):
+            section, key = flag.setting
+            default = section_fields(section)[key]
+            argv = [command, *(["x.wav", "--out", str(tmp_path)] if command == "process" else [])]
+            if isinstance(default, bool):
+                argv += ["--no-" + flag.name.removeprefix("--")]
+                expected = False
+            elif isinstance(default, tuple):
+                argv += [flag.name, "k1"]
+                expected = ("k1",)
+            elif flag.choices:
+                argv += [flag.name, flag.choices[-1]]
+                expected = flag.choices[-1]
+            else:
+                kind = flag.type or (type(default) if default is not None else str)
+                value = STRINGS[flag.name] if kind is str else samples[kind]
+                argv += [flag.name, value]
+                expected = kind(value)
+            assert expected != default, flag.name  # else the check below could not fail
+            config = _load(build_parser().parse_args(argv))
+            owner = {"server": config.server, "pipeline": config.pipeline, "runtime": config.pipeline.runtime,
+                     "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
+                     "offline": config.offline}[section]
+            assert getattr(owner, key) == expected, (command, flag.name)
