@@ -6,7 +6,6 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,20 @@ from rtsep.errors import RtsepError
 SERVE, PROCESS, DEMO = "serve", "process", "demo"
 ALL = frozenset({SERVE, PROCESS, DEMO})
 OFFLINE = frozenset({PROCESS, DEMO})  # `rtsep demo` is `rtsep process` on the bundled sample
+SERVE_ONLY = frozenset({SERVE})
 
 
 @dataclass(frozen=True)
 class Flag:
-    """One command-line flag and the one setting it sets: its name, type, help and config key live here only.
-    The type and the default in the help come from the setting's dataclass (rtsep.config.section_fields)."""
+    """One command-line flag and the one setting it sets: its name, type, help and config key live here only
+    (tests/unit/test_cli_flags.py checks each against its setting's dataclass). The default shown in ``--help``
+    is the dataclass's (SettingsHelp), so it is not written twice either."""
 
     name: str
     setting: tuple[str, str]  # (config section, setting) as in the TOML file
     help: str
+    type: type = str  # bool: --x / --no-x; tuple: a repeatable flag
     commands: frozenset[str] = ALL
-    type: Callable[[str], Any] | None = None  # for settings whose default is None
     choices: tuple[str, ...] | None = None
 
     @property
@@ -37,25 +38,35 @@ class Flag:
         return self.name.removeprefix("--").replace("-", "_")
 
     def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.type is bool:
+            parser.add_argument(self.name, action=argparse.BooleanOptionalAction, default=None, help=self.help)
+        elif self.type is tuple:
+            parser.add_argument(self.name, action="append", help=self.help)
+        else:
+            parser.add_argument(self.name, type=self.type, choices=self.choices, help=self.help)
+
+
+class SettingsHelp(argparse.HelpFormatter):
+    """Adds each setting flag's default and config key to its help. Only ``--help`` reads the dataclasses: the
+    configuration imports the runtime (torch), which a plain ``rtsep stream`` must not wait for."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = next((f for f in FLAGS if f.name in action.option_strings), None)
+        if flag is None:
+            return text
         from rtsep.config import section_fields
 
-        section, key = self.setting
+        section, key = flag.setting
         default = section_fields(section)[key]
-        shown = f" (default {default})" if default not in (None, (), "") and "default" not in self.help else ""
-        text = f"{self.help}{shown}; [{section}] {key}"
-        if isinstance(default, bool):
-            parser.add_argument(self.name, action=argparse.BooleanOptionalAction, default=None, help=text)
-        elif isinstance(default, tuple):
-            parser.add_argument(self.name, action="append", help=text)
-        else:
-            kind = self.type or (type(default) if default is not None else str)
-            parser.add_argument(self.name, type=kind, choices=self.choices, help=text)
+        shown = f" (default {default})" if default not in (None, (), "") and "default" not in text else ""
+        return f"{text}{shown}; [{section}] {key}".replace("%", "%%")
 
 
 # every flag that sets a configuration value, each declared once
 FLAGS: tuple[Flag, ...] = (
     Flag("--device", ("runtime", "device"), "torch device for inference: cpu or cuda"),
-    Flag("--max-speakers", ("pipeline", "max_speakers"), "cap on the number of speakers per session"),
+    Flag("--max-speakers", ("pipeline", "max_speakers"), "cap on the number of speakers per session", type=int),
     Flag("--separator", ("separator", "name"),
          "convtasnet (the shipped checkpoint), sepformer (with --separator-dir), or none (speaker tracks only)"),
     Flag("--separator-checkpoint", ("separator", "checkpoint"),
@@ -67,34 +78,37 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--adapt-batch-size", ("adaptation", "batch_size"),
          "remixes per adaptation step (default by device: docs/deploy.md)", type=int),
     Flag("--adapt-min-similarity", ("adaptation", "min_similarity"),
-         "adapt only on turn windows this similar to their talker (0: all)"),
+         "adapt only on turn windows this similar to their talker (0: all)", type=float),
     Flag("--adapt-min-periodicity", ("adaptation", "min_periodicity"),
-         "adapt only on turn windows where this share of the voiced frames is periodic, one voice (0: all)"),
+         "adapt only on turn windows where this share of the voiced frames is periodic, one voice (0: all)",
+         type=float),
     Flag("--adapt-threads", ("offline", "adapt_threads"), "CPU threads while adapting (0: one per core)",
-         commands=OFFLINE),
+         commands=OFFLINE, type=int),
     Flag("--adapt-compile", ("offline", "adapt_compile"),
          "compile the adaptation's training step with torch.compile (the first compile on a machine is slow, "
-         "later runs reuse its cache)", commands=OFFLINE),
+         "later runs reuse its cache)", commands=OFFLINE, type=bool),
     Flag("--ensemble", ("offline", "ensemble"),
-         "with adaptation: separate at this many playback speeds and average (1: one pass)", commands=OFFLINE),
+         "with adaptation: separate at this many playback speeds and average (1: one pass)", commands=OFFLINE,
+         type=int),
     Flag("--wiener", ("offline", "wiener"),
          "with adaptation: re-estimate the sources from the file by a Wiener filter with their power spectra",
-         commands=OFFLINE),
-    Flag("--host", ("server", "host"), "address to listen on", commands=frozenset({SERVE})),
-    Flag("--port", ("server", "port"), "port to listen on", commands=frozenset({SERVE})),
+         commands=OFFLINE, type=bool),
+    Flag("--host", ("server", "host"), "address to listen on", commands=SERVE_ONLY),
+    Flag("--port", ("server", "port"), "port to listen on", commands=SERVE_ONLY, type=int),
     Flag("--data-dir", ("server", "data_dir"), "where sessions, timelines and tracks are kept",
-         commands=frozenset({SERVE})),
-    Flag("--max-sessions", ("server", "max_sessions"), "live sessions at once", commands=frozenset({SERVE})),
-    Flag("--log-level", ("server", "log_level"), "log level", commands=frozenset({SERVE}),
+         commands=SERVE_ONLY),
+    Flag("--max-sessions", ("server", "max_sessions"), "live sessions at once", commands=SERVE_ONLY, type=int),
+    Flag("--log-level", ("server", "log_level"), "log level", commands=SERVE_ONLY,
          choices=("debug", "info", "warning", "error")),
     Flag("--retention", ("server", "retention"),
-         "delete a session's artifacts this long after it ended: 90s, 30m, 24h", commands=frozenset({SERVE})),
+         "delete a session's artifacts this long after it ended: 90s, 30m, 24h", commands=SERVE_ONLY),
     Flag("--api-key", ("server", "api_keys"),
-         "require this key to create sessions (repeatable; or RTSEP_API_KEYS=k1,k2)", commands=frozenset({SERVE})),
+         "require this key to create sessions (repeatable; or RTSEP_API_KEYS=k1,k2)", commands=SERVE_ONLY,
+         type=tuple),
     Flag("--idle-timeout", ("server", "idle_timeout_s"), "close clients silent for this many seconds",
-         commands=frozenset({SERVE})),
+         commands=SERVE_ONLY, type=float),
     Flag("--drain-timeout", ("server", "drain_timeout_s"), "on SIGTERM, seconds to flush live sessions",
-         commands=frozenset({SERVE})),
+         commands=SERVE_ONLY, type=float),
 )
 
 
@@ -164,18 +178,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtsep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(SERVE, help="run the streaming server")
+    p = sub.add_parser(SERVE, help="run the streaming server", formatter_class=SettingsHelp)
     add_setting_flags(p, SERVE)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser(PROCESS, help="diarize a file at full speed and write timeline, tracks and a picture")
+    p = sub.add_parser(PROCESS, help="diarize a file at full speed and write timeline, tracks and a picture",
+                       formatter_class=SettingsHelp)
     add_setting_flags(p, PROCESS)
     p.add_argument("file")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser(DEMO, help="process the bundled two-talker demo and score it against its reference")
+    p = sub.add_parser(DEMO, help="process the bundled two-talker demo and score it against its reference",
+                       formatter_class=SettingsHelp)
     add_setting_flags(p, DEMO)
     p.add_argument("--out", default="rtsep-demo")
     p.set_defaults(func=cmd_demo)
