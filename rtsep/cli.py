@@ -6,72 +6,143 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rtsep_client.cli import add_arguments as add_stream_arguments
 
 from rtsep.errors import RtsepError
 
-
-def _add_pipeline_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="TOML file with [server], [runtime], [diarization], [clustering], [pipeline]")
-    p.add_argument("--device", help="torch device for inference: cpu (default) or cuda")
-    p.add_argument("--max-speakers", type=int, help="cap on the number of speakers per session (default 8)")
-    p.add_argument("--separator",
-                   help="separator: convtasnet (default; the shipped checkpoint), sepformer (--separator-dir), or "
-                        "none (speaker tracks only)")
-    p.add_argument("--separator-checkpoint", help="convtasnet: a checkpoint file instead of the shipped one")
-    p.add_argument("--separator-dir", help="sepformer: a local SpeechBrain model directory")
-    p.add_argument("--adapt-steps", type=int,
-                   help="process + convtasnet: fine-tuning steps on the file's own single-talker turns "
-                        "(0: off; default on the CPU 1000 for process, 300 live; 600 on a GPU)")
-    p.add_argument("--adapt-batch-size", type=int,
-                   help="remixes per adaptation step (default 4 on the CPU, 8 on a GPU)")
-    p.add_argument("--adapt-threads", type=int,
-                   help="process: CPU threads while adapting (default 0: one per core)")
-    p.add_argument("--adapt-compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="process: compile the adaptation's training step with torch.compile (default on; the "
-                        "first compile on a machine takes ~95 s, later runs reuse its cache)")
-    p.add_argument("--adapt-min-similarity", type=float,
-                   help="adapt only on turn windows this similar to their talker (0: all; default 0.82)")
-    p.add_argument("--adapt-min-periodicity", type=float,
-                   help="adapt only on turn windows where this share of the voiced frames is periodic, one voice "
-                        "(0: all; default 0)")
-    p.add_argument("--ensemble", type=int,
-                   help="process + adaptation: separate at this many playback speeds (+-8 %%) and average "
-                        "(1: one pass; default 10)")
-    p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None,
-                   help="process + adaptation: re-estimate the sources from the file by a Wiener filter with "
-                        "their power spectra (default on)")
+SERVE, PROCESS, DEMO = "serve", "process", "demo"
+ALL = frozenset({SERVE, PROCESS, DEMO})
+OFFLINE = frozenset({PROCESS, DEMO})  # `rtsep demo` is `rtsep process` on the bundled sample
+SERVE_ONLY = frozenset({SERVE})
 
 
-def _load(args: argparse.Namespace, server: dict | None = None):
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag and the one setting it sets: its name, type, help and config key live here only
+    (tests/unit/test_cli_flags.py checks each against its setting's dataclass). The default shown in ``--help``
+    is the dataclass's (SettingsHelp), so it is not written twice either."""
+
+    name: str
+    setting: tuple[str, str]  # (config section, setting) as in the TOML file
+    help: str
+    type: type = str  # bool: --x / --no-x; tuple: a repeatable flag
+    commands: frozenset[str] = ALL
+    choices: tuple[str, ...] | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.removeprefix("--").replace("-", "_")
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        if self.type is bool:
+            parser.add_argument(self.name, action=argparse.BooleanOptionalAction, default=None, help=self.help)
+        elif self.type is tuple:
+            parser.add_argument(self.name, action="append", help=self.help)
+        else:
+            parser.add_argument(self.name, type=self.type, choices=self.choices, help=self.help)
+
+
+class SettingsHelp(argparse.HelpFormatter):
+    """Adds each setting flag's default and config key to its help. Only ``--help`` reads the dataclasses: the
+    configuration imports the runtime (torch), which a plain ``rtsep stream`` must not wait for."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        flag = next((f for f in FLAGS if f.name in action.option_strings), None)
+        if flag is None:
+            return text
+        from rtsep.config import section_fields
+
+        section, key = flag.setting
+        default = section_fields(section)[key]
+        shown = f" (default {default})" if default not in (None, (), "") and "default" not in text else ""
+        return f"{text}{shown}; [{section}] {key}".replace("%", "%%")
+
+
+# every flag that sets a configuration value, each declared once
+FLAGS: tuple[Flag, ...] = (
+    Flag("--device", ("runtime", "device"), "torch device for inference: cpu or cuda"),
+    Flag("--max-speakers", ("pipeline", "max_speakers"), "cap on the number of speakers per session", type=int),
+    Flag("--separator", ("separator", "name"),
+         "convtasnet (the shipped checkpoint), sepformer (with --separator-dir), or none (speaker tracks only)"),
+    Flag("--separator-checkpoint", ("separator", "checkpoint"),
+         "convtasnet: a checkpoint file instead of the shipped one"),
+    Flag("--separator-dir", ("separator", "dir"), "sepformer: a local SpeechBrain model directory"),
+    Flag("--adapt-steps", ("adaptation", "steps"),
+         "convtasnet: fine-tuning steps on the session's own single-talker turns (0: off; default by device and "
+         "use: docs/deploy.md)", type=int),
+    Flag("--adapt-batch-size", ("adaptation", "batch_size"),
+         "remixes per adaptation step (default by device: docs/deploy.md)", type=int),
+    Flag("--adapt-min-similarity", ("adaptation", "min_similarity"),
+         "adapt only on turn windows this similar to their talker (0: all)", type=float),
+    Flag("--adapt-min-periodicity", ("adaptation", "min_periodicity"),
+         "adapt only on turn windows where this share of the voiced frames is periodic, one voice (0: all)",
+         type=float),
+    Flag("--adapt-threads", ("offline", "adapt_threads"), "CPU threads while adapting (0: one per core)",
+         commands=OFFLINE, type=int),
+    Flag("--adapt-compile", ("offline", "adapt_compile"),
+         "compile the adaptation's training step with torch.compile (the first compile on a machine is slow, "
+         "later runs reuse its cache)", commands=OFFLINE, type=bool),
+    Flag("--ensemble", ("offline", "ensemble"),
+         "with adaptation: separate at this many playback speeds and average (1: one pass)", commands=OFFLINE,
+         type=int),
+    Flag("--wiener", ("offline", "wiener"),
+         "with adaptation: re-estimate the sources from the file by a Wiener filter with their power spectra",
+         commands=OFFLINE, type=bool),
+    Flag("--host", ("server", "host"), "address to listen on", commands=SERVE_ONLY),
+    Flag("--port", ("server", "port"), "port to listen on", commands=SERVE_ONLY, type=int),
+    Flag("--data-dir", ("server", "data_dir"), "where sessions, timelines and tracks are kept",
+         commands=SERVE_ONLY),
+    Flag("--store", ("server", "store"),
+         "sqlite:///PATH (default: SQLite + files in --data-dir) or postgresql://USER@HOST:PORT/DB, shared by "
+         "replicas (or RTSEP_STORE)", commands=SERVE_ONLY),
+    Flag("--replica-id", ("server", "replica_id"),
+         "this replica's name in a shared store (default: host-pid-random)", commands=SERVE_ONLY),
+    Flag("--lease", ("server", "lease"),
+         "shared store: a replica silent this long is dead and its live sessions are marked interrupted",
+         commands=SERVE_ONLY),
+    Flag("--max-sessions", ("server", "max_sessions"), "live sessions at once", commands=SERVE_ONLY, type=int),
+    Flag("--log-level", ("server", "log_level"), "log level", commands=SERVE_ONLY,
+         choices=("debug", "info", "warning", "error")),
+    Flag("--retention", ("server", "retention"),
+         "delete a session's artifacts this long after it ended: 90s, 30m, 24h", commands=SERVE_ONLY),
+    Flag("--api-key", ("server", "api_keys"),
+         "require this key to create sessions (repeatable; or RTSEP_API_KEYS=k1,k2)", commands=SERVE_ONLY,
+         type=tuple),
+    Flag("--idle-timeout", ("server", "idle_timeout_s"), "close clients silent for this many seconds",
+         commands=SERVE_ONLY, type=float),
+    Flag("--drain-timeout", ("server", "drain_timeout_s"), "on SIGTERM, seconds to flush live sessions",
+         commands=SERVE_ONLY, type=float),
+)
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    parser.add_argument("--config", help="TOML file with the settings' sections (docs/deploy.md, Settings)")
+    for flag in FLAGS:
+        if command in flag.commands:
+            flag.add_to(parser)
+
+
+def _load(args: argparse.Namespace):
+    """The configuration: the --config file, the environment, then the flags given on the command line."""
     from rtsep.config import load_config
 
-    return load_config(
-        args.config,
-        overrides={"runtime": {"device": args.device},
-                   "pipeline": {"max_speakers": args.max_speakers, "separator": args.separator,
-                                "separator_checkpoint": args.separator_checkpoint,
-                                "separator_dir": args.separator_dir, "adapt_steps": args.adapt_steps,
-                                "adapt_batch_size": args.adapt_batch_size, "adapt_threads": args.adapt_threads,
-                                "adapt_min_similarity": args.adapt_min_similarity,
-                                "adapt_min_periodicity": args.adapt_min_periodicity,
-                                "adapt_compile": args.adapt_compile,
-                                "offline_ensemble": args.ensemble, "offline_wiener": args.wiener},
-                   "server": server or {}},
-    )
+    overrides: dict[str, dict[str, Any]] = {}
+    for flag in FLAGS:
+        if args.command in flag.commands:
+            section, key = flag.setting
+            overrides.setdefault(section, {})[key] = getattr(args, flag.dest)
+    return load_config(args.config, overrides=overrides)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from rtsep.server import serve
 
-    config = _load(args, {"host": args.host, "port": args.port, "data_dir": args.data_dir,
-                          "max_sessions": args.max_sessions, "log_level": args.log_level,
-                          "retention": args.retention, "api_keys": tuple(args.api_key) if args.api_key else None,
-                          "idle_timeout_s": args.idle_timeout, "drain_timeout_s": args.drain_timeout,
-                          "store": args.store, "replica_id": args.replica_id, "lease": args.lease})
-    serve(config)
+    serve(_load(args))
     return 0
 
 
@@ -79,7 +150,7 @@ def cmd_process(args: argparse.Namespace) -> int:
     from rtsep.compose import run_process
 
     config = _load(args)
-    result = run_process(Path(args.file), Path(args.out), config.pipeline, show_progress=not args.quiet)
+    result = run_process(Path(args.file), Path(args.out), config.pipeline, config.offline, show_progress=not args.quiet)
     print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
                       "speakers": result.speakers, "files": [str(f) for f in result.files]}, indent=1))
     say_if_silent("process", args.file, result.duration_s, result.speakers)
@@ -99,7 +170,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from rtsep.demo import run_demo
 
     config = _load(args)
-    report = run_demo(Path(args.out), config.pipeline)
+    report = run_demo(Path(args.out), config.pipeline, config.offline)
     print(json.dumps(report, indent=1))
     say_if_silent("demo", report["input"], report["duration_s"], report["speakers"])
     return 0
@@ -115,34 +186,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rtsep", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run the streaming server")
-    _add_pipeline_flags(p)
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--data-dir", help="where sessions, timelines and tracks are kept (default ./rtsep-data)")
-    p.add_argument("--store", help="sqlite:///PATH (default: SQLite + files in --data-dir) or "
-                                   "postgresql://USER@HOST:PORT/DB, shared by replicas (or RTSEP_STORE)")
-    p.add_argument("--replica-id", help="this replica's name in a shared store (default: host-pid-random)")
-    p.add_argument("--lease", help="shared store: a replica silent this long is dead and its live sessions are "
-                                   "marked interrupted (default 10s)")
-    p.add_argument("--max-sessions", type=int)
-    p.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
-    p.add_argument("--retention", help="delete a session's artifacts this long after it ended: 90s, 30m, 24h (default)")
-    p.add_argument("--api-key", action="append",
-                   help="require this key to create sessions (repeatable; or RTSEP_API_KEYS=k1,k2)")
-    p.add_argument("--idle-timeout", type=float, help="close clients silent for this many seconds (default 30)")
-    p.add_argument("--drain-timeout", type=float, help="on SIGTERM, seconds to flush live sessions (default 30)")
+    p = sub.add_parser(SERVE, help="run the streaming server", formatter_class=SettingsHelp)
+    add_setting_flags(p, SERVE)
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("process", help="diarize a file at full speed and write timeline, tracks and a picture")
-    _add_pipeline_flags(p)
+    p = sub.add_parser(PROCESS, help="diarize a file at full speed and write timeline, tracks and a picture",
+                       formatter_class=SettingsHelp)
+    add_setting_flags(p, PROCESS)
     p.add_argument("file")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_process)
 
-    p = sub.add_parser("demo", help="process the bundled two-talker demo and score it against its reference")
-    _add_pipeline_flags(p)
+    p = sub.add_parser(DEMO, help="process the bundled two-talker demo and score it against its reference",
+                       formatter_class=SettingsHelp)
+    add_setting_flags(p, DEMO)
     p.add_argument("--out", default="rtsep-demo")
     p.set_defaults(func=cmd_demo)
 

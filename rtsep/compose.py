@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from rtsep.metrics import Metrics
+from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
@@ -25,9 +26,9 @@ from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_fil
 
 def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
     """The configured separator, loaded once for every session (None: tracks are routed by speaker)."""
-    if config.separator is None:
+    if config.separator.name is None:
         return None
-    separator = create_separator(config.separator, **config.separator_options())
+    separator = create_separator(config.separator.name, **config.separator.options())
     return SeparationRuntime(config.runtime, separator)
 
 
@@ -37,24 +38,24 @@ def build_diarization(config: PipelineConfig, metrics: Metrics | None = None) ->
     return DiarizationRuntime(config.runtime, config.diarization, on_batch=on_batch)
 
 
-def build_adaptive(config: PipelineConfig) -> AdaptiveSeparator | None:
+def build_adaptive(config: PipelineConfig, offline: OfflineConfig) -> AdaptiveSeparator | None:
     """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
     steps, batch = config.adapt_recipe()
-    if config.separator != "convtasnet" or steps <= 0:
+    if config.separator.name != "convtasnet" or steps <= 0:
         return None
     from rtsep.separate.convtasnet import default_checkpoint_path, load_convtasnet
 
-    checkpoint = config.separator_checkpoint or default_checkpoint_path()
+    checkpoint = config.separator.checkpoint or default_checkpoint_path()
     purity = None
     if (purity_config := config.purity_config()) is not None:
         from rtsep.separate.purity import PurityFilter
 
         purity = PurityFilter(purity_config, device=config.runtime.device)
-    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=config.adapt_compile)
-    threads = config.adapt_threads or os.cpu_count() or 1
-    model = load_convtasnet(checkpoint, config.separator_norm_memory_s)
-    postfilter = WienerConfig() if config.offline_wiener else None
-    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=config.offline_ensemble,
+    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=offline.adapt_compile)
+    threads = offline.adapt_threads or os.cpu_count() or 1
+    model = load_convtasnet(checkpoint, config.separator.norm_memory_s)
+    postfilter = WienerConfig() if offline.wiener else None
+    return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=offline.ensemble,
                              postfilter=postfilter)
 
 
@@ -84,13 +85,13 @@ async def process_file(
             await asyncio.to_thread(store.close)
 
 
-def run_process(path: Path, out_dir: Path, config: PipelineConfig, show_progress: bool = True,
-                max_speakers: int | None = None) -> ProcessResult:
+def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: OfflineConfig | None = None,
+                show_progress: bool = True, max_speakers: int | None = None) -> ProcessResult:
     info = read_info(path)
     runtime = build_diarization(config)
     separation = None
     try:
-        adaptive = build_adaptive(config)
+        adaptive = build_adaptive(config, offline or OfflineConfig())
         separation = None if adaptive is not None else build_separation(config)
         with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
             with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",

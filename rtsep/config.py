@@ -1,10 +1,25 @@
 """Typed configuration, loaded from a TOML file, environment variables (RTSEP_*) and CLI flags (in
-increasing order of precedence). Each layer keeps its own dataclass; this module only assembles them.
+increasing order of precedence). Each layer keeps its own dataclass; this module only assembles them:
+
+=================  =============================================  =========================
+section            dataclass                                      read by
+=================  =============================================  =========================
+``[server]``       ServerConfig (here)                            rtsep.server
+``[pipeline]``     rtsep.pipeline.PipelineConfig                  sessions, drivers
+``[diarization]``  rtsep.diarize.online.DiarizationConfig         the diarizer
+``[clustering]``   rtsep.diarize.clustering.ClusteringConfig      the diarizer's clustering
+``[runtime]``      rtsep.runtime.diarization.RuntimeConfig        the inference runtimes
+``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
+``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
+``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
+``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
+=================  =============================================  =========================
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -14,8 +29,10 @@ from typing import Any
 from rtsep.diarize.clustering import ClusteringConfig
 from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
+from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
+from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.store.factory import StoreLocation, parse_store_url
 from rtsep.transport.webrtc.config import WebRtcConfig
 
@@ -72,6 +89,38 @@ class AppConfig:
     server: ServerConfig = field(default_factory=ServerConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     webrtc: WebRtcConfig = field(default_factory=WebRtcConfig)
+    offline: OfflineConfig = field(default_factory=OfflineConfig)
+
+
+log = logging.getLogger(__name__)
+
+SECTIONS = ("server", "runtime", "diarization", "clustering", "pipeline", "separator", "adaptation", "offline",
+            "webrtc")
+# the dataclass behind each plain section ([webrtc] has its own loader)
+SECTION_TYPES: dict[str, type] = {
+    "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
+    "clustering": ClusteringConfig, "pipeline": PipelineConfig, "separator": SeparatorConfig,
+    "adaptation": AdaptationConfig, "offline": OfflineConfig,
+}
+
+# Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
+# has them loads as before (each key to the one setting it always meant), with one deprecation line in the log.
+PIPELINE_ALIASES = {
+    "separator": ("separator", "name"),
+    "separator_checkpoint": ("separator", "checkpoint"),
+    "separator_dir": ("separator", "dir"),
+    "separator_norm_memory_s": ("separator", "norm_memory_s"),
+    "adapt_steps": ("adaptation", "steps"),
+    "adapt_batch_size": ("adaptation", "batch_size"),
+    "adapt_live": ("adaptation", "live"),
+    "adapt_min_speech_s": ("adaptation", "min_speech_s"),
+    "adapt_min_similarity": ("adaptation", "min_similarity"),
+    "adapt_min_periodicity": ("adaptation", "min_periodicity"),
+    "adapt_threads": ("offline", "adapt_threads"),
+    "adapt_compile": ("offline", "adapt_compile"),
+    "offline_ensemble": ("offline", "ensemble"),
+    "offline_wiener": ("offline", "wiener"),
+}
 
 
 ENV_KEYS = {
@@ -89,31 +138,66 @@ ENV_KEYS = {
 }
 
 
-def _coerce(cls: type, section: str, values: dict[str, Any]) -> dict[str, Any]:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+def section_fields(section: str) -> dict[str, Any]:
+    """The settings of a plain section and their defaults (nested dataclasses, assembled here, left out)."""
+    cls = SECTION_TYPES[section]
+    defaults = cls()
+    return {f.name: getattr(defaults, f.name) for f in dataclasses.fields(cls)
+            if not dataclasses.is_dataclass(getattr(defaults, f.name))}
+
+
+def _move_pipeline_aliases(sections: dict[str, dict[str, Any]], source: str) -> None:
+    """Maps the pre-split [pipeline] keys of ``source`` onto their sections; a key set both ways differently is an
+    error rather than a silent choice."""
+    old = sorted(key for key in sections["pipeline"] if key in PIPELINE_ALIASES)
+    if not old:
+        return
+    for key in old:
+        section, name = PIPELINE_ALIASES[key]
+        value = sections["pipeline"].pop(key)
+        if name in sections[section] and sections[section][name] != value:
+            raise ConfigError(f"{source}: [pipeline] {key} = {value!r} and [{section}] {name} = "
+                              f"{sections[section][name]!r} disagree; keep only [{section}] {name}")
+        sections[section][name] = value
+    log.warning("%s: deprecated [pipeline] keys, read as their new sections: %s (docs/deploy.md, Settings)", source,
+                ", ".join(f"{key} -> [{PIPELINE_ALIASES[key][0]}] {PIPELINE_ALIASES[key][1]}" for key in old))
+
+
+def _coerce(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The section's values with the types of their defaults (the file gives typed values; the environment and
+    the command line may give strings)."""
+    fields = section_fields(section)
     out = {}
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(f"unknown setting [{section}] {key!r}; known: {sorted(fields)}")
-        default = getattr(cls(), key)
-        if isinstance(default, tuple):
-            value = tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else tuple(value)
-        elif isinstance(default, bool):
-            value = value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
-        elif isinstance(default, int) and not isinstance(value, int):
-            value = int(value)
-        elif isinstance(default, float) and not isinstance(value, float):
-            value = float(value)
+        default = fields[key]
+        try:
+            if isinstance(default, tuple):
+                value = (tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str)
+                         else tuple(value))
+            elif isinstance(default, bool):
+                value = value if isinstance(value, bool) else _BOOLEANS[str(value).strip().lower()]
+            elif isinstance(default, int) and not isinstance(value, int):
+                value = int(value)
+            elif isinstance(default, float) and not isinstance(value, float):
+                value = float(value)
+        except (KeyError, TypeError, ValueError):
+            kind = type(default).__name__
+            raise ConfigError(f"[{section}] {key}: expected {'a' if kind != 'int' else 'an'} {kind}, got {value!r}"
+                              ) from None
         out[key] = value
     return out
 
 
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
 def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str, dict[str, Any]] | None = None,
                 env: dict[str, str] | None = None) -> AppConfig:
-    """Sections: [server], [runtime], [diarization], [clustering], [pipeline], [webrtc] (whose variables are
-    ``RTSEP_WEBRTC_<SETTING>``, see rtsep.transport.webrtc.config)."""
-    names = ("server", "runtime", "diarization", "clustering", "pipeline", "webrtc")
-    sections: dict[str, dict[str, Any]] = {k: {} for k in names}
+    """Sections: see the module's table; [webrtc]'s variables are ``RTSEP_WEBRTC_<SETTING>``
+    (rtsep.transport.webrtc.config). ``overrides`` (the command line) use the same section and setting names."""
+    sections: dict[str, dict[str, Any]] = {k: {} for k in SECTIONS}
     if path is not None:
         try:
             data = tomllib.loads(Path(path).read_text())
@@ -123,27 +207,33 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
             if name not in sections or not isinstance(values, dict):
                 raise ConfigError(f"unknown config section [{name}]; known: {sorted(sections)}")
             sections[name].update(values)
+        _move_pipeline_aliases(sections, str(path))
     for key, (section, name) in ENV_KEYS.items():
         value = (os.environ if env is None else env).get(key)
         if value:
             sections[section][name] = value
     for section, values in (overrides or {}).items():
+        if section not in sections:
+            raise ConfigError(f"unknown config section [{section}]; known: {sorted(sections)}")
         sections[section].update({k: v for k, v in values.items() if v is not None})
     try:
-        clustering = ClusteringConfig(**_coerce(ClusteringConfig, "clustering", sections["clustering"]))
+        clustering = ClusteringConfig(**_coerce("clustering", sections["clustering"]))
         diarization = DiarizationConfig(
-            **_coerce(DiarizationConfig, "diarization", sections["diarization"]), clustering=clustering
+            **_coerce("diarization", sections["diarization"]), clustering=clustering
         )
-        runtime = RuntimeConfig(**_coerce(RuntimeConfig, "runtime", sections["runtime"]))
-        pipeline = PipelineConfig(diarization=diarization, runtime=runtime,
-                                  **_coerce(PipelineConfig, "pipeline", sections["pipeline"]))
-        server = ServerConfig(**_coerce(ServerConfig, "server", sections["server"]))
+        runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
+        separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
+        adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
+        pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator,
+                                  adaptation=adaptation, **_coerce("pipeline", sections["pipeline"]))
+        offline = OfflineConfig(**_coerce("offline", sections["offline"]))
+        server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid configuration: {exc}") from exc
-    if pipeline.max_speakers < 1 or server.max_sessions < 1:
-        raise ConfigError("max_speakers and max_sessions must be >= 1")
+    if server.max_sessions < 1:
+        raise ConfigError(f"[server] max_sessions must be >= 1, got {server.max_sessions}")
     server.retention_s  # noqa: B018 - validates the duration now rather than at the first sweep
     server.lease_s  # noqa: B018 - likewise
     server.store_location  # noqa: B018 - validates the store URL at start-up
-    return AppConfig(server=server, pipeline=pipeline, webrtc=webrtc)
+    return AppConfig(server=server, pipeline=pipeline, webrtc=webrtc, offline=offline)

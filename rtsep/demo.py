@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rtsep.errors import ConfigError
+from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
 
 
@@ -41,13 +42,13 @@ def diarization_error_rate(reference_rttm: str, hypothesis: dict[str, Any], coll
     }
 
 
-def run_demo(out_dir: Path, config: PipelineConfig) -> dict[str, Any]:
+def run_demo(out_dir: Path, config: PipelineConfig, offline: OfflineConfig | None = None) -> dict[str, Any]:
     from rtsep.compose import run_process
     from rtsep.diarize.timeline import load_rttm, to_json
     from rtsep.transport.file import plot_timeline
 
     wav, rttm = sample_paths()
-    result = run_process(wav, out_dir, config)
+    result = run_process(wav, out_dir, config, offline)
     reference_text = rttm.read_text()
     reference = to_json(next(iter(load_rttm(reference_text).values())), "reference")
     # the same picture as `rtsep process` writes, with the reference rows on top

@@ -106,7 +106,7 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         adapt = live_adapt_config(config)
         if adapt is not None and separation.supports_adaptation:
             # the schedule keeps the input at the session's rate: the purity filter's speaker encoder needs 16 kHz
-            schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adapt_min_speech_s)
+            schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adaptation.min_speech_s)
     core_config = CoreConfig(
         session_id=session_id, sample_rate_hz=diar.sample_rate_hz, step_samples=diar.step_samples,
         frame_samples=diar.frame_samples, embedding_window_samples=diar.embedding_window_samples,
@@ -119,11 +119,11 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
 def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
     """A live session's adaptation settings, or None when live sessions do not adapt."""
     steps, batch = config.adapt_recipe(live=True)
-    if not config.adapt_live or steps <= 0:
+    if not config.adaptation.live or steps <= 0:
         return None
-    # uncompiled: a compile beside the session's inference costs ~95 s of a core the first time, and cannot be
+    # uncompiled: a compile beside the session's inference takes a core away for its duration, and cannot be
     # stopped when the session or the server ends
-    return AdaptConfig(steps=steps, batch_size=batch, min_speech_s=config.adapt_min_speech_s, compile=False)
+    return AdaptConfig(steps=steps, batch_size=batch, min_speech_s=config.adaptation.min_speech_s, compile=False)
 
 
 _STOP = object()

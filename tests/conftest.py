@@ -25,7 +25,7 @@ def diarization_only():
     """The default pipeline without its separator: the transport, limit and page tests run on diarization alone;
     the separator's own server tests (tests/integration/test_separation_pipeline.py, test_webrtc.py) ask for it,
     and tests/integration/test_cli.py runs the real defaults."""
-    return replace(load_config(env={}).pipeline, separator=None)
+    return load_config(env={}, overrides={"separator": {"name": "none"}}).pipeline
 
 
 @contextlib.contextmanager

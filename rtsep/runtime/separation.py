@@ -103,8 +103,9 @@ class SeparationRuntime:
         return self._adapter.submit(run)
 
     def purity_filter(self, config: Any) -> Any:
-        """A purity filter (rtsep.separate.purity) with ``config`` (PipelineConfig.purity_config) for adaptation
-        material; all share one speaker encoder on the CPU, loaded on first use — call it from the adaptation thread."""
+        """A purity filter (rtsep.separate.purity) with ``config`` (AdaptationConfig.purity_config in
+        rtsep.separate.config) for adaptation material; all share one speaker encoder on the CPU, loaded on first
+        use — call it from the adaptation thread."""
         from rtsep.separate.purity import PurityFilter
 
         if self._speaker_encoder is None:

@@ -112,7 +112,7 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                     await outbox.send_message(
                         Ready(pipeline.session_id, token, cfg.diarization.sample_rate_hz,
                               event.start.output_encoding, manager.max_message_bytes, pipeline.max_speakers,
-                              cfg.diarization.step_s, separator=cfg.separator)
+                              cfg.diarization.step_s, separator=cfg.separator.name)
                     )
                     await pipeline.announce_sources()
                 elif isinstance(event, ChunkReady):

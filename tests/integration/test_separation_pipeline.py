@@ -16,6 +16,7 @@ import websockets
 
 from rtsep.compose import build_adaptive, build_separation, process_file
 from rtsep.config import load_config
+from rtsep.offline import OfflineConfig
 from rtsep.protocol.frames import decode_audio_frame
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.separate.convtasnet import ConvTasNet, ConvTasNetConfig, save_convtasnet
@@ -36,8 +37,9 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def pipeline_config(checkpoint):
-    return replace(load_config(env={}).pipeline, separator="convtasnet", separator_checkpoint=str(checkpoint))
+def pipeline_config(checkpoint, **adaptation):
+    overrides = {"separator": {"name": "convtasnet", "checkpoint": str(checkpoint)}, "adaptation": adaptation}
+    return load_config(env={}, overrides=overrides).pipeline
 
 
 async def test_process_writes_separated_sources(checkpoint, meeting_wav, tmp_path):
@@ -60,21 +62,23 @@ async def test_process_writes_separated_sources(checkpoint, meeting_wav, tmp_pat
 async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav, tmp_path):
     # uncompiled here (tests/unit/test_separate_adapt.py checks the compiled step in a fresh interpreter): dynamo's
     # tracing in this shared test process could meet other tests' leftover inference threads
-    config = replace(pipeline_config(checkpoint), adapt_steps=3, adapt_batch_size=2, adapt_compile=False)
+    config = pipeline_config(checkpoint, steps=3, batch_size=2)
+    offline = OfflineConfig(adapt_compile=False)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
-    adaptive = build_adaptive(config)
+    adaptive = build_adaptive(config, offline)
     assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
-    assert adaptive.model.config.norm_memory_s == config.separator_norm_memory_s == 16.0  # separates with it
+    assert adaptive.model.config.norm_memory_s == config.separator.norm_memory_s == 16.0  # separates with it
     assert adaptive.threads == (os.cpu_count() or 1)  # offline, nothing else runs while it adapts
-    assert build_adaptive(replace(config, adapt_threads=1)).threads == 1
-    assert build_adaptive(replace(config, adapt_steps=0)) is None
-    assert build_adaptive(replace(config, offline_ensemble=1)).speeds == [1.0]
+    assert build_adaptive(config, replace(offline, adapt_threads=1)).threads == 1
+    assert build_adaptive(pipeline_config(checkpoint, steps=0), offline) is None
+    assert build_adaptive(config, replace(offline, ensemble=1)).speeds == [1.0]
     assert adaptive.postfilter == WienerConfig()  # on by default
-    assert build_adaptive(replace(config, offline_wiener=False)).postfilter is None
-    checks = replace(config, adapt_min_similarity=0.0, adapt_min_periodicity=0.6)
-    assert build_adaptive(checks).purity.config.min_periodic_share == 0.6  # the periodicity check alone
-    assert build_adaptive(checks).purity.config.min_similarity == 0.0
-    assert build_adaptive(replace(checks, adapt_min_periodicity=0.0)).purity is None  # both off: no filter
+    assert build_adaptive(config, replace(offline, wiener=False)).postfilter is None
+    checks = pipeline_config(checkpoint, steps=3, batch_size=2, min_similarity=0.0, min_periodicity=0.6)
+    assert build_adaptive(checks, offline).purity.config.min_periodic_share == 0.6  # the periodicity check alone
+    assert build_adaptive(checks, offline).purity.config.min_similarity == 0.0
+    assert build_adaptive(replace(checks, adaptation=replace(checks.adaptation, min_periodicity=0.0)),
+                          offline).purity is None  # both off: no filter
     threads = torch.get_num_threads()
     try:
         result = await process_file(meeting_wav, tmp_path, config, runtime, adaptive=adaptive)
@@ -125,7 +129,7 @@ async def test_live_session_streams_and_stores_source_tracks(checkpoint, meeting
 
 async def test_live_session_adapts_its_separator_in_the_background(checkpoint, meeting_wav, tmp_path):
     audio, rate = sf.read(str(meeting_wav), dtype="float32")
-    config = replace(pipeline_config(checkpoint), adapt_steps=5, adapt_min_speech_s=1.0)
+    config = pipeline_config(checkpoint, steps=5, min_speech_s=1.0)
     with run_server(tmp_path / "data", pipeline=config) as server:
         async with websockets.connect(server.ws_url, max_size=None) as ws:
             await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
@@ -155,7 +159,7 @@ async def test_live_session_adapts_its_separator_in_the_background(checkpoint, m
 async def test_a_failing_separator_ends_that_session_with_1011_and_keeps_what_it_produced(checkpoint, meeting_wav,
                                                                                           tmp_path):
     audio, rate = sf.read(str(meeting_wav), dtype="float32")
-    config = replace(pipeline_config(checkpoint), adapt_live=False)
+    config = pipeline_config(checkpoint, live=False)
     with run_server(tmp_path / "data", pipeline=config) as server:
         separator = server.services.separation.separator
         calls = {"n": 0}

@@ -441,7 +441,7 @@ async def test_separated_sources_take_the_first_slots(tmp_path, meeting):
     checkpoint = tmp_path / "tiny.safetensors"
     save_convtasnet(ConvTasNet(ConvTasNetConfig(encoder_filters=16, bottleneck_channels=16, hidden_channels=16,
                                                 blocks_per_repeat=2, repeats=1)), checkpoint)
-    overrides = {"pipeline": {"separator": "convtasnet", "separator_checkpoint": str(checkpoint)}}
+    overrides = {"separator": {"name": "convtasnet", "checkpoint": str(checkpoint)}}
     audio, rate = meeting
     with run_server(tmp_path / "data", pipeline=load_config(env={}, overrides=overrides).pipeline) as separating:
         config = (await get(separating, "/v1/webrtc/config")).json()

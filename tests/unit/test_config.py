@@ -1,6 +1,7 @@
 """Configuration: the TOML file, then environment variables (the ``[webrtc]`` section and ``RTSEP_WEBRTC_*``)."""
 
 import json
+import logging
 
 import pytest
 
@@ -66,61 +67,144 @@ def test_bad_webrtc_sections_are_refused(tmp_path, section):
 
 def test_adaptation_effort_from_the_file_and_the_command_line(tmp_path):
     toml = tmp_path / "rtsep.toml"
-    toml.write_text("[pipeline]\nadapt_steps = 600\nadapt_batch_size = 8\n")
-    pipeline = load_config(toml, env={}).pipeline
-    assert (pipeline.adapt_steps, pipeline.adapt_batch_size) == (600, 8)
-    over = load_config(toml, overrides={"pipeline": {"adapt_batch_size": 2}}, env={}).pipeline
-    assert (over.adapt_steps, over.adapt_batch_size) == (600, 2)
+    toml.write_text("[adaptation]\nsteps = 600\nbatch_size = 8\n")
+    adaptation = load_config(toml, env={}).pipeline.adaptation
+    assert (adaptation.steps, adaptation.batch_size) == (600, 8)
+    over = load_config(toml, overrides={"adaptation": {"batch_size": 2}}, env={}).pipeline.adaptation
+    assert (over.steps, over.batch_size) == (600, 2)
     default = load_config(None, env={}).pipeline
     assert default.adapt_recipe() == (1000, 4) and default.adapt_recipe(live=True) == (300, 4)
     cuda = load_config(None, overrides={"runtime": {"device": "cuda"}}, env={}).pipeline
     assert cuda.adapt_recipe() == cuda.adapt_recipe(live=True) == (600, 8)
-    toml.write_text("[pipeline]\nadapt_batch_size = 0\n")
-    with pytest.raises(ConfigError):
+    toml.write_text("[adaptation]\nbatch_size = 0\n")
+    with pytest.raises(ConfigError, match=r"\[adaptation\] batch_size must be >= 1"):
         load_config(toml, env={})
-    assert default.offline_ensemble == 10 and default.offline_wiener is True
-    assert load_config(None, overrides={"pipeline": {"offline_wiener": False}}, env={}).pipeline.offline_wiener is False
-    assert load_config(None, overrides={"pipeline": {"offline_ensemble": 1}}, env={}).pipeline.offline_ensemble == 1
-    toml.write_text("[pipeline]\noffline_ensemble = 0\n")
-    with pytest.raises(ConfigError):
+
+
+def test_offline_settings_from_the_file_and_the_command_line(tmp_path):
+    from rtsep.cli import _load, build_parser
+
+    default = load_config(None, env={}).offline
+    assert (default.ensemble, default.wiener, default.adapt_compile, default.adapt_threads) == (10, True, True, 0)
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text("[offline]\nensemble = 3\nwiener = false\nadapt_compile = false\n")
+    offline = load_config(toml, env={}).offline
+    assert (offline.ensemble, offline.wiener, offline.adapt_compile) == (3, False, False)
+    args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--config", str(toml), "--ensemble", "1",
+                                      "--wiener", "--adapt-threads", "2"])
+    flagged = _load(args).offline
+    assert (flagged.ensemble, flagged.wiener, flagged.adapt_compile, flagged.adapt_threads) == (1, True, False, 2)
+    toml.write_text("[offline]\nensemble = 0\n")
+    with pytest.raises(ConfigError, match=r"\[offline\] ensemble must be >= 1"):
         load_config(toml, env={})
-    assert default.adapt_compile is True
-    toml.write_text("[pipeline]\nadapt_compile = false\n")
-    assert load_config(toml, env={}).pipeline.adapt_compile is False
+    with pytest.raises(SystemExit):  # a live server never reads them, so it does not take them
+        build_parser().parse_args(["serve", "--ensemble", "3"])
 
 
 def test_adaptation_periodicity_check_from_the_file_and_the_command_line(tmp_path):
     from rtsep.cli import _load, build_parser
 
     args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--adapt-min-periodicity", "0.6"])
-    assert _load(args).pipeline.adapt_min_periodicity == 0.6
+    assert _load(args).pipeline.adaptation.min_periodicity == 0.6
     toml = tmp_path / "c.toml"
-    toml.write_text("[pipeline]\nadapt_min_periodicity = 0\n")
-    assert load_config(toml, env={}).pipeline.adapt_min_periodicity == 0.0
+    toml.write_text("[adaptation]\nmin_periodicity = 0\n")
+    assert load_config(toml, env={}).pipeline.adaptation.min_periodicity == 0.0
     for bad in ("-0.1", "1.2"):
-        toml.write_text(f"[pipeline]\nadapt_min_periodicity = {bad}\n")
-        with pytest.raises(ConfigError):
+        toml.write_text(f"[adaptation]\nmin_periodicity = {bad}\n")
+        with pytest.raises(ConfigError, match=r"min_periodicity must be within \[0, 1\]"):
             load_config(toml, env={})
 
 
 def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
     from rtsep.cli import _load, build_parser
-    from rtsep.config import load_config
 
     args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "convtasnet",
                                       "--adapt-steps", "0"])
     pipeline = _load(args).pipeline
-    assert pipeline.separator == "convtasnet" and pipeline.adapt_steps == 0
+    assert pipeline.separator.name == "convtasnet" and pipeline.adaptation.steps == 0
     off = build_parser().parse_args(["process", "x.wav", "--out", "o", "--separator", "none"])
-    assert _load(off).pipeline.separator is None
+    assert _load(off).pipeline.separator.name is None
     for command in (["process", "x.wav", "--out", "o"], ["serve"]):  # the shipped separator is the default
-        assert _load(build_parser().parse_args(command)).pipeline.separator == "convtasnet"
-    (tmp_path / "off.toml").write_text('[pipeline]\nseparator = "none"\n')
-    assert load_config(tmp_path / "off.toml", env={}).pipeline.separator is None
+        assert _load(build_parser().parse_args(command)).pipeline.separator.name == "convtasnet"
+    (tmp_path / "off.toml").write_text('[separator]\nname = "none"\n')
+    assert load_config(tmp_path / "off.toml", env={}).pipeline.separator.name is None
     toml = tmp_path / "c.toml"
-    toml.write_text('[pipeline]\nseparator = "convtasnet"\nadapt_live = false\nadapt_min_speech_s = 6.5\n')
+    toml.write_text('[separator]\nname = "convtasnet"\nnorm_memory_s = 8\n'
+                    "[adaptation]\nlive = false\nmin_speech_s = 6.5\n")
     pipeline = load_config(toml, env={}).pipeline
-    assert pipeline.separator == "convtasnet" and pipeline.adapt_live is False and pipeline.adapt_min_speech_s == 6.5
+    assert pipeline.separator.options() == {"checkpoint": None, "norm_memory_s": 8.0}
+    assert pipeline.adaptation.live is False and pipeline.adaptation.min_speech_s == 6.5
+
+
+def test_each_section_from_file_environment_and_flags_in_increasing_precedence(tmp_path):
+    from rtsep.cli import _load, build_parser
+
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text("[pipeline]\nmax_speakers = 3\nstats_interval_s = 5\n[runtime]\ndevice = \"cuda\"\n"
+                    "[server]\nport = 9000\nmax_sessions = 4\n")
+    from_file = load_config(toml, env={})
+    assert (from_file.pipeline.max_speakers, from_file.pipeline.stats_interval_s) == (3, 5.0)
+    assert from_file.pipeline.runtime.device == "cuda"
+    assert (from_file.server.port, from_file.server.max_sessions) == (9000, 4)
+    env = {"RTSEP_MAX_SPEAKERS": "5", "RTSEP_DEVICE": "cpu", "RTSEP_PORT": "9001"}
+    from_env = load_config(toml, env=env)
+    assert (from_env.pipeline.max_speakers, from_env.pipeline.runtime.device, from_env.server.port) == (5, "cpu", 9001)
+    assert from_env.server.max_sessions == 4  # what the environment does not set stays the file's
+    args = build_parser().parse_args(["serve", "--config", str(toml), "--max-speakers", "2", "--port", "9002",
+                                      "--api-key", "a", "--api-key", "b"])
+    import os
+    from unittest import mock
+
+    with mock.patch.dict(os.environ, env, clear=True):
+        flagged = _load(args)
+    assert (flagged.pipeline.max_speakers, flagged.server.port, flagged.server.api_keys) == (2, 9002, ("a", "b"))
+    assert flagged.pipeline.runtime.device == "cpu" and flagged.server.max_sessions == 4
+
+
+def test_the_pre_split_pipeline_keys_still_load_with_one_deprecation_line(tmp_path, caplog):
+    old = tmp_path / "old.toml"
+    old.write_text('[pipeline]\nmax_speakers = 4\nseparator = "none"\nseparator_norm_memory_s = 8\n'
+                   "adapt_steps = 20\nadapt_batch_size = 2\nadapt_live = false\nadapt_min_speech_s = 6\n"
+                   "adapt_min_similarity = 0.5\nadapt_min_periodicity = 0.25\nadapt_threads = 1\n"
+                   "adapt_compile = false\noffline_ensemble = 3\noffline_wiener = false\n")
+    new = tmp_path / "new.toml"
+    new.write_text('[pipeline]\nmax_speakers = 4\n[separator]\nname = "none"\nnorm_memory_s = 8\n'
+                   "[adaptation]\nsteps = 20\nbatch_size = 2\nlive = false\nmin_speech_s = 6\n"
+                   "min_similarity = 0.5\nmin_periodicity = 0.25\n"
+                   "[offline]\nadapt_threads = 1\nadapt_compile = false\nensemble = 3\nwiener = false\n")
+    with caplog.at_level(logging.WARNING, logger="rtsep.config"):
+        assert load_config(old, env={}) == load_config(new, env={})  # the same meaning, key by key
+    deprecations = [r.getMessage() for r in caplog.records if "deprecated" in r.getMessage()]
+    assert len(deprecations) == 1 and "adapt_steps -> [adaptation] steps" in deprecations[0]
+    assert "offline_ensemble -> [offline] ensemble" in deprecations[0]
+    # an old key the command line overrides: the flag wins as it always did
+    assert load_config(old, overrides={"offline": {"ensemble": 5}}, env={}).offline.ensemble == 5
+    both = tmp_path / "both.toml"
+    both.write_text("[pipeline]\nadapt_steps = 20\n[adaptation]\nsteps = 30\n")
+    with pytest.raises(ConfigError, match=r"\[pipeline\] adapt_steps = 20 and \[adaptation\] steps = 30 disagree"):
+        load_config(both, env={})
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("[pipeline]\nmax_speakers = 0\n", r"\[pipeline\] max_speakers must be >= 1"),
+    ('[pipeline]\nmax_speakers = "many"\n', r"\[pipeline\] max_speakers: expected an int, got 'many'"),
+    ('[offline]\nwiener = "perhaps"\n', r"\[offline\] wiener: expected a bool, got 'perhaps'"),
+    ("[separator]\nnorm_memory_s = -1\n", r"\[separator\] norm_memory_s must be >= 0"),
+    ("[adaptation]\nsteps = -1\n", r"\[adaptation\] steps must be >= 0"),
+    ("[adaptation]\nstep = 3\n", r"unknown setting \[adaptation\] 'step'"),
+    ("[separation]\nname = \"none\"\n", r"unknown config section \[separation\]"),
+    ("[server]\nmax_sessions = 0\n", r"\[server\] max_sessions must be >= 1"),
+])
+def test_a_bad_value_is_refused_with_the_section_and_setting_named(tmp_path, text, message):
+    toml = tmp_path / "rtsep.toml"
+    toml.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(toml, env={})
+
+
+def test_a_bad_environment_value_is_refused_with_its_setting_named():
+    with pytest.raises(ConfigError, match=r"\[server\] port: expected an int, got 'eighty'"):
+        load_config(None, env={"RTSEP_PORT": "eighty"})
 
 
 def test_store_url_from_flags_env_and_default():

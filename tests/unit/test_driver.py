@@ -18,6 +18,7 @@ from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import ErrorMessage, Gap
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.runtime.separation import SeparatedStep
+from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.specs import ModelSpec
 from rtsep.store.base import SessionInfo
 from rtsep.store.sqlite import SqliteSessionStore
@@ -106,7 +107,7 @@ class Transport:
 
 def make_config(**runtime) -> PipelineConfig:
     return PipelineConfig(diarization=DiarizationConfig(), runtime=RuntimeConfig(max_in_flight_steps=2, **runtime),
-                          separator=None)
+                          separator=SeparatorConfig(name=None))
 
 
 async def open_driver(tmp_path, runtime, config=None, separation=None, session_id="s1", store=None, writer=None):
@@ -200,7 +201,7 @@ async def test_a_stalled_model_ends_the_session_instead_of_hanging_it(tmp_path):
 
 async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_what_it_separated(tmp_path):
     separation = FakeSeparation(fail_at=4)
-    config = replace(make_config(), separator="fake", adapt_live=False)
+    config = replace(make_config(), separator=SeparatorConfig(name="fake"), adaptation=AdaptationConfig(live=False))
     driver, _, transport, store, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
     with pytest.raises(Exception, match="the separator broke"):  # noqa: B017
         for i in range(40):
@@ -235,7 +236,8 @@ async def test_a_failed_store_write_is_a_store_error_for_the_client(tmp_path):
 
 async def test_adaptation_results_come_back_on_the_event_loop(tmp_path):
     separation = FakeSeparation()
-    config = replace(make_config(), separator="fake", adapt_min_speech_s=0.1)
+    config = replace(make_config(), separator=SeparatorConfig(name="fake"),
+                     adaptation=AdaptationConfig(min_speech_s=0.1))
     driver, metrics, *_, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
     from rtsep.stream.adaptation import AdaptationMaterial
 

@@ -63,7 +63,7 @@ class WebRtcGateway:
             "max_speakers": speakers,
             "sources": sources,
             "slots": sources + speakers,  # recvonly transceivers to offer so that every track gets one
-            "separator": self.manager.config.separator,
+            "separator": self.manager.config.separator.name,
             "sample_rate": self.manager.config.diarization.sample_rate_hz,
             "frame_ms": self.config.frame_ms,
         }

@@ -120,7 +120,7 @@ class WebRtcSession:
         diarization = manager.config.diarization
         return Ready(self.pipeline.session_id, self.token, diarization.sample_rate_hz, self.pipeline.output_encoding,
                      manager.max_message_bytes, self.pipeline.max_speakers, diarization.step_s,
-                     separator=manager.config.separator)
+                     separator=manager.config.separator.name)
 
     def start(self) -> None:
         self._feeder = asyncio.create_task(self._feed(), name=f"rtsep-webrtc-feed-{self.session_id}")
