@@ -13,8 +13,12 @@ machine). Training mixtures are drawn on the fly (training.mixing.RealMixer). Ev
   hash of training/splits.json, hash of the fixed sets). Resuming continues exactly where it stopped (same
   batches, same optimiser moments) when mixtures are drawn in the training process (``--workers 0``, the CPU
   default); with ``--workers N`` each worker's stream restarts from the step (not bit-exact);
-* the best model so far (by validation SI-SDRi) is exported next to it, ``<state stem>.best.safetensors``, in
-  the format the package loads (``rtsep.separate.tfmask.load_tfmask`` / ``convtasnet.load_convtasnet``);
+* an exponential moving average of the weights (``--ema-decay``) is kept beside them and validated too: an average
+  over the last few hundred steps sits lower in the loss valley than any one step's weights, which a constant
+  learning rate keeps bouncing around it;
+* the best model so far (by validation SI-SDRi, the raw or the averaged weights, whichever scores higher) is exported
+  next to it, ``<state stem>.best.safetensors``, in the format the package loads
+  (``rtsep.separate.tfmask.load_tfmask`` / ``convtasnet.load_convtasnet``);
 * a line goes to ``RUN/metrics.jsonl``.
 
 CPU time is the process's CPU time spent in training steps (mixing included, validation excluded), so the curves of
@@ -24,6 +28,7 @@ two architectures compare per CPU-second. Threads: ``--threads`` (default 1). Th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import logging
@@ -106,6 +111,35 @@ class MixtureStream(torch.utils.data.IterableDataset):
             yield torch.from_numpy(mix), torch.from_numpy(src)
 
 
+class WeightAverage:
+    """An exponential moving average of a model's floating-point weights and buffers, updated after each step."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, weights: dict[str, torch.Tensor] | None = None) -> None:
+        self.decay = decay
+        current = model.state_dict()
+        self.weights = {k: (weights[k] if weights is not None and k in weights else v).detach().clone().float()
+                        for k, v in current.items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.weights:
+                self.weights[k].mul_(self.decay).add_(v.detach().float(), alpha=1.0 - self.decay)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {k: v.cpu() for k, v in self.weights.items()}
+
+    @contextlib.contextmanager
+    def swapped_in(self, model: torch.nn.Module):
+        """The model with the averaged weights for the duration of the block, its own weights restored after."""
+        saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        model.load_state_dict({**saved, **{k: v.to(saved[k].dtype) for k, v in self.weights.items()}})
+        try:
+            yield model
+        finally:
+            model.load_state_dict(saved)
+
+
 def _mix_config(base: dict, overrides: dict) -> RealMixConfig:
     known = {f.name for f in fields(RealMixConfig)}
     bad = set(overrides) - known
@@ -136,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segment-s", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--clip", type=float, default=5.0)
+    p.add_argument("--ema-decay", type=float, default=0.998,
+                   help="weight average's decay per step (0: off); its horizon is 1 / (1 - decay) steps")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--valid-every-s", type=float, default=300.0, help="wall seconds between validations")
     p.add_argument("--seed", type=int, default=0)
@@ -183,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_rng_state(state["torch_rng"])
         step, cpu_s, wall_s, best = state["step"], state["cpu_s"], state["wall_s"], state["best"]
         history = state["history"]
+        ema_weights = state.get("ema")  # states before the average was kept start it from the weights
         batch_size = args.batch_size or state["batch_size"]
         log.info("resumed %s (%s) at step %d, %.2f CPU-h, best %.2f dB", args.state, arch, step, cpu_s / 3600, best)
     else:
@@ -199,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         mix_cfg = _mix_config(asdict(RealMixConfig(segment_samples=segment)), json.loads(args.mix))
         rng = np.random.default_rng(args.seed)
         step, cpu_s, wall_s, best, history = 0, 0.0, 0.0, -1e9, []
+        ema_weights = None
         batch_size = args.batch_size or 8
         log.info("new %s run: %s, %d parameters", arch, asdict(config), model.num_parameters())
 
@@ -217,24 +255,41 @@ def main(argv: list[str] | None = None) -> int:
         mixer = RealMixer(train_corpus, mix_cfg, rng)
         batches = ((torch.from_numpy(m), torch.from_numpy(s)) for m, s in mixer.batches(batch_size))
     best_path = args.state.with_name(args.state.stem + ".best.safetensors")
+    if not 0.0 <= args.ema_decay < 1.0:
+        p.error(f"--ema-decay must be within [0, 1), got {args.ema_decay}")
+    ema = WeightAverage(model, args.ema_decay, ema_weights) if args.ema_decay > 0 else None
 
     def checkpoint(metrics: dict[str, float]) -> None:
         nonlocal best
         meta = {"arch": arch, "step": step, "cpu_s": round(cpu_s), "wall_s": round(wall_s), **metrics,
                 "recipe": recipe, "device": str(device)}
-        if metrics["valid_si_sdri_db"] > best:
-            best = metrics["valid_si_sdri_db"]
-            export(model, best_path, meta)
+        raw, averaged = metrics["valid_si_sdri_db"], metrics.get("ema_valid_si_sdri_db", -1e9)
+        if max(raw, averaged) > best:
+            best = max(raw, averaged)
+            if averaged > raw:
+                with ema.swapped_in(model):
+                    export(model, best_path, {**meta, "weights": f"average (decay {args.ema_decay})"})
+            else:
+                export(model, best_path, {**meta, "weights": "raw"})
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}
         save_state(args.state, {
             "format": STATE_FORMAT, "version": STATE_VERSION, "arch": arch, "config": asdict(config),
             "model": weights, "optimizer": opt.state_dict(), "mix": asdict(mix_cfg), "batch_size": batch_size,
             "step": step, "cpu_s": cpu_s, "wall_s": wall_s, "best": best, "history": history,
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "recipe": recipe,
+            "ema": ema.state_dict() if ema is not None else None, "ema_decay": args.ema_decay,
             "lr": args.lr, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
-    if not history:  # the untrained model's score: the curve's first point
+    def validate_both() -> dict[str, float]:
         metrics = validate(model, valid_items, valid_snrs)
+        if ema is not None:
+            with ema.swapped_in(model):
+                averaged = validate(model, valid_items, valid_snrs)
+            metrics.update({f"ema_{k}": v for k, v in averaged.items()})
+        return metrics
+
+    if not history:  # the untrained model's score: the curve's first point
+        metrics = validate_both()
         history.append({"step": 0, "cpu_h": 0.0, **metrics})
     first_cpu, first_wall = cpu_s, time.monotonic()
     last_valid = time.monotonic()
@@ -251,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
             grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip))
             if np.isfinite(grad_norm):
                 opt.step()
+                if ema is not None:
+                    ema.update(model)
                 losses.append(float(loss.detach()))
             else:
                 log.warning("step %d: non-finite gradient, skipped", step)
@@ -262,15 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                     or (args.cpu_hours is not None and cpu_s - first_cpu >= args.cpu_hours * 3600)
                     or (args.hours is not None and now - first_wall >= args.hours * 3600))
             if now - last_valid >= args.valid_every_s or done:
-                metrics = validate(model, valid_items, valid_snrs)
+                metrics = validate_both()
                 record = {"step": step, "cpu_h": round(cpu_s / 3600, 4), "wall_h": round(wall_s / 3600, 4),
                           "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics}
                 history.append(record)
                 metrics_file.write(json.dumps({**record, "time": time.time(), "arch": arch}) + "\n")
                 metrics_file.flush()
-                log.info("step %d | %.3f CPU-h | %.2f steps/s | loss %.2f | valid SI-SDRi %.2f dB", step,
-                         cpu_s / 3600, len(losses) / max(1e-9, now - last_valid), record["train_loss"],
-                         metrics["valid_si_sdri_db"])
+                log.info("step %d | %.3f CPU-h | %.2f steps/s | loss %.2f | valid SI-SDRi %.2f dB (average %.2f)",
+                         step, cpu_s / 3600, len(losses) / max(1e-9, now - last_valid), record["train_loss"],
+                         metrics["valid_si_sdri_db"], metrics.get("ema_valid_si_sdri_db", float("nan")))
                 losses.clear()
                 checkpoint(metrics)
                 last_valid = time.monotonic()

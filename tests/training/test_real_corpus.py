@@ -115,8 +115,26 @@ def test_resume_continues_exactly(corpus_dir, tmp_path):
     assert a["step"] == b["step"] == 6
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema"]:  # the weight average resumes too
+        assert torch.equal(a["ema"][key], b["ema"][key]), key
     assert a["numpy_rng"] == b["numpy_rng"]
     assert b["recipe"]["splits_sha256"] == splits_hash() and b["cpu_s"] > 0
     assert [h["step"] for h in b["history"]] == [0, 3, 6]
     best = load_tfmask(split.with_name("tf.best.safetensors"))
     assert best.config.hidden == 16
+
+
+def test_weight_average_follows_the_weights_at_its_decay():
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    average = train.WeightAverage(model, decay=0.75)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    average.update(model)  # 0.75 * 1 + 0.25 * 3
+    assert torch.allclose(average.weights["weight"], torch.full((1, 2), 1.5))
+    with average.swapped_in(model):
+        assert torch.allclose(model.weight, torch.full((1, 2), 1.5))
+    assert torch.allclose(model.weight, torch.full((1, 2), 3.0))  # its own weights back after the block
+    resumed = train.WeightAverage(model, decay=0.75, weights=average.state_dict())
+    assert torch.equal(resumed.weights["weight"], average.weights["weight"])
