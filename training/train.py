@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None, help="stop at this total step")
     p.add_argument("--batch-size", type=int, default=None, help="default 8 (a resumed run: its own)")
     p.add_argument("--segment-s", type=float, default=2.0)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: a new run 1e-3, a resumed run its own current rate)")
+    p.add_argument("--halve-after-steps", type=int, default=1500,
+                   help="halve the learning rate when the best validation score is this many steps old (0: never)")
+    p.add_argument("--min-lr", type=float, default=5e-5, help="the rate is never halved below this")
     p.add_argument("--clip", type=float, default=5.0)
     p.add_argument("--ema-decay", type=float, default=0.998,
                    help="weight average's decay per step (0: off); its horizon is 1 / (1 - decay) steps")
@@ -208,10 +212,11 @@ def main(argv: list[str] | None = None) -> int:
         model = model_cls(config)
         model.load_state_dict(state["model"])
         model.to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        lr = args.lr if args.lr is not None else float(state.get("lr", 1e-3))
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
-            group["lr"] = args.lr
+            group["lr"] = lr
         mix_cfg = _mix_config(state["mix"], json.loads(args.mix))
         segment = mix_cfg.segment_samples
         rng = np.random.default_rng()
@@ -220,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
         step, cpu_s, wall_s, best = state["step"], state["cpu_s"], state["wall_s"], state["best"]
         history = state["history"]
         ema_weights = state.get("ema")  # states before the average was kept start it from the weights
+        # states before the schedule: the best's step from the curve
+        best_step = state.get("best_step", max(history, key=lambda h: max(h["valid_si_sdri_db"],
+                                                                          h.get("ema_valid_si_sdri_db", -1e9)))["step"])
         batch_size = args.batch_size or state["batch_size"]
         log.info("resumed %s (%s) at step %d, %.2f CPU-h, best %.2f dB", args.state, arch, step, cpu_s / 3600, best)
     else:
@@ -232,11 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         config = config_cls(**json.loads(args.model))
         torch.manual_seed(args.seed)
         model = model_cls(config).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+        lr = args.lr if args.lr is not None else 1e-3
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
         mix_cfg = _mix_config(asdict(RealMixConfig(segment_samples=segment)), json.loads(args.mix))
         rng = np.random.default_rng(args.seed)
         step, cpu_s, wall_s, best, history = 0, 0.0, 0.0, -1e9, []
         ema_weights = None
+        best_step = 0
         batch_size = args.batch_size or 8
         log.info("new %s run: %s, %d parameters", arch, asdict(config), model.num_parameters())
 
@@ -260,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     ema = WeightAverage(model, args.ema_decay, ema_weights) if args.ema_decay > 0 else None
 
     def checkpoint(metrics: dict[str, float]) -> None:
-        nonlocal best
+        nonlocal best, best_step
         meta = {"arch": arch, "step": step, "cpu_s": round(cpu_s), "wall_s": round(wall_s), **metrics,
                 "recipe": recipe, "device": str(device)}
         raw, averaged = metrics["valid_si_sdri_db"], metrics.get("ema_valid_si_sdri_db", -1e9)
         if max(raw, averaged) > best:
-            best = max(raw, averaged)
+            best, best_step = max(raw, averaged), step
             if averaged > raw:
                 with ema.swapped_in(model):
                     export(model, best_path, {**meta, "weights": f"average (decay {args.ema_decay})"})
@@ -278,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             "step": step, "cpu_s": cpu_s, "wall_s": wall_s, "best": best, "history": history,
             "numpy_rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "recipe": recipe,
             "ema": ema.state_dict() if ema is not None else None, "ema_decay": args.ema_decay,
-            "lr": args.lr, "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+            "lr": opt.param_groups[0]["lr"], "best_step": best_step,
+            "saved_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def validate_both() -> dict[str, float]:
         metrics = validate(model, valid_items, valid_snrs)
@@ -321,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
             if now - last_valid >= args.valid_every_s or done:
                 metrics = validate_both()
                 record = {"step": step, "cpu_h": round(cpu_s / 3600, 4), "wall_h": round(wall_s / 3600, 4),
+                          "lr": opt.param_groups[0]["lr"],
                           "train_loss": float(np.mean(losses)) if losses else float("nan"), **metrics}
                 history.append(record)
                 metrics_file.write(json.dumps({**record, "time": time.time(), "arch": arch}) + "\n")
@@ -330,6 +342,13 @@ def main(argv: list[str] | None = None) -> int:
                          metrics["valid_si_sdri_db"], metrics.get("ema_valid_si_sdri_db", float("nan")))
                 losses.clear()
                 checkpoint(metrics)
+                rate = opt.param_groups[0]["lr"]
+                if args.halve_after_steps and step - best_step >= args.halve_after_steps and rate / 2 >= args.min_lr:
+                    for group in opt.param_groups:
+                        group["lr"] = rate / 2
+                    best_step = step  # the next halving waits as long again
+                    log.info("step %d: no better validation for %d steps: learning rate %.2g -> %.2g", step,
+                             args.halve_after_steps, rate, rate / 2)
                 last_valid = time.monotonic()
             if done:
                 break

@@ -138,3 +138,24 @@ def test_weight_average_follows_the_weights_at_its_decay():
     assert torch.allclose(model.weight, torch.full((1, 2), 3.0))  # its own weights back after the block
     resumed = train.WeightAverage(model, decay=0.75, weights=average.state_dict())
     assert torch.equal(resumed.weights["weight"], average.weights["weight"])
+
+
+def test_learning_rate_halves_only_after_a_plateau_and_resumes(corpus_dir, tmp_path):
+    small = ["--model", json.dumps({"hidden": 16, "layers": 1})]
+    state = tmp_path / "tf.pt"
+    _run(corpus_dir, state, tmp_path / "r", "--arch", "tfmask", "--max-steps", "8", "--valid-every-s", "0",
+         "--lr", "1e-12", "--halve-after-steps", "2", "--min-lr", "1e-15", *small)  # a rate that learns nothing
+    history = torch.load(state, weights_only=False)["history"][1:]
+    best, best_step, rate = -1e9, 0, 1e-12
+    for record in history:  # each validation: a new best, or the rate kept, or halved 2 steps after the best
+        assert record["lr"] == pytest.approx(rate)
+        score = max(record["valid_si_sdri_db"], record["ema_valid_si_sdri_db"])
+        if score > best:
+            best, best_step = score, record["step"]
+        elif record["step"] - best_step >= 2:
+            rate, best_step = rate / 2, record["step"]
+    assert rate <= 0.25e-12, [(r["step"], r["lr"]) for r in history]  # halved at steps 2 and 4 (or later)
+    kept = torch.load(state, weights_only=False)["lr"]
+    assert kept == pytest.approx(rate)
+    _run(corpus_dir, state, tmp_path / "r", "--resume", "--max-steps", "9", "--halve-after-steps", "0")
+    assert torch.load(state, weights_only=False)["lr"] == pytest.approx(kept)  # a resumed run keeps its rate
