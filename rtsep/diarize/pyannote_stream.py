@@ -46,13 +46,20 @@ from rtsep.stream.turns import (
 class PyannoteStreamConfig:
     """Section ``[pyannote]``: the streaming diarizer of ``--diarizer pyannote`` (docs/models.md)."""
 
+    # No pyannote weights exist on this machine, so nothing here was tuned: the clustering thresholds and the
+    # overlap penalty are the defaults diart publishes for the same algorithm (tau_active, rho_update, delta_new,
+    # gamma, beta); a user with the weights tunes them on a development set of their own (docs/models.md).
     step_frames: int = 16  # the step in [diarization] frames (16 x 32 ms = 0.512 s): one buffer per step
     # buffers that must cover a frame after the one that ends with it before it is decided: label latency is
     # (1 + latency_steps) steps; at most the buffer's length in steps minus one (latency = the buffer)
     latency_steps: int = 0
-    active_threshold: float = 0.5  # a local speaker with a frame this active is clustered (diart's tau_active)
-    update_min_activity: float = 0.1  # its mean activity over the buffer must reach this to update its centroid
-    new_speaker_distance: float = 0.6  # cosine distance beyond which a local speaker starts a new global one
+    active_threshold: float = 0.6  # a local speaker with a frame this active is clustered (diart's tau_active)
+    update_min_activity: float = 0.3  # its mean activity over the buffer must reach this to update its centroid
+    new_speaker_distance: float = 1.0  # cosine distance beyond which a local speaker starts a new global one
+    # embedding weights: a local speaker's activity times softmax(beta x activities)^gamma across the buffer's
+    # speakers, so frames where others speak too count less (diart's overlapped-speech penalty); gamma 0: activity
+    overlap_penalty_gamma: float = 3.0
+    overlap_penalty_beta: float = 10.0
     onset: float = 0.5  # aggregated activity that opens a speaker's turn
     offset: float = 0.4  # ... and below which it closes
     min_off_frames: int = 3  # a turn survives pauses this short (frames), so one turn is not split by a breath
@@ -71,6 +78,24 @@ class PyannoteStreamConfig:
                               f"{self.new_speaker_distance}")
         if self.min_off_frames < 0 or self.batch_size < 1:
             raise ConfigError("[pyannote] min_off_frames must be >= 0 and batch_size >= 1")
+        if not 0.0 < self.active_threshold <= 1.0 or not 0.0 <= self.update_min_activity <= 1.0:
+            raise ConfigError("[pyannote] active_threshold must be within (0, 1] and update_min_activity [0, 1]")
+        if self.overlap_penalty_gamma < 0 or self.overlap_penalty_beta < 0:
+            raise ConfigError("[pyannote] overlap_penalty_gamma and overlap_penalty_beta must be >= 0")
+
+
+def embedding_weights(activity: np.ndarray, gamma: float, beta: float) -> np.ndarray:
+    """Frame weights of each local speaker's embedding, (..., frames, speakers) -> same shape: its activity, less
+    where other speakers are active too (softmax over the speakers of ``beta`` x activity, to the power ``gamma``).
+    """
+    activity = np.asarray(activity, np.float64)
+    if gamma == 0 or activity.shape[-1] < 2:
+        return activity
+    scaled = beta * activity
+    scaled -= scaled.max(axis=-1, keepdims=True)
+    share = np.exp(scaled)
+    share /= share.sum(axis=-1, keepdims=True)
+    return activity * share ** gamma
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,12 @@ import numpy as np
 import torch
 
 from rtsep.diarize.online import DiarizationConfig
-from rtsep.diarize.pyannote_stream import BufferLayout, PyannoteStreamConfig, PyannoteStreamDiarizer
+from rtsep.diarize.pyannote_stream import (
+    BufferLayout,
+    PyannoteStreamConfig,
+    PyannoteStreamDiarizer,
+    embedding_weights,
+)
 from rtsep.errors import ConfigError, ModelLoadError
 from rtsep.runtime.diarization import DiarizeRequest, RuntimeConfig, resolve_device
 from rtsep.runtime.worker import BatchWorker
@@ -185,12 +190,15 @@ class PyannoteDiarizationRuntime:
             pairs = [(b, k) for b in range(len(requests)) for k in range(activity_np.shape[2])
                      if activity_np[b, :, k].max() >= self.stream.active_threshold]
             embeddings = np.full((len(requests), activity_np.shape[2], 0), np.nan, np.float32)
+            weights_all = torch.from_numpy(embedding_weights(
+                activity_np, self.stream.overlap_penalty_gamma, self.stream.overlap_penalty_beta
+            ).astype(np.float32)).to(dev)
             batch = self.stream.batch_size
             for lo in range(0, len(pairs), batch):
                 chunk = pairs[lo: lo + batch]
                 index_b = torch.tensor([b for b, _ in chunk], device=dev)
                 index_k = torch.tensor([k for _, k in chunk], device=dev)
-                weights = model_activity[index_b, :, index_k]  # (P, model frames)
+                weights = weights_all[index_b, :, index_k]  # (P, model frames)
                 with warnings.catch_warnings():  # pyannote warns when weights and its frames differ in number
                     warnings.simplefilter("ignore")
                     out = self.embedding(waveforms[index_b], weights=weights).float().cpu().numpy()

@@ -8,6 +8,7 @@ from rtsep.diarize.pyannote_stream import (
     CentroidClustering,
     PyannoteStreamConfig,
     PyannoteStreamDiarizer,
+    embedding_weights,
     final_segments,
     name_after_live,
 )
@@ -42,7 +43,8 @@ def buffer_step(step_index: int, truth: np.ndarray, order: list[int], valid_fram
 
 def run(truth: np.ndarray, orders: list[list[int]], config: PyannoteStreamConfig | None = None,
         max_speakers: int = 8) -> tuple[PyannoteStreamDiarizer, list[list]]:
-    diarizer = PyannoteStreamDiarizer(config or PyannoteStreamConfig(step_frames=STEP_FRAMES), LAYOUT, max_speakers)
+    config = config or PyannoteStreamConfig(step_frames=STEP_FRAMES, new_speaker_distance=0.6)
+    diarizer = PyannoteStreamDiarizer(config, LAYOUT, max_speakers)
     per_push = [diarizer.push(buffer_step(t, truth, orders[t % len(orders)]))
                 for t in range(truth.shape[0] // STEP_FRAMES)]
     per_push.append(diarizer.finish())
@@ -168,3 +170,12 @@ def test_final_labels_take_the_names_of_the_live_speakers_they_overlap():
     final = [(0, 90, "SPEAKER_01"), (95, 210, "SPEAKER_00"), (300, 400, "SPEAKER_02")]
     assert name_after_live(final, live) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
     assert name_after_live(final, []) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
+
+
+def test_overlapped_frames_weigh_less_in_a_local_speakers_embedding():
+    activity = np.array([[1.0, 0.0], [1.0, 1.0], [0.0, 1.0], [0.0, 0.0]])
+    weights = embedding_weights(activity, gamma=3.0, beta=10.0)
+    assert weights[0, 0] == pytest.approx(1.0, abs=1e-3) and weights[2, 1] == pytest.approx(1.0, abs=1e-3)
+    assert weights[1].tolist() == pytest.approx([0.125, 0.125])  # both active: half the share each, cubed
+    assert weights[3].tolist() == [0.0, 0.0] and weights[0, 1] == 0.0
+    assert np.array_equal(embedding_weights(activity, gamma=0.0, beta=10.0), activity)
