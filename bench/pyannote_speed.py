@@ -1,14 +1,14 @@
 """Cost of one batched tick of the ``--diarizer pyannote`` runtime versus the number of sessions in it, with models of
 the real sizes (randomly initialised: speed does not depend on the weights' values, and no weights exist here).
 
-    python -m bench.pyannote_speed [--sizes 1 4 8] [--ticks 12] [--threads 1]
+    python -m bench.pyannote_speed [--sizes 1 4 8] [--ticks 12] [--threads 1] [--embedding-interval 1 4]
 
 Segmentation: PyanNet with its default sizes (segmentation-3.0's architecture: SincNet, 4 x 128 BiLSTM, 2 x 128
 linear, powerset of 3 speakers, at most 2 at once, 5 s buffers), its classifier set so that two local speakers are
 active in every buffer: the most embeddings such a model asks for, an upper bound per buffer. Embedding:
 WeSpeakerResNet34 with its default sizes (pyannote/wespeaker-voxceleb-resnet34-LM's, and community-1's embedding).
 Calls the runtime's batch function directly (no server, no event loop) on real speech from the sample, and reports
-the median tick and the inference real-time factor per session (tick / sessions / step).
+the mean tick over whole embedding cycles and the inference real-time factor per session (tick / sessions / step).
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--ticks", type=int, default=12, help="timed after 2 of warm-up")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads ([runtime] torch_threads)")
+    parser.add_argument("--embedding-interval", type=int, nargs="+", default=[1, 4],
+                        help="[pyannote] embedding_interval_steps values to time side by side")
     add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
@@ -73,29 +75,33 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         segmentation, embedding = save_real_size_models(Path(scratch))
-        config = load_config(env={}, overrides={
-            "diarization": {"backend": "pyannote", "segmentation": str(segmentation), "embedding": str(embedding)},
-            "runtime": {"torch_threads": args.threads}}).pipeline
-        runtime = load_pyannote_runtime(config.runtime, config.diarization)
-        step, window = config.diarization.step_samples, runtime.window_samples
-        step_s = config.diarization.step_s
-        try:
-            for size in args.sizes:
-                times, local_speakers = [], []
-                for k in range(args.ticks + 2):
-                    end = window + (k * step) % (audio.size - window - step) + step
-                    requests = [DiarizeRequest(k, end - step, step, audio[end - step: end].copy(),
-                                               audio[end - window: end].copy(), None) for _ in range(size)]
-                    t0 = time.perf_counter()
-                    results = runtime._process(requests)
-                    times.append(time.perf_counter() - t0)
-                    local_speakers.append(int(np.isfinite(results[0].local_embeddings[:, 0]).sum()))
-                tick_s = float(np.median(times[2:]))
-                rows.append({"sessions": size, "tick_ms_median": round(tick_s * 1e3, 1),
-                             "inference_rtf_per_session": round(tick_s / size / step_s, 4),
-                             "embedded_local_speakers_per_buffer_median": float(np.median(local_speakers))})
-        finally:
-            runtime.close()
+        for interval in args.embedding_interval:
+            config = load_config(env={}, overrides={
+                "diarization": {"backend": "pyannote", "segmentation": str(segmentation),
+                                "embedding": str(embedding)},
+                "pyannote": {"embedding_interval_steps": interval},
+                "runtime": {"torch_threads": args.threads}}).pipeline
+            runtime = load_pyannote_runtime(config.runtime, config.diarization)
+            step, window = config.diarization.step_samples, runtime.window_samples
+            step_s = config.diarization.step_s
+            try:
+                for size in args.sizes:
+                    times = []
+                    # whole embedding cycles, so that every interval's median spans its steps with and without
+                    ticks = -(-args.ticks // interval) * interval
+                    for k in range(ticks + interval):
+                        end = window + (k * step) % (audio.size - window - step) + step
+                        requests = [DiarizeRequest(k, end - step, step, audio[end - step: end].copy(),
+                                                   audio[end - window: end].copy(), None) for _ in range(size)]
+                        t0 = time.perf_counter()
+                        runtime._process(requests)
+                        times.append(time.perf_counter() - t0)
+                    tick_s = float(np.mean(times[interval:]))  # the mean: a cycle's ticks differ by design
+                    rows.append({"embedding_interval_steps": interval, "sessions": size,
+                                 "tick_ms_mean": round(tick_s * 1e3, 1),
+                                 "inference_rtf_per_session": round(tick_s / size / step_s, 4)})
+            finally:
+                runtime.close()
     print(json.dumps({"rows": rows, "step_s": step_s, "buffer_s": window / 16000, "threads": args.threads,
                       "machine": note}, indent=1))
 

@@ -64,6 +64,10 @@ class PyannoteStreamConfig:
     offset: float = 0.4  # ... and below which it closes
     min_off_frames: int = 3  # a turn survives pauses this short (frames), so one turn is not split by a breath
     batch_size: int = 32  # local speakers per embedding-model call in the runtime
+    # embeddings every this many steps only (the embedding model is most of the cost: bench/RESULTS.md); in between,
+    # a buffer's local speakers follow the previous buffer's by their activity on the frames both hold, and a
+    # local speaker that follows none waits for the next embeddings. 1: every step, as diart does
+    embedding_interval_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.step_frames < 1:
@@ -80,6 +84,8 @@ class PyannoteStreamConfig:
             raise ConfigError("[pyannote] min_off_frames must be >= 0 and batch_size >= 1")
         if not 0.0 < self.active_threshold <= 1.0 or not 0.0 <= self.update_min_activity <= 1.0:
             raise ConfigError("[pyannote] active_threshold must be within (0, 1] and update_min_activity [0, 1]")
+        if self.embedding_interval_steps < 1:
+            raise ConfigError(f"[pyannote] embedding_interval_steps must be >= 1, got {self.embedding_interval_steps}")
         if self.overlap_penalty_gamma < 0 or self.overlap_penalty_beta < 0:
             raise ConfigError("[pyannote] overlap_penalty_gamma and overlap_penalty_beta must be >= 0")
 
@@ -233,6 +239,7 @@ class PyannoteStreamDiarizer:
         self._known_speakers = 0
         self._end_sample = 0
         self.mappings: dict[int, np.ndarray] = {}  # step index -> global speaker of each local speaker
+        self._last: tuple[np.ndarray, np.ndarray] | None = None  # the previous buffer's activity and mapping
 
     # --- the Diarizer interface ---
 
@@ -255,20 +262,26 @@ class PyannoteStreamDiarizer:
         self._end_sample = max(self._end_sample, step.start_sample + step.valid_samples)
         end_frame = (step.start_sample + lay.step_frames * lay.frame_samples) // lay.frame_samples
         activity = step.local_activity
-        if activity is not None and step.local_embeddings is not None:
+        if activity is not None:
             activity = np.asarray(activity, np.float64)
             if activity.shape[0] != lay.window_frames:
                 raise ValueError(f"local activity of {activity.shape[0]} frames, the buffer has {lay.window_frames}")
             valid_end = (step.start_sample + step.valid_samples + lay.frame_samples - 1) // lay.frame_samples
             activity = activity.copy()
             activity[max(0, lay.window_frames - (end_frame - valid_end)):] = 0.0  # padding after the input's end
-            mapping = self.clustering.assign(np.asarray(step.local_embeddings, np.float64), activity.mean(axis=0))
+            if step.local_embeddings is not None:
+                mapping = self.clustering.assign(np.asarray(step.local_embeddings, np.float64),
+                                                 activity.mean(axis=0))
+            else:  # a step without embeddings (embedding_interval_steps > 1): follow the previous buffer's speakers
+                mapping = self._follow(activity)
             self.mappings[step.step_index] = mapping
+            self._last = (activity, mapping)
             while self._known_speakers < self.clustering.num_speakers:
                 events.append(NewSpeaker(self._known_speakers))
                 self._known_speakers += 1
             self._add(activity, mapping, end_frame)
-        else:  # a gap or a silent step: the buffer counts, with no activity
+        else:  # a gap: the buffer counts, with no activity, and the next buffer cannot follow this one
+            self._last = None
             self._add(np.zeros((lay.window_frames, 0)), np.zeros(0, np.int64), end_frame)
         self._pending.append(_Step(step.step_index, step.start_sample, step.valid_samples))
         while len(self._pending) > self.config.latency_steps:
@@ -284,6 +297,25 @@ class PyannoteStreamDiarizer:
         return events
 
     # --- internals ---
+
+    def _follow(self, activity: np.ndarray) -> np.ndarray:
+        """Global speaker of each local speaker of a buffer without embeddings: the previous buffer's local speaker
+        it overlaps most on the frames both buffers hold (one to one), or -1 (none: it waits for embeddings)."""
+        mapping = np.full(activity.shape[1], -1, np.int64)
+        if self._last is None:
+            return mapping
+        previous, previous_mapping = self._last
+        shift = self.layout.step_frames
+        now, before = activity[:-shift], previous[shift:]  # the shared frames, in each buffer's own order
+        if not now.size or now.shape[1] != before.shape[1]:
+            return mapping
+        overlap = np.minimum(now[:, :, None], before[:, None, :]).sum(axis=0)  # (now's speaker, previous speaker)
+        rows, cols = linear_sum_assignment(-overlap)
+        for k, j in zip(rows.tolist(), cols.tolist()):
+            # the same talker: most of its activity on the shared frames is the previous speaker's
+            if overlap[k, j] > 0 and overlap[k, j] >= 0.5 * now[:, k].sum():
+                mapping[k] = previous_mapping[j]
+        return mapping
 
     def _add(self, activity: np.ndarray, mapping: np.ndarray, end_frame: int) -> None:
         start_frame = end_frame - self.layout.window_frames

@@ -159,8 +159,24 @@ class PyannoteDiarizationRuntime:
         centres_s = segmentation.frame_centres_s(self.window_samples)
         frame_centres_s = (np.arange(window_frames) + 0.5) * frame / diarization_config.sample_rate_hz
         self._nearest = np.abs(frame_centres_s[:, None] - centres_s[None, :]).argmin(axis=1)
+        self.embedding_dimension = self._probe()
         self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(
             self._process, max_batch=runtime_config.max_batch, name="rtsep-pyannote", on_batch=on_batch)
+
+    def _probe(self) -> int:
+        """Both models once on a silent buffer, at start-up: a model that cannot run on the session's buffers fails
+        here (the server does not start) rather than in the first session; returns the embedding's dimension."""
+        try:
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                silence = torch.zeros(1, 1, self.window_samples, device=self.device)
+                activity = self.segmentation(silence)
+                out = self.embedding(silence, weights=torch.ones(1, activity.shape[1], device=self.device))
+        except Exception as exc:  # noqa: BLE001 - any failure here means the pair cannot serve sessions
+            seconds = self.window_samples / self.diarization.sample_rate_hz
+            raise ModelLoadError(f"the pyannote models fail on a {seconds:g} s buffer: {type(exc).__name__}: {exc}"
+                                 ) from exc
+        return int(out.shape[-1])
 
     @property
     def window_samples(self) -> int:
@@ -187,9 +203,12 @@ class PyannoteDiarizationRuntime:
             waveforms = torch.from_numpy(np.stack([r.window for r in requests])).to(dev).unsqueeze(1)
             model_activity = self.segmentation(waveforms).float()  # (B, model frames, K)
             activity_np = model_activity.cpu().numpy()
+            local_all = activity_np[:, self._nearest, :]  # (B, buffer frames, K) on the session's frames
+            interval = self.stream.embedding_interval_steps
+            embed = [r.step_index % interval == 0 for r in requests]
             pairs = [(b, k) for b in range(len(requests)) for k in range(activity_np.shape[2])
-                     if activity_np[b, :, k].max() >= self.stream.active_threshold]
-            embeddings = np.full((len(requests), activity_np.shape[2], 0), np.nan, np.float32)
+                     if embed[b] and local_all[b, :, k].max() >= self.stream.active_threshold]
+            embeddings = np.full((len(requests), activity_np.shape[2], self.embedding_dimension), np.nan, np.float32)
             weights_all = torch.from_numpy(embedding_weights(
                 activity_np, self.stream.overlap_penalty_gamma, self.stream.overlap_penalty_beta
             ).astype(np.float32)).to(dev)
@@ -202,16 +221,15 @@ class PyannoteDiarizationRuntime:
                 with warnings.catch_warnings():  # pyannote warns when weights and its frames differ in number
                     warnings.simplefilter("ignore")
                     out = self.embedding(waveforms[index_b], weights=weights).float().cpu().numpy()
-                if embeddings.shape[2] == 0:
-                    embeddings = np.full((len(requests), activity_np.shape[2], out.shape[1]), np.nan, np.float32)
                 for j, (b, k) in enumerate(chunk):
                     embeddings[b, k] = out[j]
         results = []
         for b, r in enumerate(requests):
-            local = activity_np[b][self._nearest]  # (buffer frames, K) on the session's frames
+            local = local_all[b]
             newest = local[-lay.step_frames:].max(axis=1)
             results.append(StepAnalysis(r.step_index, r.start_sample, r.valid_samples, newest.astype(np.float32),
-                                        None, local_activity=local, local_embeddings=embeddings[b]))
+                                        None, local_activity=local,
+                                        local_embeddings=embeddings[b] if embed[b] else None))
         return results
 
 

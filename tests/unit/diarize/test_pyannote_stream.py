@@ -179,3 +179,29 @@ def test_overlapped_frames_weigh_less_in_a_local_speakers_embedding():
     assert weights[1].tolist() == pytest.approx([0.125, 0.125])  # both active: half the share each, cubed
     assert weights[3].tolist() == [0.0, 0.0] and weights[0, 1] == 0.0
     assert np.array_equal(embedding_weights(activity, gamma=0.0, beta=10.0), activity)
+
+
+def test_between_embeddings_local_speakers_follow_the_previous_buffers_by_their_activity():
+    truth = two_talkers_with_overlap()
+    orders = [[0, 1, 2], [1, 0, 2], [2, 1, 0]]
+    config = PyannoteStreamConfig(step_frames=STEP_FRAMES, new_speaker_distance=0.6, embedding_interval_steps=3)
+    diarizer = PyannoteStreamDiarizer(config, LAYOUT, 8)
+    per_push = []
+    for t in range(truth.shape[0] // STEP_FRAMES):
+        step = buffer_step(t, truth, orders[t % 3])
+        if t % 3:  # what the runtime sends between embeddings
+            step = StepAnalysis(t, step.start_sample, step.valid_samples, step.speech_probs, None,
+                                local_activity=step.local_activity, local_embeddings=None)
+        per_push.append(diarizer.push(step))
+    per_push.append(diarizer.finish())
+    assert diarizer.clustering.num_speakers == 2
+    for t, mapping in diarizer.mappings.items():
+        for slot, voice in enumerate(orders[t % 3]):
+            if mapping[slot] >= 0:
+                assert mapping[slot] == voice, (t, slot)
+    labels = labels_of(per_push)
+    assert set(labels[0:20].tolist()) == {0} and set(labels[28:48].tolist()) == {1}
+    # voice 1 first speaks in step 5 (frame 20), a step without embeddings: it follows nobody and waits for
+    # step 6's embeddings, so its first buffer labels nothing for it
+    assert diarizer.mappings[5][orders[5 % 3].index(1)] == -1
+    assert diarizer.mappings[6][orders[6 % 3].index(1)] == 1
