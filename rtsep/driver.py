@@ -274,19 +274,22 @@ class SessionDriver:
         records, labels = self.core.snapshot()
         return await asyncio.to_thread(self._final_from, records, labels, self._audio_snapshot())
 
-    def _audio_snapshot(self) -> np.ndarray | None:
-        """The session's audio so far, for a final pipeline (None without one)."""
+    def _audio_snapshot(self) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+        """For a final pipeline (None without one): the session's audio so far and its live turns (taken on the event
+        loop; the pipeline runs in a thread)."""
         if self._final_pipeline is None:
             return None
-        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        return audio, list(self.core.closed_segments)
 
     def _final_from(self, records: list, embedding_labels: dict[int, int],
-                    audio: np.ndarray | None = None) -> dict[str, Any]:
+                    audio: tuple[np.ndarray, list[tuple[int, int, int]]] | None = None) -> dict[str, Any]:
         rate = self.rate
         diar = self.config.diarization
         if self._final_pipeline is not None and audio is not None:
-            found = self._final_pipeline.segments(audio, rate, self.max_speakers)
-            segments = pyannote_stream.name_after_live(found, list(self.core.closed_segments))
+            samples, live = audio
+            found = self._final_pipeline.segments(samples, rate, self.max_speakers)
+            segments = pyannote_stream.name_after_live(found, live)
         elif diar.backend == "pyannote":
             segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
         else:
