@@ -183,3 +183,21 @@ def test_the_server_refuses_to_start_without_its_checkpoints(models, tmp_path):
         bad = replace(bad, diarization=replace(bad.diarization, pyannote=replace(bad.diarization.pyannote,
                                                                                  latency_steps=9)))
         load_pyannote_runtime(bad.runtime, bad.diarization)
+
+
+def test_loading_a_checkpoint_switches_hub_and_telemetry_off_first(models):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "PYANNOTE_METRICS_ENABLED")}
+    env["PYTHONPATH"] = os.pathsep.join([str(repo), str(repo / "clients" / "python")])
+    code = ("import sys; from rtsep.runtime.pyannote import load_model; "
+            f"load_model({str(models['powerset'])!r}, 'segmentation'); "
+            "import huggingface_hub.constants as c; from pyannote.audio.telemetry.metrics import is_metrics_enabled; "
+            "print(c.HF_HUB_OFFLINE, is_metrics_enabled())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["True", "False"]
