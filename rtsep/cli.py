@@ -67,6 +67,15 @@ class SettingsHelp(argparse.HelpFormatter):
 FLAGS: tuple[Flag, ...] = (
     Flag("--device", ("runtime", "device"), "torch device for inference: cpu or cuda"),
     Flag("--max-speakers", ("pipeline", "max_speakers"), "cap on the number of speakers per session", type=int),
+    Flag("--diarizer", ("diarization", "backend"),
+         "embedded (silero-vad + resemblyzer, shipped) or pyannote (streaming on local pyannote.audio checkpoints: "
+         "--segmentation, --embedding)", choices=("embedded", "pyannote")),
+    Flag("--segmentation", ("diarization", "segmentation"),
+         "pyannote: a local segmentation checkpoint (pytorch_model.bin, or its directory)"),
+    Flag("--embedding", ("diarization", "embedding"),
+         "pyannote: a local speaker-embedding checkpoint (pytorch_model.bin, or its directory)"),
+    Flag("--final-pipeline", ("diarization", "final_pipeline"),
+         "a local pyannote.audio pipeline directory (config.yaml + checkpoints): the final timeline comes from it"),
     Flag("--separator", ("separator", "name"),
          "convtasnet (the shipped checkpoint), sepformer (with --separator-dir), or none (speaker tracks only)"),
     Flag("--separator-checkpoint", ("separator", "checkpoint"),

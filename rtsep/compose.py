@@ -14,6 +14,7 @@ from rtsep.metrics import Metrics
 from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import DiarizationRuntime
+from rtsep.runtime.pyannote import PyannoteDiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.separate.adapt import AdaptConfig, AdaptiveSeparator
 from rtsep.separate.base import create_separator
@@ -32,10 +33,22 @@ def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
     return SeparationRuntime(config.runtime, separator)
 
 
-def build_diarization(config: PipelineConfig, metrics: Metrics | None = None) -> DiarizationRuntime:
+def build_diarization(config: PipelineConfig, metrics: Metrics | None = None
+                      ) -> DiarizationRuntime | PyannoteDiarizationRuntime:
+    """The configured diarization runtime (``[diarization] backend``), with the final pipeline if one is set."""
     step_s = config.diarization.step_s
     on_batch = (lambda size, seconds: metrics.observe_batch(size, seconds, step_s)) if metrics is not None else None
-    return DiarizationRuntime(config.runtime, config.diarization, on_batch=on_batch)
+    diarization = config.diarization
+    if diarization.backend == "pyannote":
+        from rtsep.runtime.pyannote import load_pyannote_runtime
+
+        return load_pyannote_runtime(config.runtime, diarization, on_batch=on_batch)
+    final = None
+    if diarization.final_pipeline:
+        from rtsep.runtime.pyannote import load_final_pipeline
+
+        final = load_final_pipeline(diarization.final_pipeline, config.runtime.device)
+    return DiarizationRuntime(config.runtime, diarization, on_batch=on_batch, final_pipeline=final)
 
 
 def build_adaptive(config: PipelineConfig, offline: OfflineConfig) -> AdaptiveSeparator | None:

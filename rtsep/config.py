@@ -8,6 +8,7 @@ section            dataclass                                      read by
 ``[pipeline]``     rtsep.pipeline.PipelineConfig                  sessions, drivers
 ``[diarization]``  rtsep.diarize.online.DiarizationConfig         the diarizer
 ``[clustering]``   rtsep.diarize.clustering.ClusteringConfig      the diarizer's clustering
+``[pyannote]``     rtsep.diarize.pyannote_stream.PyannoteStreamConfig  ``--diarizer pyannote``
 ``[runtime]``      rtsep.runtime.diarization.RuntimeConfig        the inference runtimes
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
@@ -28,6 +29,7 @@ from typing import Any
 
 from rtsep.diarize.clustering import ClusteringConfig
 from rtsep.diarize.online import DiarizationConfig
+from rtsep.diarize.pyannote_stream import PyannoteStreamConfig
 from rtsep.errors import ConfigError
 from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
@@ -94,13 +96,13 @@ class AppConfig:
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("server", "runtime", "diarization", "clustering", "pipeline", "separator", "adaptation", "offline",
-            "webrtc")
+SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "pipeline", "separator", "adaptation",
+            "offline", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
-    "clustering": ClusteringConfig, "pipeline": PipelineConfig, "separator": SeparatorConfig,
-    "adaptation": AdaptationConfig, "offline": OfflineConfig,
+    "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "pipeline": PipelineConfig,
+    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "offline": OfflineConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -218,8 +220,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         sections[section].update({k: v for k, v in values.items() if v is not None})
     try:
         clustering = ClusteringConfig(**_coerce("clustering", sections["clustering"]))
+        pyannote = PyannoteStreamConfig(**_coerce("pyannote", sections["pyannote"]))
         diarization = DiarizationConfig(
-            **_coerce("diarization", sections["diarization"]), clustering=clustering
+            **_coerce("diarization", sections["diarization"]), clustering=clustering, pyannote=pyannote
         )
         runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from rtsep.diarize import pyannote_stream
 from rtsep.diarize.offline import final_segments
 from rtsep.diarize.online import OnlineDiarizer
 from rtsep.diarize.timeline import annotation_from_segments, to_json
 from rtsep.diarize.vad import VadState
-from rtsep.errors import RtsepError
+from rtsep.errors import ConfigError, RtsepError
 from rtsep.metrics import Metrics
 from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import (
@@ -44,6 +45,7 @@ from rtsep.protocol.messages import (
     TrackAnnouncement,
 )
 from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest
+from rtsep.runtime.pyannote import PyannoteDiarizationRuntime
 from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
 from rtsep.separate.adapt import AdaptConfig, AdaptReport
 from rtsep.store.base import SessionInfo, SessionStore
@@ -95,9 +97,19 @@ class NullSink:
 
 
 def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
-               separation: SeparationRuntime | None) -> SessionCore:
-    """A session's core with its own online diarizer and, with an adaptable separator, its adaptation schedule."""
+               separation: SeparationRuntime | None,
+               diarization: DiarizationRuntime | PyannoteDiarizationRuntime | None = None) -> SessionCore:
+    """A session's core with its own online diarizer (the backend's: ``diarization``, the runtime its steps go to)
+    and, with an adaptable separator, its adaptation schedule."""
     diar = config.diarization
+    window_samples = diar.embedding_window_samples
+    if diar.backend == "pyannote":
+        if not isinstance(diarization, PyannoteDiarizationRuntime):
+            raise ConfigError("[diarization] backend pyannote needs the pyannote runtime (rtsep.compose)")
+        diarizer: Any = diarization.new_diarizer(max_speakers)
+        window_samples = diarization.window_samples  # the step's window is the segmentation model's buffer
+    else:
+        diarizer = OnlineDiarizer(diar, max_speakers)
     layout = None
     schedule = None
     if separation is not None:
@@ -109,11 +121,11 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
             schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adaptation.min_speech_s)
     core_config = CoreConfig(
         session_id=session_id, sample_rate_hz=diar.sample_rate_hz, step_samples=diar.step_samples,
-        frame_samples=diar.frame_samples, embedding_window_samples=diar.embedding_window_samples,
+        frame_samples=diar.frame_samples, embedding_window_samples=window_samples,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
         overflow=config.runtime.overflow, separator=layout,
     )
-    return SessionCore(core_config, OnlineDiarizer(diar, max_speakers), schedule)
+    return SessionCore(core_config, diarizer, schedule)
 
 
 def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
@@ -161,6 +173,9 @@ class SessionDriver:
         self.output_encoding = output_encoding
         self.clock = clock
         self._vad_state = VadState.initial()
+        # the session's audio at the model rate, kept only for a final pipeline (it needs the whole session)
+        self._final_pipeline = getattr(runtime, "final_pipeline", None)
+        self._audio: list[np.ndarray] = []
         self._separator_state = separation.new_state() if separation is not None else None
         self._adapt_config = live_adapt_config(config)
         self.adaptations: list[AdaptReport] = []
@@ -221,6 +236,8 @@ class SessionDriver:
             await self._room.wait()
             self._raise_if_failed()
         self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
+        if self._final_pipeline is not None:
+            self._audio.append(np.array(step.chunk.samples[: step.valid_samples], np.float32))
         await self._dispatch(self.core.push_step(step, self.clock(), shed))
         self.metrics.queue_depth.set(self.runtime.queue_depth)
 
@@ -255,11 +272,28 @@ class SessionDriver:
     async def final_timeline_now(self) -> dict[str, Any]:
         """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
         records, labels = self.core.snapshot()
-        return await asyncio.to_thread(self._final_from, records, labels)
+        return await asyncio.to_thread(self._final_from, records, labels, self._audio_snapshot())
 
-    def _final_from(self, records: list, embedding_labels: dict[int, int]) -> dict[str, Any]:
+    def _audio_snapshot(self) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
+        """For a final pipeline (None without one): the session's audio so far and its live turns (taken on the event
+        loop; the pipeline runs in a thread)."""
+        if self._final_pipeline is None:
+            return None
+        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        return audio, list(self.core.closed_segments)
+
+    def _final_from(self, records: list, embedding_labels: dict[int, int],
+                    audio: tuple[np.ndarray, list[tuple[int, int, int]]] | None = None) -> dict[str, Any]:
         rate = self.rate
-        segments = final_segments(records, embedding_labels, self.config.diarization, self.max_speakers)
+        diar = self.config.diarization
+        if self._final_pipeline is not None and audio is not None:
+            samples, live = audio
+            found = self._final_pipeline.segments(samples, rate, self.max_speakers)
+            segments = pyannote_stream.name_after_live(found, live)
+        elif diar.backend == "pyannote":
+            segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
+        else:
+            segments = final_segments(records, embedding_labels, diar, self.max_speakers)
         return to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
                                                 self.session_id), "final")
 
@@ -356,7 +390,8 @@ class SessionDriver:
                 self._adapt(event.material)
             elif isinstance(event, FinalTimelineDue):
                 try:
-                    timeline = await asyncio.to_thread(self._final_from, event.records, event.embedding_labels)
+                    timeline = await asyncio.to_thread(self._final_from, event.records, event.embedding_labels,
+                                                       self._audio_snapshot())
                 except Exception as exc:  # noqa: BLE001 - this session fails, not the server
                     log.exception("session %s: the final timeline failed", sid)
                     self._fail(RtsepError(f"internal error: the final timeline failed: {exc}"))

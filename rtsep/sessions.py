@@ -118,7 +118,7 @@ class SessionManager:
         max_speakers = min(start.max_speakers or self.config.max_speakers, self.config.max_speakers)
         pipeline = SessionDriver(
             info=info,
-            core=build_core(info.session_id, self.config, max_speakers, self.separation),
+            core=build_core(info.session_id, self.config, max_speakers, self.separation, self.runtime),
             config=self.config,
             runtime=self.runtime,
             store=self.store,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
+from rtsep.diarize.pyannote_stream import PyannoteStreamConfig
 from rtsep.stream.turns import (  # noqa: F401 - the diarizer's input and output types, re-exported
     DiarizationEvent,
     FrameLabels,
@@ -26,6 +27,8 @@ from rtsep.stream.turns import (  # noqa: F401 - the diarizer's input and output
     StepAnalysis,
     speaker_name,
 )
+
+BACKENDS = ("embedded", "pyannote")
 
 
 @dataclass(frozen=True)
@@ -49,10 +52,21 @@ class DiarizationConfig:
     embedding_source: str = "speech"  # "speech": the session's most recent speech only; "window": the raw window
     min_embed_speech_s: float = 0.5  # speech needed in the buffer before an embedding is computed
     speech_reset_gap_s: float | None = None  # a pause longer than this empties the speech buffer
+    # "embedded": the above (silero-vad + resemblyzer); "pyannote": streaming diarization on local pyannote.audio
+    # checkpoints (``segmentation``, ``embedding``; settings in [pyannote], rtsep.diarize.pyannote_stream)
+    backend: str = "embedded"
+    segmentation: str | None = None  # pyannote: a segmentation checkpoint (file, or directory with pytorch_model.bin)
+    embedding: str | None = None  # pyannote: a speaker-embedding checkpoint (likewise)
+    # a local pyannote.audio pipeline directory (config.yaml + its checkpoints): the final timeline comes from
+    # pyannote.audio.Pipeline on the whole session's audio instead of rtsep's own (with either backend)
+    final_pipeline: str | None = None
+    pyannote: PyannoteStreamConfig = field(default_factory=PyannoteStreamConfig)
 
     def __post_init__(self) -> None:
         from rtsep.errors import ConfigError
 
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"[diarization] backend (--diarizer) must be one of {BACKENDS}, got {self.backend!r}")
         if self.embedding_source not in ("speech", "window"):
             raise ConfigError(f"embedding_source must be 'speech' or 'window', got {self.embedding_source!r}")
         if not 0 <= self.lookahead_steps <= 4:
@@ -64,7 +78,8 @@ class DiarizationConfig:
 
     @property
     def step_samples(self) -> int:
-        return self.frame_samples * self.frames_per_step
+        frames = self.pyannote.step_frames if self.backend == "pyannote" else self.frames_per_step
+        return self.frame_samples * frames
 
     @property
     def step_s(self) -> float:

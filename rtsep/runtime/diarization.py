@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -67,6 +68,7 @@ class DiarizationRuntime:
         vad: nn.Module | None = None,
         encoder: nn.Module | None = None,
         on_batch: Callable[[int, float], object] | None = None,
+        final_pipeline: Any = None,
     ) -> None:
         from rtsep.diarize.embedding import load_speaker_encoder
         from rtsep.diarize.vad import load_silero_vad
@@ -76,6 +78,8 @@ class DiarizationRuntime:
         self.config = runtime_config
         self.diarization = diarization_config
         self.device = resolve_device(runtime_config.device)
+        # --final-pipeline: rtsep.runtime.pyannote.FinalPipeline, which makes the final timeline instead
+        self.final_pipeline = final_pipeline
         self.vad = (vad if vad is not None else load_silero_vad()).to(self.device).eval()
         self.encoder = (encoder if encoder is not None else load_speaker_encoder()).to(self.device).eval()
         self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(

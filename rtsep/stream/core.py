@@ -56,7 +56,8 @@ def timeline_url(session_id: str) -> str:
 
 
 class Diarizer(Protocol):
-    """The online diarizer of one session (rtsep.diarize.online.OnlineDiarizer)."""
+    """The online diarizer of one session (rtsep.diarize.online.OnlineDiarizer, or with ``--diarizer pyannote``
+    rtsep.diarize.pyannote_stream.PyannoteStreamDiarizer, whose speakers may overlap)."""
 
     records: list
 

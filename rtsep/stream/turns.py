@@ -37,6 +37,12 @@ class StepAnalysis:
     speech_probs: np.ndarray  # (frames_per_step,)
     embedding: np.ndarray | None  # (256,) or None when the step held too little speech
     embedding_speech_s: float = -1.0  # seconds of speech in the embedding's window (< 0: unknown)
+    # a buffered diarizer (rtsep.diarize.pyannote_stream): the activity of each local speaker over the buffer that
+    # ends with the step, on this frame grid, (buffer_frames, local_speakers), and one embedding per local speaker
+    # (local_speakers, dimension), NaN where it is not active; None on other backends and on gaps (local_activity
+    # None), and on steps the runtime computed no embeddings for (local_embeddings None)
+    local_activity: np.ndarray | None = None
+    local_embeddings: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

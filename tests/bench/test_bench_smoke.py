@@ -84,6 +84,13 @@ def test_batching(clip):
     assert all(row["tick_ms_median"] > 0 for row in report["rows"])
 
 
+def test_pyannote_speed(clip):
+    report = last_json(run_module("bench.pyannote_speed", "--sizes", "1", "--ticks", "2", "--embedding-interval",
+                                  "2", "--wav", clip[0], "--rttm", clip[1]))
+    assert [(row["embedding_interval_steps"], row["sessions"]) for row in report["rows"]] == [(2, 1)]
+    assert report["rows"][0]["tick_ms_mean"] > 0 and report["buffer_s"] == pytest.approx(5.0, abs=0.01)
+
+
 def test_streaming_latency(clip):
     report = last_json(run_module("bench.streaming_latency", "latency", "--runs", "1", "--speed", "2",
                                   "--wav", clip[0], "--rttm", clip[1]))

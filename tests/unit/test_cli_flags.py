@@ -10,7 +10,8 @@ from rtsep.config import SECTION_TYPES, section_fields
 NOT_SETTINGS = {"-h", "--help", "--config", "--out", "--quiet"}
 STRINGS = {"--device": "cuda", "--separator": "sepformer", "--separator-checkpoint": "c.safetensors",
            "--separator-dir": "sepformer-model", "--host": "0.0.0.0", "--data-dir": "elsewhere", "--retention": "90s",
-           "--store": "sqlite:///var/lib/rtsep", "--replica-id": "replica-a", "--lease": "2s"}
+           "--store": "sqlite:///var/lib/rtsep", "--replica-id": "replica-a", "--lease": "2s",
+           "--segmentation": "segmentation-3.0", "--embedding": "wespeaker", "--final-pipeline": "community-1"}
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -94,5 +95,5 @@ def test_each_flag_sets_its_field(tmp_path):
             config = _load(build_parser().parse_args(argv))
             owner = {"server": config.server, "pipeline": config.pipeline, "runtime": config.pipeline.runtime,
                      "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
-                     "offline": config.offline}[section]
+                     "offline": config.offline, "diarization": config.pipeline.diarization}[section]
             assert getattr(owner, key) == expected, (command, flag.name)
