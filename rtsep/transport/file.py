@@ -186,6 +186,8 @@ def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dic
         path = folder / f"{speaker_of(name)}.wav"
         path.write_bytes(wav_bytes(padded, rate))
         files.append(path)
+    if "tracks" in final:  # the server's URLs of the final tracks: here, the files written above
+        final = {**final, "tracks": {speaker: f"tracks/{speaker}.wav" for speaker in final["tracks"]}}
     for kind, data in (("", final), ("live.", live)):
         json_path = out_dir / f"timeline.{kind}json"
         json_path.write_text(json.dumps(data, indent=1))
