@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -383,29 +383,31 @@ class SessionDriver:
                 await self._failed(event.error)
 
     async def _store_final_tracks(self, timeline: dict[str, Any]) -> None:
-        """One track per final speaker, rendered from the stored input in a thread, stored beside the live tracks
-        (queued before the final timeline and the end state, so a client told ``done`` finds them); the timeline
-        lists them (``tracks``). A render that fails is logged and leaves the timeline without final tracks."""
+        """One track per final speaker, rendered from the stored input in a thread (one speaker at a time, so that a
+        long session holds one rendered track at once), stored beside the live tracks (queued before the final
+        timeline and the end state, so a client told ``done`` finds them); the timeline lists them (``tracks``).
+        A render that fails is logged and leaves the timeline without (the rest of) its final tracks."""
         sid = self.session_id
         timeline["tracks"] = {}
         if not timeline.get("segments"):
             return
+        chunk = FINAL_WRITE_S * self.rate
         try:
             await self.writer.flush()  # the input track is complete
-            tracks = await asyncio.to_thread(self._render_final, timeline["segments"])
+            tracks = await asyncio.to_thread(self._final_renderer, timeline["segments"])
+            while (track := await asyncio.to_thread(next, tracks, None)) is not None:
+                for start in range(0, max(track.samples.size, 1), chunk):
+                    await self._store(self.store.write_track, sid, track.name, start,
+                                      track.samples[start:start + chunk])
+                timeline["tracks"][track.speaker] = track_url(sid, track.name)
+                if track.loudness is not None:
+                    log.info("session %s: final track %s: %s", sid, track.speaker, track.loudness)
+                await self.writer.flush()  # written: its samples are released before the next one is rendered
         except Exception:  # noqa: BLE001 - the session's timeline and live tracks are still worth keeping
             log.exception("session %s: rendering the final speaker tracks failed", sid)
-            return
-        chunk = FINAL_WRITE_S * self.rate
-        for track in tracks:
-            for start in range(0, max(track.samples.size, 1), chunk):
-                await self._store(self.store.write_track, sid, track.name, start, track.samples[start:start + chunk])
-            timeline["tracks"][track.speaker] = track_url(sid, track.name)
-            if track.loudness is not None:
-                log.info("session %s: final track %s: %s", sid, track.speaker, track.loudness)
 
-    def _render_final(self, segments: list[dict[str, Any]]) -> list[FinalTrack]:
-        """In a worker thread: the stored input, rendered by the final timeline (rtsep.stream.render)."""
+    def _final_renderer(self, segments: list[dict[str, Any]]) -> Iterator[FinalTrack]:
+        """In a worker thread: the stored input, and the final tracks to render from it (rtsep.stream.render)."""
         pcm = self.store.read_track(self.session_id, INPUT_TRACK)
         audio = pcm.astype(np.float32) / 32768.0 if pcm is not None else np.zeros(0, np.float32)
         return final_tracks(audio, self.rate, segments, self.config.tracks, self.core.processed_samples)

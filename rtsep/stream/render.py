@@ -19,7 +19,7 @@ Track names in the store (one namespace per session):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,14 +109,22 @@ def render_speakers(audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping[
                     crossfade_s: float = 0.01, total_samples: int | None = None) -> dict[str, np.ndarray]:
     """One float32 track per speaker of ``segments`` (the final timeline's), each ``total_samples`` long (default:
     the input's length; input missing at the end reads as silence): the input gated by the speaker's turns."""
+    return dict(iter_speakers(audio, rate_hz, segments, crossfade_s, total_samples))
+
+
+def iter_speakers(audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping[str, Any]],
+                  crossfade_s: float = 0.01, total_samples: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`render_speakers` one speaker at a time (a long session holds one rendered track at once)."""
     if audio.ndim != 1:
         raise ValueError(f"the input must be mono (one dimension), got shape {audio.shape}")
     total = audio.size if total_samples is None else int(total_samples)
-    source = np.zeros(total, np.float32)
-    source[: min(total, audio.size)] = audio[:total]
+    source = audio[:total]
+    if source.size < total:
+        source = np.concatenate([source, np.zeros(total - source.size, audio.dtype)])
+    source = source.astype(np.float32, copy=False)
     fade = round(crossfade_s * rate_hz)
-    return {speaker: source * speaker_gains(spans, total, fade)
-            for speaker, spans in segment_spans(segments, rate_hz).items()}
+    for speaker, spans in segment_spans(segments, rate_hz).items():
+        yield speaker, source * speaker_gains(spans, total, fade)
 
 
 @dataclass(frozen=True)
@@ -128,15 +136,14 @@ class FinalTrack:
 
 
 def final_tracks(audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping[str, Any]], config: TracksConfig,
-                 total_samples: int | None = None) -> list[FinalTrack]:
-    """The final speaker tracks of a session: rendered (:func:`render_speakers`), then loudness-normalised as
-    ``config`` says (rtsep.stream.loudness: one gain per track; a silent track stays as it is)."""
+                 total_samples: int | None = None) -> Iterator[FinalTrack]:
+    """The final speaker tracks of a session, one at a time: rendered (:func:`iter_speakers`), then
+    loudness-normalised as ``config`` says (rtsep.stream.loudness: one gain per track; a silent track stays as it
+    is)."""
     from rtsep.stream.loudness import normalize
 
-    out = []
-    for speaker, samples in render_speakers(audio, rate_hz, segments, config.crossfade_s, total_samples).items():
+    for speaker, samples in iter_speakers(audio, rate_hz, segments, config.crossfade_s, total_samples):
         result = None
         if config.normalize_loudness:
             samples, result = normalize(samples, rate_hz, config.loudness_lufs, config.peak_dbtp)
-        out.append(FinalTrack(speaker, final_track_name(speaker), samples, result))
-    return out
+        yield FinalTrack(speaker, final_track_name(speaker), samples, result)
