@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -86,6 +87,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-final-tracks"))
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     folders = sorted(p for p in args.meetings.iterdir() if (p / "mix.wav").exists())
     if args.limit:
         folders = folders[: args.limit]
@@ -95,7 +97,7 @@ def main() -> None:
         rows.append(row)
         print(json.dumps({k: row[k] for k in ("meeting", "talkers", "final_tracks", "live_tracks",
                                               "final_names_that_are_live_names", "median_best_si_sdr_db")}),
-              flush=True)
+              file=sys.stderr, flush=True)  # progress; the report (stdout) is one JSON document
     summary = {kind: round(float(np.median([r["median_best_si_sdr_db"][kind] for r in rows])), 2)
                for kind in ("final", "live", "perfect_gating")}
     extra = {
@@ -106,9 +108,10 @@ def main() -> None:
         "tracks_per_talker": {"final": round(sum(r["final_tracks"] for r in rows) / sum(r["talkers"] for r in rows), 2),
                               "live": round(sum(r["live_tracks"] for r in rows) / sum(r["talkers"] for r in rows), 2)},
     }
-    print(json.dumps(extra, indent=1))
+    report = {"load_average_at_start": load_at_start, **extra, "rows": rows}
+    print(json.dumps(report, indent=1))
     if args.out:
-        args.out.write_text(json.dumps({"rows": rows, **extra}, indent=1))
+        args.out.write_text(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":
