@@ -102,6 +102,10 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--wiener", ("offline", "wiener"),
          "with adaptation: re-estimate the sources from the file by a Wiener filter with their power spectra",
          commands=OFFLINE, type=bool),
+    Flag("--normalize-loudness", ("tracks", "normalize_loudness"),
+         "EBU R128 loudness normalisation of the final speaker tracks at a session's end", type=bool),
+    Flag("--loudness-lufs", ("tracks", "loudness_lufs"), "target loudness of the final speaker tracks (LUFS)",
+         type=float),
     Flag("--host", ("server", "host"), "address to listen on", commands=SERVE_ONLY),
     Flag("--port", ("server", "port"), "port to listen on", commands=SERVE_ONLY, type=int),
     Flag("--data-dir", ("server", "data_dir"), "where sessions, timelines and tracks are kept",
@@ -161,7 +165,8 @@ def cmd_process(args: argparse.Namespace) -> int:
     config = _load(args)
     result = run_process(Path(args.file), Path(args.out), config.pipeline, config.offline, show_progress=not args.quiet)
     print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
-                      "speakers": result.speakers, "files": [str(f) for f in result.files]}, indent=1))
+                      "speakers": result.speakers, "live_speakers": result.live_speakers,
+                      "files": [str(f) for f in result.files]}, indent=1))
     say_if_silent("process", args.file, result.duration_s, result.speakers)
     return 0
 

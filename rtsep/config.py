@@ -12,6 +12,7 @@ section            dataclass                                      read by
 ``[runtime]``      rtsep.runtime.diarization.RuntimeConfig        the inference runtimes
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
+``[tracks]``       rtsep.stream.render.TracksConfig               the final tracks at a session's end
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
 ``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
 =================  =============================================  =========================
@@ -36,6 +37,7 @@ from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.store.factory import StoreLocation, parse_store_url
+from rtsep.stream.render import TracksConfig
 from rtsep.transport.webrtc.config import WebRtcConfig
 
 
@@ -97,12 +99,12 @@ class AppConfig:
 log = logging.getLogger(__name__)
 
 SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "pipeline", "separator", "adaptation",
-            "offline", "webrtc")
+            "tracks", "offline", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "pipeline": PipelineConfig,
-    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "offline": OfflineConfig,
+    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig, "offline": OfflineConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -227,8 +229,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
+        tracks = TracksConfig(**_coerce("tracks", sections["tracks"]))
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator,
-                                  adaptation=adaptation, **_coerce("pipeline", sections["pipeline"]))
+                                  adaptation=adaptation, tracks=tracks, **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)

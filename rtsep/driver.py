@@ -20,7 +20,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any, Protocol
 
@@ -61,6 +61,7 @@ from rtsep.stream.core import (
     FinalTimeline,
     FinalTimelineDue,
     Finished,
+    InputAudio,
     SeparateDue,
     SeparatorLayout,
     SessionCore,
@@ -70,8 +71,10 @@ from rtsep.stream.core import (
     TrackAnnounced,
     TurnClosed,
     timeline_url,
+    track_url,
 )
 from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
+from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
 from rtsep.stream.session import ChunkReady
 from rtsep.stream.turns import speaker_name
 
@@ -139,6 +142,7 @@ def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
 
 
 _STOP = object()
+FINAL_WRITE_S = 10  # final tracks go to the store in writes of this many seconds (rows of a shared store)
 
 
 class SessionDriver:
@@ -271,29 +275,27 @@ class SessionDriver:
 
     async def final_timeline_now(self) -> dict[str, Any]:
         """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
-        records, labels = self.core.snapshot()
-        return await asyncio.to_thread(self._final_from, records, labels, self._audio_snapshot())
+        records, labels, live = self.core.snapshot()
+        return await asyncio.to_thread(self._final_from, records, labels, live, self._audio_snapshot())
 
-    def _audio_snapshot(self) -> tuple[np.ndarray, list[tuple[int, int, int]]] | None:
-        """For a final pipeline (None without one): the session's audio so far and its live turns (taken on the event
-        loop; the pipeline runs in a thread)."""
+    def _audio_snapshot(self) -> np.ndarray | None:
+        """For a final pipeline (None without one): the session's audio so far (taken on the event loop; the
+        pipeline runs in a thread)."""
         if self._final_pipeline is None:
             return None
-        audio = np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
-        return audio, list(self.core.closed_segments)
+        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
 
-    def _final_from(self, records: list, embedding_labels: dict[int, int],
-                    audio: tuple[np.ndarray, list[tuple[int, int, int]]] | None = None) -> dict[str, Any]:
+    def _final_from(self, records: list, embedding_labels: dict[int, int], live_segments: list[tuple[int, int, int]],
+                    audio: np.ndarray | None = None) -> dict[str, Any]:
         rate = self.rate
         diar = self.config.diarization
         if self._final_pipeline is not None and audio is not None:
-            samples, live = audio
-            found = self._final_pipeline.segments(samples, rate, self.max_speakers)
-            segments = pyannote_stream.name_after_live(found, live)
+            found = self._final_pipeline.segments(audio, rate, self.max_speakers)
+            segments = pyannote_stream.name_after_live(found, live_segments, rate)
         elif diar.backend == "pyannote":
             segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
         else:
-            segments = final_segments(records, embedding_labels, diar, self.max_speakers)
+            segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments)
         return to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
                                                 self.session_id), "final")
 
@@ -363,6 +365,8 @@ class SessionDriver:
                 if self.send_audio:
                     await self.transport.send_audio(event)
                 self.metrics.audio_out_seconds.inc(event.samples.size / rate)
+            elif isinstance(event, InputAudio):
+                await self._store(self.store.write_track, sid, INPUT_TRACK, event.start_sample, event.samples)
             elif isinstance(event, SpeakerActivityEvent):
                 await self.transport.send_message(
                     SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
@@ -391,13 +395,14 @@ class SessionDriver:
             elif isinstance(event, FinalTimelineDue):
                 try:
                     timeline = await asyncio.to_thread(self._final_from, event.records, event.embedding_labels,
-                                                       self._audio_snapshot())
+                                                       event.live_segments, self._audio_snapshot())
                 except Exception as exc:  # noqa: BLE001 - this session fails, not the server
                     log.exception("session %s: the final timeline failed", sid)
                     self._fail(RtsepError(f"internal error: the final timeline failed: {exc}"))
                     continue
                 await self._dispatch(self.core.final_timeline_ready(timeline))
             elif isinstance(event, FinalTimeline):
+                await self._store_final_tracks(event.timeline)
                 await self._store(self.store.write_final, sid, event.timeline)
                 await self.transport.send_message(TimelineMessage("final", event.timeline["segments"]))
             elif isinstance(event, Finished):
@@ -406,6 +411,36 @@ class SessionDriver:
                     self._finished.set_result(event)
             elif isinstance(event, Failed):
                 await self._failed(event.error)
+
+    async def _store_final_tracks(self, timeline: dict[str, Any]) -> None:
+        """One track per final speaker, rendered from the stored input in a thread (one speaker at a time, so that a
+        long session holds one rendered track at once), stored beside the live tracks (queued before the final
+        timeline and the end state, so a client told ``done`` finds them); the timeline lists them (``tracks``).
+        A render that fails is logged and leaves the timeline without (the rest of) its final tracks."""
+        sid = self.session_id
+        timeline["tracks"] = {}
+        if not timeline.get("segments"):
+            return
+        chunk = FINAL_WRITE_S * self.rate
+        try:
+            await self.writer.flush()  # the input track is complete
+            tracks = await asyncio.to_thread(self._final_renderer, timeline["segments"])
+            while (track := await asyncio.to_thread(next, tracks, None)) is not None:
+                for start in range(0, max(track.samples.size, 1), chunk):
+                    await self._store(self.store.write_track, sid, track.name, start,
+                                      track.samples[start:start + chunk])
+                timeline["tracks"][track.speaker] = track_url(sid, track.name)
+                if track.loudness is not None:
+                    log.info("session %s: final track %s: %s", sid, track.speaker, track.loudness)
+                await self.writer.flush()  # written: its samples are released before the next one is rendered
+        except Exception:  # noqa: BLE001 - the session's timeline and live tracks are still worth keeping
+            log.exception("session %s: rendering the final speaker tracks failed", sid)
+
+    def _final_renderer(self, segments: list[dict[str, Any]]) -> Iterator[FinalTrack]:
+        """In a worker thread: the stored input, and the final tracks to render from it (rtsep.stream.render)."""
+        pcm = self.store.read_track(self.session_id, INPUT_TRACK)
+        audio = pcm.astype(np.float32) / 32768.0 if pcm is not None else np.zeros(0, np.float32)
+        return final_tracks(audio, self.rate, segments, self.config.tracks, self.core.processed_samples)
 
     async def _store(self, write: Callable[..., Any], *args: Any) -> None:
         await self.writer.submit(lambda: write(*args), self._store_failed)

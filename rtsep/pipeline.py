@@ -1,5 +1,5 @@
-"""The settings a live session reads (section ``[pipeline]``, with ``[diarization]``, ``[runtime]``, ``[separator]``
-and ``[adaptation]`` as its parts). ``rtsep process``'s own settings are rtsep.offline.OfflineConfig.
+"""The settings a live session reads (section ``[pipeline]``, with ``[diarization]``, ``[runtime]``, ``[separator]``,
+``[adaptation]`` and ``[tracks]`` as its parts). ``rtsep process``'s own settings are rtsep.offline.OfflineConfig.
 
 The session itself is rtsep.stream.core.SessionCore (its behaviour) driven by rtsep.driver.SessionDriver.
 """
@@ -13,6 +13,7 @@ from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
+from rtsep.stream.render import TracksConfig
 from rtsep.stream.session import StreamConfig
 
 
@@ -22,6 +23,7 @@ class PipelineConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     separator: SeparatorConfig = field(default_factory=SeparatorConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    tracks: TracksConfig = field(default_factory=TracksConfig)
     max_speakers: int = 8  # a client may ask for fewer, never more
     stats_interval_s: float = 2.0
 

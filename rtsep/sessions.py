@@ -21,7 +21,9 @@ from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.store.writer import StoreWriter
+from rtsep.stream.core import track_url
 from rtsep.stream.limits import RateLimit
+from rtsep.stream.render import speaker_of, track_kind
 from rtsep.stream.session import StreamConfig
 
 log = logging.getLogger(__name__)
@@ -175,7 +177,21 @@ class SessionManager:
         return expired
 
     def status(self, info: SessionInfo) -> dict[str, Any]:
+        """The session's public info and its tracks: ``tracks`` the live ones (speakers and separated sources, as
+        they were sent), ``final_tracks`` one per final speaker (once the session has ended), ``input_track``
+        the input the final tracks were rendered from."""
         body = info.public()
-        body["tracks"] = {name: f"/v1/sessions/{info.session_id}/tracks/{name}.wav"
-                          for name in self.store.track_names(info.session_id)}
+        live, final, input_url = {}, {}, None
+        for name in self.store.track_names(info.session_id):
+            url = track_url(info.session_id, name)
+            kind = track_kind(name)
+            if kind == "final":
+                final[speaker_of(name)] = url
+            elif kind == "input":
+                input_url = url
+            else:
+                live[name] = url
+        body["tracks"] = live
+        body["final_tracks"] = final
+        body["input_track"] = input_url
         return body

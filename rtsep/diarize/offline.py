@@ -1,14 +1,15 @@
 """The final timeline: re-clustering of all a session's embeddings once the whole session is known.
 
-Agglomerative clustering (average linkage, cosine distance) over every step embedding; clusters are
-matched to the live speaker labels (so tracks and both timelines use the same names where they agree),
-and each speech frame takes the label of the embedding whose window is centred nearest to it (the live
-path can only use windows that end at the frame; here later windows are available).
+Agglomerative clustering (average linkage, cosine distance) over every step embedding; each speech frame
+takes the cluster of the embedding whose window is centred nearest to it (the live path can only use windows
+that end at the frame; here later windows are available). The clusters are then named after the live
+speakers they speak with, by time (:func:`name_by_live`): live and final labels agree wherever the final
+clustering keeps a live speaker, and a speaker no live one covers gets a name no live speaker had.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
@@ -41,45 +42,87 @@ def recluster(embeddings: np.ndarray, distance_threshold: float, max_speakers: i
     return ids.astype(np.int64)
 
 
-def match_to_live(final_ids: np.ndarray, live_ids: np.ndarray) -> np.ndarray:
-    """Rename final clusters after the live labels they overlap most (Hungarian); the rest get new names."""
-    if final_ids.size == 0:
-        return final_ids
-    n_final = int(final_ids.max()) + 1
-    valid = live_ids >= 0
-    n_live = int(live_ids[valid].max()) + 1 if valid.any() else 0
-    mapping = {}
-    if n_live:
-        counts = np.zeros((n_final, n_live))
-        np.add.at(counts, (final_ids[valid], live_ids[valid]), 1)
-        rows, cols = linear_sum_assignment(-counts)
-        mapping = {int(r): int(c) for r, c in zip(rows, cols) if counts[r, c] > 0}
-    next_name = n_live
-    for f in range(n_final):
+# a final speaker keeps a live speaker's name only when they share at least this much speech ...
+MIN_SHARED_S = 1.0
+# ... and at least this share of the final speaker's own speech (else it is a new speaker, with a fresh name)
+MIN_SHARED_FRACTION = 0.2
+
+
+def shared_samples(final: Sequence[tuple[int, int, int]], live: Sequence[tuple[int, int, int]],
+                   n_final: int, n_live: int) -> np.ndarray:
+    """(n_final, n_live): samples during which final speaker f and live speaker l both speak, from
+    (start_sample, end_sample, speaker) segments of each timeline."""
+    shared = np.zeros((n_final, n_live))
+    if not final or not live:
+        return shared
+    live_sorted = sorted(live)
+    starts = np.array([s for s, _, _ in live_sorted])
+    longest = max(e - s for s, e, _ in live_sorted)
+    for f_start, f_end, f in final:
+        # live segments that may overlap [f_start, f_end): those starting before f_end and after f_start - longest
+        lo = int(np.searchsorted(starts, f_start - longest, side="left"))
+        hi = int(np.searchsorted(starts, f_end, side="left"))
+        for l_start, l_end, k in live_sorted[lo:hi]:
+            overlap = min(f_end, l_end) - max(f_start, l_start)
+            if overlap > 0:
+                shared[f, k] += overlap
+    return shared
+
+
+def name_by_live(final: Sequence[tuple[int, int, int]], live: Sequence[tuple[int, int, int]],
+                 live_names: Iterable[int] = (), rate_hz: int = 16000, min_shared_s: float = MIN_SHARED_S,
+                 min_shared_fraction: float = MIN_SHARED_FRACTION) -> dict[int, int]:
+    """Names (speaker indices) for the final clusters of ``final`` after the live speakers of ``live``.
+
+    An optimal one-to-one assignment (Hungarian) on the seconds each pair speaks at the same time; a pair is
+    kept when they share ``min_shared_s`` and ``min_shared_fraction`` of the final speaker's speech. Every
+    other final speaker gets a fresh index, above every live speaker's (those of ``live`` and ``live_names``),
+    in order of first appearance. So wherever the final clustering keeps a live speaker, the names agree; a
+    merge of two live speakers keeps the name of the one it shares most with; a split keeps the name on the
+    larger share."""
+    finals = sorted({f for _, _, f in final})
+    if not finals:
+        return {}
+    used = {k for _, _, k in live} | set(live_names)
+    n_final = max(finals) + 1
+    n_live = max(used) + 1 if used else 0
+    mapping: dict[int, int] = {}
+    if n_live and live:
+        shared = shared_samples(final, live, n_final, n_live)
+        own = np.zeros(n_final)
+        for start, end, f in final:
+            own[f] += end - start
+        rows, cols = linear_sum_assignment(-shared)
+        for r, c in zip(rows, cols):
+            if shared[r, c] >= min_shared_s * rate_hz and shared[r, c] >= min_shared_fraction * own[r]:
+                mapping[int(r)] = int(c)
+    fresh = n_live
+    for _, _, f in sorted(final):
         if f not in mapping:
-            mapping[f] = next_name
-            next_name += 1
-    return np.array([mapping[int(f)] for f in final_ids], np.int64)
+            mapping[f] = fresh
+            fresh += 1
+    return mapping
 
 
 def final_segments(
-    records: Sequence[StepRecord], embedding_live_labels: dict[int, int], config: DiarizationConfig, max_speakers: int
+    records: Sequence[StepRecord], embedding_live_labels: dict[int, int], config: DiarizationConfig,
+    max_speakers: int, live_segments: Sequence[tuple[int, int, int]] = (),
 ) -> list[tuple[int, int, int]]:
-    """(start_sample, end_sample, speaker) of the final timeline."""
+    """(start_sample, end_sample, speaker) of the final timeline, its speakers named after the live ones
+    (``live_segments``: the live timeline's closed turns, (start_sample, end_sample, speaker); see
+    :func:`name_by_live`)."""
     with_emb = [r for r in records if r.embedding is not None]
     if not with_emb:
         return []
     embeddings = np.stack([r.embedding for r in with_emb])
     ids = recluster(embeddings, config.final_distance_threshold, max_speakers, config.final_min_cluster_steps)
-    live = np.array([embedding_live_labels.get(r.step_index, -1) for r in with_emb])
-    names = match_to_live(ids, live)
     # centre (in samples) of each embedding's window: it ends where its step ends
     centres = np.array(
         [r.start_sample + config.step_samples - config.embedding_window_samples / 2 for r in with_emb]
     )
     frame = config.frame_samples
     segments: list[tuple[int, int, int]] = []
-    current: list[int] | None = None  # [start, end, speaker]
+    current: list[int] | None = None  # [start, end, cluster]
     max_gap = config.hangover_frames * frame
     for r in records:
         end_of_valid = r.start_sample + r.valid_samples
@@ -89,13 +132,14 @@ def final_segments(
             if end <= start:
                 continue
             k = int(np.argmin(np.abs(centres - (start + frame / 2))))
-            speaker = int(names[k])
-            if current is not None and current[2] == speaker and start - current[1] <= max_gap:
+            cluster = int(ids[k])
+            if current is not None and current[2] == cluster and start - current[1] <= max_gap:
                 current[1] = end
             else:
                 if current is not None:
                     segments.append((current[0], current[1], current[2]))
-                current = [start, end, speaker]
+                current = [start, end, cluster]
     if current is not None:
         segments.append((current[0], current[1], current[2]))
-    return segments
+    names = name_by_live(segments, live_segments, embedding_live_labels.values(), config.sample_rate_hz)
+    return [(start, end, names[cluster]) for start, end, cluster in segments]

@@ -402,28 +402,15 @@ def final_segments(snapshot: ActivitySnapshot, config: PyannoteStreamConfig) -> 
     return sorted(segments)
 
 
-def name_after_live(final: list[tuple[int, int, str]], live: list[tuple[int, int, int]]
+def name_after_live(final: list[tuple[int, int, str]], live: list[tuple[int, int, int]], rate_hz: int = 16000
                     ) -> list[tuple[int, int, int]]:
-    """A final pipeline's labels as live speaker indices: each final label takes the live speaker it overlaps most
-    (one to one, Hungarian on overlapped samples); the others take indices after the live ones, in order of first
-    appearance. So tracks, live and final timelines share names where they agree."""
-    labels = list(dict.fromkeys(label for _, _, label in final))
-    if not labels:
-        return []
-    live_speakers = sorted({k for _, _, k in live})
-    mapping: dict[str, int] = {}
-    if live_speakers:
-        overlap = np.zeros((len(labels), len(live_speakers)))
-        for a, b, label in final:
-            for c, d, k in live:
-                shared = min(b, d) - max(a, c)
-                if shared > 0:
-                    overlap[labels.index(label), live_speakers.index(k)] += shared
-        rows, cols = linear_sum_assignment(-overlap)
-        mapping = {labels[r]: live_speakers[c] for r, c in zip(rows, cols) if overlap[r, c] > 0}
-    next_index = (max(live_speakers) + 1) if live_speakers else 0
-    for label in labels:
-        if label not in mapping:
-            mapping[label] = next_index
-            next_index += 1
-    return sorted((a, b, mapping[label]) for a, b, label in final)
+    """A final pipeline's labels as live speaker indices, by the rule of rtsep's own final timeline
+    (rtsep.diarize.offline.name_by_live: one to one on the time spoken together, fresh indices after the live ones,
+    in order of first appearance). So tracks, live and final timelines share names where they agree."""
+    from rtsep.diarize.offline import name_by_live  # offline -> online -> this module: imported when used
+
+    labels = list(dict.fromkeys(label for _, _, label in sorted(final)))
+    index = {label: i for i, label in enumerate(labels)}
+    as_indices = [(a, b, index[label]) for a, b, label in final]
+    mapping = name_by_live(as_indices, live, rate_hz=rate_hz)
+    return sorted((a, b, mapping[f]) for a, b, f in as_indices)

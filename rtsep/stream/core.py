@@ -145,6 +145,15 @@ class AudioOut:
 
 
 @dataclass(frozen=True)
+class InputAudio:
+    """The session's input (float32 at the session's rate) from ``start_sample``: stored as the ``input`` track
+    (never sent), from which the final speaker tracks are rendered at the end (rtsep.stream.render)."""
+
+    start_sample: int
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
 class TrackAnnounced:
     name: str
     index: int
@@ -198,6 +207,7 @@ class FinalTimelineDue:
 
     records: list
     embedding_labels: dict[int, int]
+    live_segments: list[tuple[int, int, int]] = field(default_factory=list)  # the live turns, to name by
 
 
 @dataclass(frozen=True)
@@ -218,7 +228,7 @@ class Failed:
     error: RtsepError
 
 
-Event = (DiarizeDue | SeparateDue | StepDropped | AudioOut | TrackAnnounced | SpeakerActivity | TurnClosed
+Event = (DiarizeDue | SeparateDue | StepDropped | AudioOut | InputAudio | TrackAnnounced | SpeakerActivity | TurnClosed
          | StepLatency | StatsDue | AdaptationDue | FinalTimelineDue | FinalTimeline | Finished | Failed)
 
 
@@ -317,8 +327,8 @@ class SessionCore:
         self._diar.next_index += 1
         window = self._history.push(chunk.samples)
         self._chunks[index] = (chunk.samples, now_s)
-        events: list[Event] = []
         valid = chunk.samples[: step.valid_samples]
+        events: list[Event] = [InputAudio(chunk.start_sample, valid)] if valid.size else []
         if self.config.separator is not None:
             events += self._feed_separator(valid, shed)
         if self.adaptation is not None:
@@ -400,9 +410,10 @@ class SessionCore:
         self.error = error
         return [Failed(error)]
 
-    def snapshot(self) -> tuple[list, dict[int, int]]:
-        """What the final timeline is computed from, as of now (the diarizer's step records and labels)."""
-        return list(self.diarizer.records), self.diarizer.embedding_labels
+    def snapshot(self) -> tuple[list, dict[int, int], list[tuple[int, int, int]]]:
+        """What the final timeline is computed from, as of now: the diarizer's step records and labels, and the
+        live turns closed so far (whose names the final speakers take where they agree)."""
+        return list(self.diarizer.records), self.diarizer.embedding_labels, list(self.closed_segments)
 
     # --- internals: diarization ---
 
@@ -527,5 +538,5 @@ class SessionCore:
         if self.config.separator is not None:
             for k, up in enumerate(self._up):
                 events += self._source_out(k, up.flush(), True)
-        records, labels = self.snapshot()
-        return events + [FinalTimelineDue(records, labels)]
+        records, labels, live = self.snapshot()
+        return events + [FinalTimelineDue(records, labels, live)]

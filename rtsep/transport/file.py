@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,12 @@ import soundfile as sf
 from rtsep.audio import float_to_s16, wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.driver import NullSink
-from rtsep.errors import ClientError
+from rtsep.errors import ClientError, StoreError
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.separate.adapt import AdaptedSeparation, AdaptiveSeparator, AdaptReport
 from rtsep.sessions import SessionManager
 from rtsep.store.base import SessionStore
+from rtsep.stream.render import speaker_of, track_kind
 from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
@@ -36,11 +37,12 @@ log = logging.getLogger(__name__)
 class ProcessResult:
     session_id: str
     duration_s: float
-    speakers: list[str]
+    speakers: list[str]  # the final timeline's (one track each in tracks/)
     live: dict[str, Any]
     final: dict[str, Any]
     files: list[Path]
     adaptation: AdaptReport | None = None
+    live_speakers: list[str] = field(default_factory=list)  # the live speakers (tracks/live/)
 
 
 def read_info(path: Path) -> sf._SoundFileInfo:
@@ -132,7 +134,8 @@ async def run_file_session(
             stop.set()
         files += await asyncio.to_thread(write_separated, out_dir, result)
         report = result.report
-    return ProcessResult(sid, done.duration_s, done.speakers, live, final, files, report)
+    return ProcessResult(sid, done.duration_s, list(final.get("speakers", [])), live, final, files, report,
+                         list(done.speakers))
 
 
 def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
@@ -157,22 +160,34 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
 
 def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dict, final: dict,
                   rate: int, duration_s: float) -> list[Path]:
+    """tracks/<speaker>.wav: one per final speaker (as named in timeline.json, loudness-normalised);
+    tracks/live/<speaker>.wav: the live speaker tracks (as a live client received them); separated/source_<k>.wav:
+    the separated sources; the timelines (JSON, RTTM) and their picture. The input is not written back."""
     files = []
     tracks = out_dir / "tracks"
     tracks.mkdir(exist_ok=True)
     total = int(round(duration_s * rate))
     for name in store.track_names(session_id):
+        kind = track_kind(name)
+        if kind == "input":
+            continue
         pcm = store.read_track(session_id, name)
-        assert pcm is not None
+        if pcm is None:
+            raise StoreError(f"track {name} of session {session_id} is listed but cannot be read")
         padded = np.zeros(total, "<i2")  # every track spans exactly the whole session
         padded[: min(total, pcm.size)] = pcm[:total]
-        if name.startswith("source_"):  # separated sources
-            (out_dir / "separated").mkdir(exist_ok=True)
-            path = out_dir / "separated" / f"{name}.wav"
+        if kind == "source":
+            folder = out_dir / "separated"
+        elif kind == "live":
+            folder = tracks / "live"
         else:
-            path = tracks / f"{name}.wav"
+            folder = tracks
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{speaker_of(name)}.wav"
         path.write_bytes(wav_bytes(padded, rate))
         files.append(path)
+    if "tracks" in final:  # the server's URLs of the final tracks: here, the files written above
+        final = {**final, "tracks": {speaker: f"tracks/{speaker}.wav" for speaker in final["tracks"]}}
     for kind, data in (("", final), ("live.", live)):
         json_path = out_dir / f"timeline.{kind}json"
         json_path.write_text(json.dumps(data, indent=1))

@@ -85,6 +85,41 @@ async function download(event) {
   }
 }
 
+// --- final tracks: once the session has ended, one player per speaker of the final timeline ---
+
+async function authorizedFetch(path) {
+  const response = await fetch(path, { headers: { Authorization: `Bearer ${state.token}` } });
+  if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
+  return response;
+}
+
+async function showFinalTracks() {
+  if (!state.sessionId || !state.token) return;
+  const sessionId = state.sessionId;
+  try {
+    const status = await (await authorizedFetch(`/v1/sessions/${sessionId}`)).json();
+    const tracks = Object.entries(status.final_tracks || {});
+    if (state.sessionId !== sessionId) return; // a new session started meanwhile
+    const list = $("final-tracks");
+    list.replaceChildren();
+    for (const [i, [speaker, url]] of tracks.entries()) {
+      const el = $("final-template").content.firstElementChild.cloneNode(true);
+      el.dataset.speaker = speaker;
+      el.querySelector(".name").textContent = speaker;
+      const index = Number((speaker.match(/(\d+)$/) || [])[1]);
+      el.querySelector(".swatch").style.background = colorOf(Number.isFinite(index) ? index : i);
+      enableLink(el.querySelector(".track-link"), url, `${sessionId}-${speaker}.wav`);
+      const blob = await (await authorizedFetch(url)).blob(); // the player needs the token too
+      el.querySelector("audio").src = URL.createObjectURL(blob);
+      list.append(el);
+    }
+    $("final-panel").hidden = tracks.length === 0;
+    if (tracks.length) log(`final tracks: ${tracks.map(([speaker]) => speaker).join(", ")}`);
+  } catch (err) {
+    log(`final tracks: ${err.message}`, "error");
+  }
+}
+
 // --- speakers ---
 
 function addSpeaker(msg) {
@@ -240,6 +275,7 @@ const handlers = {
       case "done":
         log(`done: ${msg.duration_s.toFixed(1)} s, ${msg.speakers.length} speaker(s)`);
         setStatus("done", "done");
+        showFinalTracks();
         break;
       default:
         break;
@@ -320,6 +356,9 @@ function reset() {
   $("session-id").textContent = "";
   $("stats").textContent = "";
   $("now-speaking").textContent = "—";
+  for (const audio of $("final-tracks").querySelectorAll("audio")) if (audio.src) URL.revokeObjectURL(audio.src);
+  $("final-tracks").replaceChildren();
+  $("final-panel").hidden = true;
   for (const id of ["timeline-rttm", "timeline-json"]) $(id).classList.add("disabled");
   timeline.reset();
 }

@@ -192,3 +192,24 @@ def test_store_failover(postgres):
     report = last_json(run_module("bench.store", "failover", "--leases", "1s", "--runs", "1", timeout_s=400))
     assert [r["lease"] for r in report["runs"]] == ["1s"]
     assert report["summary"]["1s"]["median_s"] > 0
+
+
+def test_final_tracks(clip, tmp_path):
+    """A one-meeting folder made of the clip: the mix, its reference turns, and each talker's turns as their refs."""
+    import numpy as np
+
+    from rtsep.stream.render import render_speakers
+
+    wav, rttm = clip
+    meeting = tmp_path / "meetings" / "m0"
+    (meeting / "refs").mkdir(parents=True)
+    audio, rate = sf.read(str(wav), dtype="float32")
+    sf.write(str(meeting / "mix.wav"), audio, rate)
+    (meeting / "ref.rttm").write_text(rttm.read_text())
+    segments = [{"speaker": f[7], "start_s": float(f[3]), "end_s": float(f[3]) + float(f[4])}
+                for f in (line.split() for line in rttm.read_text().splitlines())]
+    for speaker, track in render_speakers(audio, rate, segments, 0.0).items():
+        sf.write(str(meeting / "refs" / f"{speaker}.wav"), track.astype(np.float32), rate)
+    report = last_json(run_module("bench.final_tracks", "--meetings", tmp_path / "meetings",
+                                  "--work", tmp_path / "work"))
+    assert report["meetings"] == 1 and set(report["median_over_meetings_db"]) == {"final", "live", "perfect_gating"}

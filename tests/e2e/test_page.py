@@ -30,6 +30,13 @@ SNAPSHOT = """() => ({
 })"""
 
 
+FINAL_PLAYERS_READY = """() => {
+    const audios = [...document.querySelectorAll('#final-tracks .final-track audio')];
+    return !document.getElementById('final-panel').hidden && audios.length > 0
+        && audios.every(a => a.src.startsWith('blob:') && a.duration > 1);
+}"""
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     with run_server(tmp_path_factory.mktemp("data")) as running:
@@ -78,5 +85,11 @@ async def test_meeting_from_the_microphone_gives_live_speaker_tracks(server, bro
     assert info.transport == ("webrtc" if transport == "webrtc" else "websocket")
     assert len(info.speakers) >= 2
     assert await page.get_attribute("#timeline", "data-kind") == "final"
+
+    # the session has ended: one player per final speaker, its WAV fetched with the token and loaded
+    await page.wait_for_function(FINAL_PLAYERS_READY, timeout=30_000)
+    final = server.services.store.final_timeline(session_id)
+    shown = await page.eval_on_selector_all("#final-tracks .final-track", "els => els.map(el => el.dataset.speaker)")
+    assert shown and sorted(shown) == sorted(final["tracks"]) == sorted(final["speakers"])
     assert not errors, errors
     await page.close()

@@ -59,7 +59,12 @@ def test_process_writes_every_output(meeting_wav, tmp_path):
         assert (out / name).stat().st_size > 0, name
     assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     tracks = sorted((out / "tracks").glob("*.wav"))
-    assert len(tracks) == len(report["speakers"])
+    # tracks/: one per final speaker, named as in timeline.json; tracks/live/: the live speakers' tracks
+    final = json.loads((out / "timeline.json").read_text())
+    assert sorted(t.stem for t in tracks) == sorted(report["speakers"]) == sorted(final["speakers"])
+    assert final["tracks"] == {speaker: f"tracks/{speaker}.wav" for speaker in final["speakers"]}
+    assert sorted(t.stem for t in (out / "tracks" / "live").glob("*.wav")) == sorted(report["live_speakers"])
+    assert not (out / "tracks" / "input.wav").exists() and not list(out.rglob("final-*"))
     mix = sum(sf.read(str(t))[0] for t in tracks)
     assert abs(len(mix) / 16000 - 20.0) < 0.1
     sources = json.loads((out / "separated" / "sources.json").read_text())

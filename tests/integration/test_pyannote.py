@@ -128,7 +128,7 @@ def test_process_takes_the_final_timeline_from_a_local_pipeline_directory(models
     assert found, "the random pipeline found no speech: the comparison below would prove nothing"
     live_samples = [(round(s["start_s"] * rate), round(s["end_s"] * rate), int(s["speaker"].split("_")[1]))
                     for s in live]
-    expected = [(a / rate, b / rate, speaker_name(k)) for a, b, k in name_after_live(found, live_samples)]
+    expected = [(a / rate, b / rate, speaker_name(k)) for a, b, k in name_after_live(found, live_samples, rate)]
     got = [(s["start_s"], s["end_s"], s["speaker"]) for s in final]
     assert len(got) == len(expected)
     for (a, b, k), (c, d, m) in zip(sorted(got), sorted(expected)):

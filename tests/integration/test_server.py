@@ -1,6 +1,7 @@
 """A real server on loopback with real models, driven by real clients (websockets, httpx, rtsep_client)."""
 
 import asyncio
+import io
 import json
 
 import httpx
@@ -52,6 +53,26 @@ async def test_stream_meeting_returns_speakers_tracks_and_timeline(server, meeti
     assert status.status_code == 200 and status.json()["state"] == "done"
     wav = get(server, f"/v1/sessions/{sid}/tracks/{result.speakers[0]}.wav", token)
     assert wav.status_code == 200 and wav.content[:4] == b"RIFF"
+
+    # the session has ended: one track per final speaker, named as in the final timeline, beside the live ones
+    body = status.json()
+    final = get(server, f"/v1/sessions/{sid}/timeline", token).json()
+    assert set(body["tracks"]) == announced  # the live tracks, as they were sent
+    assert body["final_tracks"] == final["tracks"] and set(final["tracks"]) == set(final["speakers"])
+    assert set(final["speakers"]) & announced  # where the re-clustering keeps a live speaker, its name stays
+    assert body["input_track"] == f"/v1/sessions/{sid}/tracks/input.wav"
+    from rtsep.stream.loudness import integrated_loudness, true_peak
+
+    for speaker, url in final["tracks"].items():
+        assert url == f"/v1/sessions/{sid}/tracks/final-{speaker}.wav"
+        answer = get(server, url, token)
+        assert answer.status_code == 200
+        audio, rate = sf.read(io.BytesIO(answer.content), dtype="float32")
+        assert rate == 16000 and abs(len(audio) / rate - 20.0) < 0.1
+        # EBU R128: at the target (-23 LUFS), unless the true-peak ceiling (-1 dBTP) turned it down
+        assert abs(integrated_loudness(audio, rate) + 23) < 0.5 or true_peak(audio) > 10 ** (-1.2 / 20), speaker
+        assert np.abs(audio).max() < 1.0
+    assert get(server, next(iter(final["tracks"].values()))).status_code == 401
     live = get(server, f"/v1/sessions/{sid}/timeline", token, kind="live", format="rttm")
     assert live.status_code == 200 and "SPEAKER" in live.text
     assert get(server, f"/v1/sessions/{sid}/timeline").status_code == 401

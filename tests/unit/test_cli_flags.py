@@ -12,6 +12,7 @@ STRINGS = {"--device": "cuda", "--separator": "sepformer", "--separator-checkpoi
            "--separator-dir": "sepformer-model", "--host": "0.0.0.0", "--data-dir": "elsewhere", "--retention": "90s",
            "--store": "sqlite:///var/lib/rtsep", "--replica-id": "replica-a", "--lease": "2s",
            "--segmentation": "segmentation-3.0", "--embedding": "wespeaker", "--final-pipeline": "community-1"}
+NUMBERS = {"--loudness-lufs": "-16"}  # numbers whose setting has a range that the generic sample misses
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -88,12 +89,13 @@ def test_each_flag_sets_its_field(tmp_path):
                 expected = flag.choices[-1]
             else:
                 kind = flag.type
-                value = STRINGS[flag.name] if kind is str else samples[kind]
+                value = STRINGS[flag.name] if kind is str else NUMBERS.get(flag.name, samples[kind])
                 argv += [flag.name, value]
                 expected = kind(value)
             assert expected != default, flag.name  # else the check below could not fail
             config = _load(build_parser().parse_args(argv))
             owner = {"server": config.server, "pipeline": config.pipeline, "runtime": config.pipeline.runtime,
                      "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
-                     "offline": config.offline, "diarization": config.pipeline.diarization}[section]
+                     "offline": config.offline, "diarization": config.pipeline.diarization,
+                     "tracks": config.pipeline.tracks}[section]
             assert getattr(owner, key) == expected, (command, flag.name)

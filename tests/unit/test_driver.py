@@ -23,6 +23,7 @@ from rtsep.specs import ModelSpec
 from rtsep.store.base import SessionInfo
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.store.writer import StoreWriter
+from rtsep.stream.render import INPUT_TRACK
 from rtsep.stream.session import ChunkReady
 
 
@@ -215,7 +216,11 @@ async def test_a_failing_separator_ends_the_session_with_1011_and_keeps_what_it_
 async def test_a_failed_store_write_is_a_store_error_for_the_client(tmp_path):
     store = SqliteSessionStore(tmp_path)
 
-    def disk_full(*args):
+    keep_input = store.write_track
+
+    def disk_full(session_id, track, *args):
+        if track == INPUT_TRACK:  # the input's writes go through: the speaker tracks' fail (as announced)
+            return keep_input(session_id, track, *args)
         raise StoreError("cannot write: [Errno 28] No space left on device")
 
     driver, metrics, transport, _, writer = await open_driver(tmp_path, FakeDiarization(speech=True), store=store)
@@ -223,6 +228,8 @@ async def test_a_failed_store_write_is_a_store_error_for_the_client(tmp_path):
     with pytest.raises(StoreError, match="No space left"):
         for i in range(40):
             await driver.feed(chunk(i, 0.5))
+    # feed raises as soon as the core has failed; the end request (and the error message) follow on the loop
+    await asyncio.wait_for(driver.end_requested.wait(), 10)
     assert driver.end_requested.is_set() and not driver.end_flush
     assert driver.end_reason.error_code == "store_error" and driver.end_reason.close_code == 1011
     assert [m.code for m in transport.messages if isinstance(m, ErrorMessage)] == ["store_error"]
@@ -266,4 +273,44 @@ async def test_adaptation_results_come_back_on_the_event_loop(tmp_path):
     assert stop() is False
     await driver.finish()
     assert stop() is True  # a round still queued for this session would now be dropped before any work
+    writer.close()
+
+
+async def test_at_the_end_the_final_speakers_get_tracks_rendered_from_the_stored_input(tmp_path):
+    """One talker throughout: live SPEAKER_00, final SPEAKER_00 (the same name), its final track the input,
+    loudness-normalised, stored beside the live track and the input, and listed by the final timeline."""
+    from rtsep.stream.loudness import integrated_loudness
+    from rtsep.stream.render import TracksConfig
+
+    config = replace(make_config(), tracks=TracksConfig(loudness_lufs=-20.0))
+    driver, metrics, transport, store, writer = await open_driver(tmp_path, FakeDiarization(speech=True), config)
+    rng = np.random.default_rng(0)
+    steps = 40
+    audio = (rng.standard_normal(steps * 4096) * 0.05).astype(np.float32)
+    for i in range(steps):
+        await driver.feed(ChunkReady(AudioChunk(audio[i * 4096:(i + 1) * 4096], i * 4096, 16000), 4096))
+    done = await driver.finish()
+    assert done.speakers == ["SPEAKER_00"]
+    final = store.final_timeline("s1")
+    assert final["speakers"] == ["SPEAKER_00"]  # the live name kept
+    assert final["tracks"] == {"SPEAKER_00": "/v1/sessions/s1/tracks/final-SPEAKER_00.wav"}
+    assert store.track_names("s1") == ["SPEAKER_00", "final-SPEAKER_00", "input"]
+    stored_input = store.read_track("s1", INPUT_TRACK)
+    np.testing.assert_array_equal(stored_input, np.round(np.clip(audio, -1, 32767 / 32768) * 32768).astype("<i2"))
+    track = store.read_track("s1", "final-SPEAKER_00").astype(np.float32) / 32768
+    assert track.size == audio.size
+    assert integrated_loudness(track, 16000) == pytest.approx(-20.0, abs=0.2)
+    # inside the turn the final track is the input times one gain
+    speech = slice(8192, audio.size - 8192)
+    gain = np.median(track[speech] / np.where(audio[speech] == 0, 1, audio[speech]))
+    np.testing.assert_allclose(track[speech], audio[speech] * gain, atol=3 / 32768)
+    writer.close()
+
+
+async def test_no_final_tracks_for_a_session_without_speech(tmp_path):
+    driver, metrics, transport, store, writer = await open_driver(tmp_path, FakeDiarization(speech=False))
+    for i in range(4):
+        await driver.feed(chunk(i, 0.1))
+    await driver.finish()
+    assert store.final_timeline("s1")["tracks"] == {} and store.track_names("s1") == ["input"]
     writer.close()

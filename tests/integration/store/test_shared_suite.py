@@ -115,3 +115,26 @@ def test_a_closed_session_keeps_its_data(backend):
     store.close_session("abc123")
     store.write_track("abc123", "T", 4, np.full(1, 0.5, np.float32))  # reopened: appends after what is there
     np.testing.assert_array_equal(store.read_track("abc123", "T"), [16384, 16384, 0, 0, 16384])
+
+
+def test_final_live_and_input_tracks_live_side_by_side_and_go_with_the_session(backend):
+    """The tracks of an ended session: the live ones as sent, the input, the final ones rendered from it (written
+    in several chunks, as the driver writes them); all of them deleted with the session."""
+    from rtsep.stream.render import INPUT_TRACK, final_track_name, track_kind
+
+    store = backend.open()
+    store.create(_info("abc123", "live"))
+    store.write_track("abc123", "SPEAKER_00", 2, np.full(2, 0.5, np.float32))
+    for start in range(0, 8, 4):
+        store.write_track("abc123", INPUT_TRACK, start, np.full(4, 0.25, np.float32))
+    final = np.array([0.0, 0.125, 0.25, 0.25, 0.25, 0.25, 0.125, 0.0], np.float32)
+    for start in range(0, 8, 3):  # 3-sample chunks: the last one short
+        store.write_track("abc123", final_track_name("SPEAKER_00"), start, final[start:start + 3])
+    names = store.track_names("abc123")
+    assert names == ["SPEAKER_00", "final-SPEAKER_00", "input"]
+    assert [track_kind(n) for n in names] == ["live", "final", "input"]
+    np.testing.assert_array_equal(store.read_track("abc123", "final-SPEAKER_00"), np.round(final * 32768))
+    np.testing.assert_array_equal(store.read_track("abc123", "input"), [8192] * 8)
+    np.testing.assert_array_equal(store.read_track("abc123", "SPEAKER_00"), [0, 0, 16384, 16384])
+    store.delete("abc123")
+    assert store.track_names("abc123") == [] and all(store.read_track("abc123", n) is None for n in names)

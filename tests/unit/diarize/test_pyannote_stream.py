@@ -168,8 +168,11 @@ def test_centroids_learn_only_from_local_speakers_active_enough():
 def test_final_labels_take_the_names_of_the_live_speakers_they_overlap():
     live = [(0, 100, 0), (100, 200, 1)]
     final = [(0, 90, "SPEAKER_01"), (95, 210, "SPEAKER_00"), (300, 400, "SPEAKER_02")]
-    assert name_after_live(final, live) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
-    assert name_after_live(final, []) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
+    # at 10 Hz: 9 s and 10 s spoken together, well past the 1 s / 20 % a name needs
+    assert name_after_live(final, live, rate_hz=10) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
+    assert name_after_live(final, [], rate_hz=10) == [(0, 90, 0), (95, 210, 1), (300, 400, 2)]
+    # 9 samples at 16 kHz are far below the 1 s a name needs: fresh names after the live ones
+    assert name_after_live(final, live) == [(0, 90, 2), (95, 210, 3), (300, 400, 4)]
 
 
 def test_overlapped_frames_weigh_less_in_a_local_speakers_embedding():

@@ -15,6 +15,7 @@ from rtsep.stream.core import (
     FinalTimeline,
     FinalTimelineDue,
     Finished,
+    InputAudio,
     SeparateDue,
     SeparatorLayout,
     SessionCore,
@@ -112,9 +113,23 @@ def of(events, kind):
     return [e for e in events if isinstance(e, kind)]
 
 
+def push(c: SessionCore, *args, **kwargs) -> list:
+    """``c.push_step`` without its InputAudio (the input to store, tested on its own below)."""
+    return [e for e in c.push_step(*args, **kwargs) if not isinstance(e, InputAudio)]
+
+
+def test_every_step_s_valid_input_is_stored_once_as_the_input_track():
+    c, _ = core()
+    events = c.push_step(step(0, 0.25), 0.0) + c.push_step(step(1, 0.5, valid=100), 0.0, shed=True)
+    stored = of(events, InputAudio)
+    assert [(e.start_sample, e.samples.size) for e in stored] == [(0, STEP), (STEP, 100)]
+    np.testing.assert_array_equal(stored[1].samples, np.full(100, 0.5, np.float32))
+    assert not of(c.push_step(step(2, valid=0), 0.0), InputAudio)  # nothing valid: nothing to store
+
+
 def test_a_step_goes_to_the_runtime_and_its_result_becomes_audio_labels_and_a_turn():
     c, _ = core()
-    (due,) = c.push_step(step(0), now_s=10.0)
+    (due,) = push(c, step(0), now_s=10.0)
     assert isinstance(due, DiarizeDue) and (due.step_index, due.start_sample, due.valid_samples) == (0, 0, STEP)
     assert due.window.shape == (2 * STEP,) and np.all(due.window[:STEP] == 0) and np.all(due.window[STEP:] == 0.1)
     events = c.diarization_result(analysis(due), now_s=10.25)
@@ -124,7 +139,7 @@ def test_a_step_goes_to_the_runtime_and_its_result_becomes_audio_labels_and_a_tu
     (audio,) = of(events, AudioOut)
     assert (audio.track, audio.index, audio.start_sample, audio.samples.size) == ("SPEAKER_00", 0, 0, STEP)
     assert of(events, StepLatency) == [StepLatency(0.25)]
-    (due,) = c.push_step(step(1), now_s=11.0)
+    (due,) = push(c, step(1), now_s=11.0)
     events = c.diarization_result(analysis(due, speech=False), now_s=11.5)
     assert of(events, TurnClosed) == [TurnClosed("SPEAKER_00", 0, 0, STEP, 0.0, STEP / 16000)]
     assert not of(events, AudioOut) and c.speakers == ["SPEAKER_00"] and c.closed_segments == [(0, STEP, 0)]
@@ -132,8 +147,8 @@ def test_a_step_goes_to_the_runtime_and_its_result_becomes_audio_labels_and_a_tu
 
 def test_results_are_taken_strictly_in_order():
     c, _ = core()
-    first = c.push_step(step(0), 0.0)[0]
-    second = c.push_step(step(1), 0.0)[0]
+    first = push(c, step(0), 0.0)[0]
+    second = push(c, step(1), 0.0)[0]
     with pytest.raises(RuntimeError, match="out of order"):
         c.diarization_result(analysis(second), 0.0)
     assert c.diarization_result(analysis(first), 0.0)
@@ -141,7 +156,7 @@ def test_results_are_taken_strictly_in_order():
 
 def test_drop_policy_marks_gaps_and_later_positions_do_not_move():
     c, diarizer = core(overflow="drop", max_in_flight_steps=2)
-    events = [e for i in range(5) for e in c.push_step(step(i), 0.0)]
+    events = [e for i in range(5) for e in push(c, step(i), 0.0)]
     dues = of(events, DiarizeDue)
     assert [d.start_sample for d in dues] == [0, STEP]
     assert of(events, StepDropped) == [StepDropped("diarization", i * STEP, STEP) for i in (2, 3, 4)]
@@ -152,15 +167,15 @@ def test_drop_policy_marks_gaps_and_later_positions_do_not_move():
     assert all(not s.speech_probs.any() for s in diarizer.pushed[2:])
     assert [a.start_sample for a in of(out, AudioOut)] == [0, STEP]  # nothing routed into the gap
     assert c.processed_samples == 5 * STEP
-    (later,) = c.push_step(step(5), 0.0)
+    (later,) = push(c, step(5), 0.0)
     assert later.start_sample == 5 * STEP and later.step_index == 5
 
 
 def test_backpressure_has_no_room_at_the_bound_and_drops_nothing():
     c, _ = core(overflow="backpressure", max_in_flight_steps=2)
-    first = c.push_step(step(0), 0.0)[0]
+    first = push(c, step(0), 0.0)[0]
     assert c.has_room()
-    c.push_step(step(1), 0.0)
+    push(c, step(1), 0.0)
     assert not c.has_room()
     c.diarization_result(analysis(first), 0.0)
     assert c.has_room() and c.dropped_steps == 0
@@ -168,10 +183,10 @@ def test_backpressure_has_no_room_at_the_bound_and_drops_nothing():
 
 def test_a_step_shed_by_the_transport_is_a_gap_that_needs_no_room():
     c, diarizer = core(overflow="backpressure", max_in_flight_steps=1)
-    first = c.push_step(step(0), 0.0)[0]
+    first = push(c, step(0), 0.0)[0]
     assert not c.has_room()
-    assert c.push_step(step(1), 0.0, shed=True) == [StepDropped("input", STEP, STEP)]
-    (third,) = c.push_step(step(2), 0.0)[-1:]
+    assert push(c, step(1), 0.0, shed=True) == [StepDropped("input", STEP, STEP)]
+    (third,) = push(c, step(2), 0.0)[-1:]
     assert isinstance(third, DiarizeDue) and third.start_sample == 2 * STEP
     c.diarization_result(analysis(first), 0.0)
     assert [s.start_sample for s in diarizer.pushed] == [0, STEP]  # the shed step followed, as silence
@@ -187,7 +202,7 @@ def test_separated_sources_come_out_at_their_positions_after_the_lookahead():
     c, _ = separating()
     assert [(t.name, t.index, t.kind) for t in c.announce()] == [("source_0", SOURCE_TRACK_BASE, "source"),
                                                                 ("source_1", SOURCE_TRACK_BASE + 1, "source")]
-    events = c.push_step(step(0), 0.0)
+    events = push(c, step(0), 0.0)
     seps = of(events, SeparateDue)
     assert [(s.step_index, s.start_sample, s.samples.size) for s in seps] == [(0, 0, 2048), (1, 2048, 2048)]
     out = []
@@ -201,13 +216,13 @@ def test_separated_sources_come_out_at_their_positions_after_the_lookahead():
 
 def test_a_dropped_separator_step_is_a_gap_in_the_sources():
     c, _ = separating(overflow="drop", max_in_flight_steps=1)
-    events = c.push_step(step(0), 0.0)
+    events = push(c, step(0), 0.0)
     seps = of(events, SeparateDue)
     assert len(seps) == 1 and of(events, StepDropped) == [StepDropped("separation", 2048, 2048)]
     sources = np.ones((2, 2048), np.float32)
     out = c.separation_result(0, -512, sources)
     assert [(a.start_sample, a.samples.size) for a in of(out, AudioOut) if a.index == SOURCE_TRACK_BASE] == [(0, 1536)]
-    later = of(c.push_step(step(1), 0.0), SeparateDue)[0]
+    later = of(push(c, step(1), 0.0), SeparateDue)[0]
     out = c.separation_result(later.step_index, later.start_sample - 512, sources)
     # the gap's 2048 samples are skipped, not closed up: the next source audio starts after them
     assert [a.start_sample for a in of(out, AudioOut) if a.index == SOURCE_TRACK_BASE] == [1536 + 2048]
@@ -215,7 +230,7 @@ def test_a_dropped_separator_step_is_a_gap_in_the_sources():
 
 def test_the_end_comes_once_every_result_is_in():
     c, diarizer = separating()
-    events = c.push_step(step(0), 0.0)
+    events = push(c, step(0), 0.0)
     due, seps = of(events, DiarizeDue)[0], of(events, SeparateDue)
     assert not of(c.end_input(1.0), FinalTimelineDue)  # results outstanding
     out = c.diarization_result(analysis(due), 1.0)
@@ -236,7 +251,7 @@ def test_end_without_pending_results_asks_for_the_final_timeline_at_once():
 
 def test_a_failure_is_reported_once_and_later_results_are_ignored():
     c, _ = core()
-    due = c.push_step(step(0), 0.0)[0]
+    due = push(c, step(0), 0.0)[0]
     error = RtsepError("internal error: the model broke")
     assert c.fail(error) == [Failed(error)] and c.fail(RtsepError("again")) == []
     assert c.diarization_result(analysis(due), 0.0) == [] and c.ended
@@ -247,7 +262,7 @@ def test_stats_are_due_every_interval_of_processed_audio():
     c, _ = core(stats_interval_s=STEP * 2 / 16000, overflow="drop", max_in_flight_steps=1)
     stats = []
     for i in range(4):
-        events = c.push_step(step(i), 0.0)
+        events = push(c, step(i), 0.0)
         for due in of(events, DiarizeDue):
             events += c.diarization_result(analysis(due, speech=False), 0.0)
         stats += of(events, StatsDue)
@@ -265,7 +280,7 @@ def test_adaptation_is_due_when_two_talkers_have_enough_speech_and_once_at_a_tim
     c, _ = separating(adaptation=schedule, diarizer=ScriptedDiarizer(lambda i: pattern[i]))
     due_at = []
     for i in range(16):
-        events = c.push_step(step(i), 0.0)
+        events = push(c, step(i), 0.0)
         for s in of(events, SeparateDue):
             events += c.separation_result(s.step_index, s.start_sample - 512, np.zeros((2, 2048), np.float32))
         for d in of(events, DiarizeDue):
@@ -288,7 +303,7 @@ def test_no_adaptation_after_the_input_ended():
     schedule = AdaptationSchedule(16000, Limits(), min_speech_s=0.1)
     pattern = {0: 0, 1: 1}
     c, _ = separating(adaptation=schedule, diarizer=ScriptedDiarizer(lambda i: pattern[i]))
-    events = c.push_step(step(0), 0.0) + c.push_step(step(1), 0.0)
+    events = push(c, step(0), 0.0) + push(c, step(1), 0.0)
     out = c.end_input(0.0)
     for s in of(events + out, SeparateDue):
         out += c.separation_result(s.step_index, s.start_sample - 512, np.zeros((2, 2048), np.float32))
