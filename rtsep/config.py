@@ -11,6 +11,7 @@ section            dataclass                                      read by
 ``[runtime]``      rtsep.runtime.diarization.RuntimeConfig        the inference runtimes
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
+``[denoise]``      rtsep.enhance.config.DenoiseConfig             the denoiser (``--denoise``)
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
 ``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
 =================  =============================================  =========================
@@ -28,6 +29,7 @@ from typing import Any
 
 from rtsep.diarize.clustering import ClusteringConfig
 from rtsep.diarize.online import DiarizationConfig
+from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
 from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
@@ -94,13 +96,13 @@ class AppConfig:
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("server", "runtime", "diarization", "clustering", "pipeline", "separator", "adaptation", "offline",
-            "webrtc")
+SECTIONS = ("server", "runtime", "diarization", "clustering", "pipeline", "separator", "adaptation", "denoise",
+            "offline", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pipeline": PipelineConfig, "separator": SeparatorConfig,
-    "adaptation": AdaptationConfig, "offline": OfflineConfig,
+    "adaptation": AdaptationConfig, "denoise": DenoiseConfig, "offline": OfflineConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -224,8 +226,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
+        denoise = DenoiseConfig(**_coerce("denoise", sections["denoise"]))
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator,
-                                  adaptation=adaptation, **_coerce("pipeline", sections["pipeline"]))
+                                  adaptation=adaptation, denoise=denoise, **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)
