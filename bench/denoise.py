@@ -4,13 +4,15 @@ real voices.
     python -m bench.denoise [--meetings 3] [--seconds 30] [--snrs clean,20,10,5,0] [--split valid] [--out FILE]
 
 * Meetings: 3 talkers of one split of the real-voice corpus (/work/runs/real/corpus, training/corpus.py; 8 kHz
-  recordings brought to the session's 16 kHz), turn taking with pauses of 0.2..0.9 s, about one turn in five
-  starting before the previous one ends (overlap), per-talker levels within ±4 dB; the reference RTTM is each
+  recordings brought to the session's 16 kHz), turns of 3..8 s (whole utterances, 0.1..0.4 s apart), pauses of
+  0.3..1 s between turns, about one turn in three starting before the previous one ends (overlap), per-talker
+  levels within ±4 dB; the reference RTTM is each
   clean source's activity (10 ms frames above -40 dB of its peak, pauses < 0.3 s bridged). Noise: the corpus's
   own coloured noise (training.data._coloured_noise: white .. brown) at each SNR relative to the meeting's power.
 * DER (pyannote.metrics, collar ±0.25 s, overlap scored) of the final and the live timeline of ``rtsep process``
   without and with ``--denoise`` (separator none: the diarizer is the same either way), and the SI-SDR of the
-  speaker tracks (each reference talker against its best track) without and with ``--denoise --denoise-tracks``.
+  speaker tracks (each reference talker against its best track, where that talker speaks alone) without and with
+  ``--denoise --denoise-tracks``.
 * The denoiser alone on each noisy meeting: SI-SDR of its output against the clean meeting, its real-time factor
   per stream (one stream, one thread, wall time / audio time) and its latency (input samples held back, measured
   after each 20 ms block while streaming).
@@ -88,14 +90,18 @@ def make_meeting(split: str, seed: int, seconds: float, talkers: int = 3) -> tup
         k = int(rng.choice([t for t in range(talkers) if t != previous]))
         audio = np.load(CORPUS / f"{chosen[k]}.npy", mmap_mode="r")
         offsets = index[chosen[k]]["offsets"] + [audio.size]
-        u = int(rng.integers(len(offsets) - 1))
-        utterance = np.asarray(audio[offsets[u]: offsets[u + 1]], np.float32) / 32768.0
-        utterance = utterance[: min(utterance.size, 6 * CORPUS_RATE_HZ, length - pos)]
-        sources[k][pos: pos + utterance.size] += gains[k] * 0.3 * utterance / (np.abs(utterance).max() + 1e-9)
+        turn_end = pos + int(rng.uniform(3.0, 8.0) * CORPUS_RATE_HZ)  # a turn: utterances with short pauses
+        at = pos
+        while at < min(turn_end, length - CORPUS_RATE_HZ // 2):
+            u = int(rng.integers(len(offsets) - 1))
+            utterance = np.asarray(audio[offsets[u]: offsets[u + 1]], np.float32) / 32768.0
+            utterance = utterance[: min(utterance.size, 6 * CORPUS_RATE_HZ, length - at)]
+            sources[k][at: at + utterance.size] += gains[k] * 0.3 * utterance / (np.abs(utterance).max() + 1e-9)
+            at += utterance.size + int(rng.uniform(0.1, 0.4) * CORPUS_RATE_HZ)
         previous = k
-        overlap = rng.random() < 0.2
-        gap_s = -rng.uniform(0.3, 1.0) if overlap else rng.uniform(0.2, 0.9)
-        pos = max(pos + 1, pos + utterance.size + int(gap_s * CORPUS_RATE_HZ))
+        overlap = rng.random() < 0.3
+        gap_s = -rng.uniform(0.3, 1.2) if overlap else rng.uniform(0.3, 1.0)
+        pos = max(pos + CORPUS_RATE_HZ, at + int(gap_s * CORPUS_RATE_HZ))
     up = [soxr.resample(s, CORPUS_RATE_HZ, RATE_HZ).astype(np.float32) for s in sources]
     return np.sum(up, axis=0).astype(np.float32), up
 
@@ -112,11 +118,30 @@ def noisy(clean: np.ndarray, snr_db: float | None, seed: int) -> np.ndarray:
     return (clean + noise * np.sqrt((clean ** 2).mean() / 10 ** (snr_db / 10))).astype(np.float32)
 
 
+def solo_masks(sources: list[np.ndarray]) -> list[np.ndarray]:
+    """Per talker, the samples where only that talker speaks (reference activity)."""
+    active = []
+    for s in sources:
+        mask = np.zeros(s.size, bool)
+        for a, b in activity(s, RATE_HZ):
+            mask[int(a * RATE_HZ): int(b * RATE_HZ)] = True
+        active.append(mask)
+    total = np.sum(active, axis=0)
+    return [m & (total == 1) for m in active]
+
+
 def track_si_sdr(out_dir: Path, sources: list[np.ndarray]) -> float:
+    """Mean over talkers of the SI-SDR of its best speaker track, on the samples where that talker speaks alone
+    (what a speaker track should be there: the talker, without the background)."""
     tracks = [sf.read(str(p), dtype="float32")[0] for p in sorted((out_dir / "tracks").glob("*.wav"))]
     if not tracks:
         return float("nan")
-    return float(np.mean([max(si_sdr_db(s, t) for t in tracks) for s in sources]))
+    n = sources[0].size
+    tracks = [np.pad(t[:n], (0, max(0, n - t.size))) for t in tracks]
+    scores = []
+    for source, mask in zip(sources, solo_masks(sources), strict=True):
+        scores.append(max(si_sdr_db(source[mask], t[mask]) for t in tracks))
+    return float(np.mean(scores))
 
 
 def denoiser_alone(mixture: np.ndarray, clean: np.ndarray, block: int = 320) -> dict:
