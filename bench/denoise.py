@@ -1,7 +1,8 @@
 """``--denoise`` (DeepFilterNet3, rtsep.enhance.deepfilter): what it costs and what it buys, on noisy meetings of
 real voices.
 
-    python -m bench.denoise [--meetings 3] [--seconds 30] [--snrs clean,20,10,5,0] [--split valid] [--out FILE]
+    python -m bench.denoise [--meetings 3] [--seconds 40] [--snrs clean,20,10,5,0] [--split valid] [--out FILE]
+    python -m bench.denoise --cost-only [--meetings 3]     # the denoiser's RTF (wall and CPU) and latency only
 
 * Meetings: 3 talkers of one split of the real-voice corpus (/work/runs/real/corpus, training/corpus.py; 8 kHz
   recordings brought to the session's 16 kHz), turns of 3..8 s (whole utterances, 0.1..0.4 s apart), pauses of
@@ -14,7 +15,8 @@ real voices.
   speaker tracks (each reference talker against its best track, where that talker speaks alone) without and with
   ``--denoise --denoise-tracks``.
 * The denoiser alone on each noisy meeting: SI-SDR of its output against the clean meeting, its real-time factor
-  per stream (one stream, one thread, wall time / audio time) and its latency (input samples held back, measured
+  per stream (one stream, one thread: wall time / audio time, and its thread's CPU time / audio time, which the
+  machine's load disturbs less) and its latency (input samples held back, measured
   after each 20 ms block while streaming).
 
 Nothing here is tuned: the defaults (attenuation limit 100 dB, 320-sample blocks) are the library's and the
@@ -147,26 +149,41 @@ def track_si_sdr(out_dir: Path, sources: list[np.ndarray]) -> float:
 def denoiser_alone(mixture: np.ndarray, clean: np.ndarray, block: int = 320) -> dict:
     denoiser = StreamingDenoiser(load_deepfilter(), RATE_HZ)
     held, parts = [], []
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.thread_time()
     for i in range(0, mixture.size, block):
         parts.append(denoiser.process(mixture[i: i + block]))
         held.append(denoiser.held_samples)
     parts.append(denoiser.flush())
-    elapsed = time.perf_counter() - t0
+    elapsed, cpu = time.perf_counter() - t0, time.thread_time() - c0
     out = np.concatenate(parts)
-    return {"rtf": elapsed / (mixture.size / RATE_HZ), "held_ms_median": 1000 * statistics.median(held) / RATE_HZ,
-            "held_ms_max": 1000 * max(held[10:]) / RATE_HZ, "si_sdr_in_db": si_sdr_db(clean, mixture),
-            "si_sdr_out_db": si_sdr_db(clean, out), "same_length": out.size == mixture.size}
+    seconds = mixture.size / RATE_HZ
+    return {"rtf": elapsed / seconds, "cpu_rtf": cpu / seconds,
+            "held_ms_median": 1000 * statistics.median(held) / RATE_HZ, "held_ms_max": 1000 * max(held[10:]) / RATE_HZ,
+            "si_sdr_in_db": si_sdr_db(clean, mixture), "si_sdr_out_db": si_sdr_db(clean, out),
+            "same_length": out.size == mixture.size}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--meetings", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--snrs", default="clean,20,10,5,0")
     parser.add_argument("--split", default="valid")
     parser.add_argument("--out")
+    parser.add_argument("--cost-only", action="store_true",
+                        help="only the denoiser's real-time factor and latency (no DER, no tracks)")
     args = parser.parse_args()
+    if args.cost_only:
+        rows = []
+        for m in range(args.meetings):
+            clean, _ = make_meeting(args.split, 1000 + m, args.seconds)
+            rows.append(denoiser_alone(noisy(clean, 10.0, 2000 + m), clean))
+        print(json.dumps({"machine": machine_note(), "meetings": args.meetings, "seconds": args.seconds,
+                          **{k: round(statistics.median(r[k] for r in rows), 4)
+                             for k in ("rtf", "cpu_rtf", "held_ms_median", "held_ms_max")},
+                          "rtf_runs": [round(r["rtf"], 3) for r in rows],
+                          "cpu_rtf_runs": [round(r["cpu_rtf"], 3) for r in rows]}, indent=1))
+        return
     note = machine_note()
     snrs = [None if s == "clean" else float(s) for s in args.snrs.split(",")]
     base = PipelineConfig(separator=SeparatorConfig(name=None))
@@ -213,6 +230,7 @@ def main() -> None:
         }
     report = {"split": args.split, "meetings": args.meetings, "seconds": args.seconds, "machine": note,
               "denoiser_rtf_median": med([r["rtf"] for r in rows]),
+              "denoiser_cpu_rtf_median": med([r["cpu_rtf"] for r in rows]),
               "denoiser_held_ms_median": med([r["held_ms_median"] for r in rows]),
               "denoiser_held_ms_max": max(r["held_ms_max"] for r in rows), "by_snr": summary, "rows": rows}
     text = json.dumps(report, indent=1)
