@@ -187,6 +187,8 @@ class SessionDriver:
         self._denoised: DenoisedSteps | None = None
         self._denoise_in_flight = 0
         self._denoise_flush_submitted = False
+        # sees every step the core gets, in order (``rtsep process`` keeps them for its adaptive separator)
+        self.on_step: Callable[[ChunkReady], None] | None = None
         self._denoise_drained = asyncio.Event()  # the denoiser's flush is handled (or the session failed)
         if denoise is not None:
             self._denoised = DenoisedSteps(core.config.step_samples, core.rate, config.denoise.tracks)
@@ -240,6 +242,8 @@ class SessionDriver:
             self._raise_if_failed()
         self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
         if self._denoised is None:
+            if self.on_step is not None:
+                self.on_step(step)
             await self._dispatch(self.core.push_step(step, self.clock(), shed))
         else:
             # a shed block is still denoised (the denoiser's state follows every sample); its step is a gap
@@ -358,6 +362,8 @@ class SessionDriver:
         last = self._denoise_in_flight == 0 and self._denoise_flush_submitted  # the flush is submitted last
         events: list[Event] = []
         for assembled in self._denoised.push_denoised(samples, last):
+            if self.on_step is not None:
+                self.on_step(assembled.step)
             events += self.core.push_step(assembled.step, assembled.arrived_s, assembled.shed)
         if last:
             self._denoise_drained.set()

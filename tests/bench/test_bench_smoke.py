@@ -185,3 +185,15 @@ def test_store_failover(postgres):
     report = last_json(run_module("bench.store", "failover", "--leases", "1s", "--runs", "1", timeout_s=400))
     assert [r["lease"] for r in report["runs"]] == ["1s"]
     assert report["summary"]["1s"]["median_s"] > 0
+
+
+def test_denoise(tmp_path):
+    if not Path("/work/runs/real/corpus/index.json").exists():
+        pytest.skip("the real-voice corpus is not built here (python -m training.corpus build)")
+    out = tmp_path / "denoise.json"
+    run_module("bench.denoise", "--meetings", "1", "--seconds", "8", "--snrs", "clean,5", "--out", out)
+    report = json.loads(out.read_text())
+    assert set(report["by_snr"]) == {"clean", "5.0"} and report["denoiser_rtf_median"] > 0
+    assert all(row["same_length"] for row in report["rows"])
+    costs = json.loads(run_module("bench.denoise", "--cost-only", "--meetings", "1", "--seconds", "4"))
+    assert costs["cpu_rtf"] > 0 and costs["held_ms_median"] > 0

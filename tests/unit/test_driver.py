@@ -318,10 +318,13 @@ async def test_with_denoise_the_diarizer_hears_the_denoised_input_at_its_positio
     denoise = DenoiseRuntime(config.denoise, 16000, factory=HalvingDenoiser)
     diarization = HearingDiarization()
     driver, _, _, store, writer = await open_driver(tmp_path, diarization, config, denoise=denoise)
+    seen = []  # what rtsep process's adaptive separator would adapt on
+    driver.on_step = lambda step: seen.append(step.chunk.samples[: step.valid_samples])
     blocks = 40  # 12800 samples: three whole steps of 4096 and a last one of 512
     for i in range(blocks):
         await driver.feed(block(i, 0.1))
     done = await driver.finish()
+    np.testing.assert_allclose(np.concatenate(seen), np.full(blocks * 320, 0.05 if tracks else 0.1, np.float32))
     assert done.duration_s == pytest.approx(blocks * 320 / 16000) and driver.processed_samples == blocks * 320
     assert [(start, valid) for start, valid, _ in diarization.heard] == [(0, 4096), (4096, 4096), (8192, 4096),
                                                                           (12288, 512)]
