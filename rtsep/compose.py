@@ -13,6 +13,7 @@ from pathlib import Path
 from rtsep.metrics import Metrics
 from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
+from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.pyannote import PyannoteDiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
@@ -31,6 +32,14 @@ def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
         return None
     separator = create_separator(config.separator.name, **config.separator.options())
     return SeparationRuntime(config.runtime, separator)
+
+
+def build_denoise(config: PipelineConfig) -> DenoiseRuntime | None:
+    """The denoise runtime with ``--denoise`` (its native library loaded once, now: a missing package is a clear
+    error at start-up), else None."""
+    if not config.denoise.enabled:
+        return None
+    return DenoiseRuntime(config.denoise, config.diarization.sample_rate_hz)
 
 
 def build_diarization(config: PipelineConfig, metrics: Metrics | None = None
@@ -82,6 +91,7 @@ async def process_file(
     separation: SeparationRuntime | None = None,
     adaptive: AdaptiveSeparator | None = None,
     adapt_progress: Callable[[int, float], None] | None = None,
+    denoise: DenoiseRuntime | None = None,
 ) -> ProcessResult:
     """One ``rtsep process`` session over ``path`` with the given runtimes, in a scratch store that is removed
     afterwards (what it produced is written to ``out_dir``)."""
@@ -90,7 +100,7 @@ async def process_file(
         writer = StoreWriter()
         manager = SessionManager(config=config, runtime=runtime, store=store, metrics=Metrics(),
                                  limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
-                                 writer=writer, separation=separation)
+                                 writer=writer, separation=separation, denoise=denoise)
         try:
             return await run_file_session(path, out_dir, manager, progress, max_speakers, adaptive, adapt_progress)
         finally:
@@ -103,7 +113,9 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: Offl
     info = read_info(path)
     runtime = build_diarization(config)
     separation = None
+    denoise = None
     try:
+        denoise = build_denoise(config)
         adaptive = build_adaptive(config, offline or OfflineConfig())
         separation = None if adaptive is not None else build_separation(config)
         with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
@@ -111,8 +123,10 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: Offl
                               show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
-                    adaptive, lambda step, si_snr_db: adapt_bar.update(1)))
+                    adaptive, lambda step, si_snr_db: adapt_bar.update(1), denoise))
     finally:
         runtime.close()
         if separation is not None:
             separation.close()
+        if denoise is not None:
+            denoise.close()

@@ -13,6 +13,7 @@ section            dataclass                                      read by
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
 ``[tracks]``       rtsep.stream.render.TracksConfig               the final tracks at a session's end
+``[denoise]``      rtsep.enhance.config.DenoiseConfig             the denoiser (``--denoise``)
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
 ``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
 =================  =============================================  =========================
@@ -31,6 +32,7 @@ from typing import Any
 from rtsep.diarize.clustering import ClusteringConfig
 from rtsep.diarize.online import DiarizationConfig
 from rtsep.diarize.pyannote_stream import PyannoteStreamConfig
+from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
 from rtsep.offline import OfflineConfig
 from rtsep.pipeline import PipelineConfig
@@ -99,12 +101,13 @@ class AppConfig:
 log = logging.getLogger(__name__)
 
 SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "pipeline", "separator", "adaptation",
-            "tracks", "offline", "webrtc")
+            "tracks", "denoise", "offline", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "pipeline": PipelineConfig,
-    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig, "offline": OfflineConfig,
+    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig, "denoise": DenoiseConfig,
+    "offline": OfflineConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -230,8 +233,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
         tracks = TracksConfig(**_coerce("tracks", sections["tracks"]))
-        pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator,
-                                  adaptation=adaptation, tracks=tracks, **_coerce("pipeline", sections["pipeline"]))
+        denoise = DenoiseConfig(**_coerce("denoise", sections["denoise"]))
+        pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator, adaptation=adaptation,
+                                  tracks=tracks, denoise=denoise, **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)

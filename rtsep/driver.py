@@ -4,6 +4,10 @@ to its three sinks.
 - Steps go to the runtimes as the core says (:class:`DiarizeDue`, :class:`SeparateDue`); one task per path awaits
   the results strictly in submission order and hands them back to the core. A result that does not come within
   ``RuntimeConfig.result_timeout_s``, or a runtime that raises, fails the session (1011 ``internal_error``).
+- With ``--denoise`` (a :class:`~rtsep.runtime.denoise.DenoiseRuntime`), the transport's steps are short blocks:
+  each goes to the session's denoiser (off the event loop, in order), one task awaits the denoised samples in
+  order, and :class:`~rtsep.stream.denoised.DenoisedSteps` cuts them into the core's steps at the input's
+  positions. A failing denoiser fails its session (1011) like a failing runtime.
 - The core's output goes to the transport (:class:`TransportSink`: typed messages and float32 audio; the
   WebSocket sink encodes frames, the WebRTC sink plays arrays), to the store through the
   :class:`~rtsep.store.writer.StoreWriter` (never on the event loop; a failed write fails the session with
@@ -44,6 +48,7 @@ from rtsep.protocol.messages import (
     TimelineMessage,
     TrackAnnouncement,
 )
+from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import DiarizationRuntime, DiarizeRequest
 from rtsep.runtime.pyannote import PyannoteDiarizationRuntime
 from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
@@ -74,6 +79,7 @@ from rtsep.stream.core import (
     track_url,
 )
 from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
+from rtsep.stream.denoised import DenoisedSteps
 from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
 from rtsep.stream.session import ChunkReady
 from rtsep.stream.turns import speaker_name
@@ -162,6 +168,7 @@ class SessionDriver:
         output_encoding: str = "pcm_s16le",
         clock: Callable[[], float] = time.monotonic,
         separation: SeparationRuntime | None = None,
+        denoise: DenoiseRuntime | None = None,
     ) -> None:
         self.info = info
         self.core = core
@@ -187,12 +194,25 @@ class SessionDriver:
         self._finished: asyncio.Future = asyncio.get_running_loop().create_future()
         self._diar_results: asyncio.Queue = asyncio.Queue()
         self._sep_results: asyncio.Queue = asyncio.Queue()
+        self._denoise_results: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
         sid = info.session_id
         self._consumers = [
             asyncio.create_task(self._consume("diarization", self._diar_results), name=f"rtsep-diarize-{sid}"),
             asyncio.create_task(self._consume("separation", self._sep_results), name=f"rtsep-separate-{sid}"),
         ]
+        self.denoise = denoise
+        self._denoise_stream = denoise.new_stream(sid) if denoise is not None else None
+        self._denoised: DenoisedSteps | None = None
+        self._denoise_in_flight = 0
+        self._denoise_flush_submitted = False
+        # sees every step the core gets, in order (``rtsep process`` keeps them for its adaptive separator)
+        self.on_step: Callable[[ChunkReady], None] | None = None
+        self._denoise_drained = asyncio.Event()  # the denoiser's flush is handled (or the session failed)
+        if denoise is not None:
+            self._denoised = DenoisedSteps(core.config.step_samples, core.rate, config.denoise.tracks)
+            self._consumers.append(asyncio.create_task(self._consume("denoise", self._denoise_results),
+                                                       name=f"rtsep-denoise-{sid}"))
         # set by the server (drain, deletion) or by a failure: the transport ends the session with ``end_reason``
         self.end_requested = asyncio.Event()
         self.end_reason: RtsepError | None = None
@@ -232,23 +252,57 @@ class SessionDriver:
         await self._dispatch(self.core.announce())
 
     async def feed(self, step: ChunkReady, shed: bool = False) -> None:
-        """One model-rate step: waits while the core has no room (backpressure); ``shed``: the transport fell behind
-        and drops it (a marked gap; it needs no room)."""
+        """One model-rate step (with ``--denoise``: a block of one): waits while the core has no room
+        (backpressure); ``shed``: the transport fell behind and drops it (a marked gap; it needs no room)."""
         self._raise_if_failed()
-        while not shed and not self.core.has_room():
+        while not shed and not self._has_room():
             self._room.clear()
             await self._room.wait()
             self._raise_if_failed()
         self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
-        if self._final_pipeline is not None:
+        if self._final_pipeline is not None:  # the recording itself (a final pipeline does its own cleaning)
             self._audio.append(np.array(step.chunk.samples[: step.valid_samples], np.float32))
-        await self._dispatch(self.core.push_step(step, self.clock(), shed))
+        if self._denoised is None:
+            if self.on_step is not None:
+                self.on_step(step)
+            await self._dispatch(self.core.push_step(step, self.clock(), shed))
+        else:
+            # a shed block is still denoised (the denoiser's state follows every sample); its step is a gap
+            samples = self._denoised.push_input(step, shed, self.clock())
+            self._submit_denoise(lambda: self._denoise_submit(samples))
         self.metrics.queue_depth.set(self.runtime.queue_depth)
+
+    def _has_room(self) -> bool:
+        if not self.core.has_room():
+            return False
+        # the denoiser's backlog is bounded too: at most max_in_flight_steps steps' worth of blocks
+        bound = self.config.runtime.max_in_flight_steps * max(1, self.core.config.step_samples
+                                                              // self.config.denoise.block_samples)
+        return self._denoised is None or self._denoise_in_flight < bound
+
+    def _denoise_submit(self, samples: np.ndarray) -> Future:
+        assert self.denoise is not None and self._denoise_stream is not None
+        return self.denoise.submit(self._denoise_stream, samples)
+
+    def _submit_denoise(self, submit: Callable[[], Future]) -> None:
+        self._denoise_in_flight += 1
+        self._submit("denoise", submit)
+
+    async def _end_input(self) -> None:
+        """No more input: the denoiser's rest (with ``--denoise``) goes to the core, then the core's end."""
+        if self._denoised is not None and self.denoise is not None and not self._denoised.finished:
+            denoise, stream = self.denoise, self._denoise_stream
+            assert stream is not None
+            self._denoise_flush_submitted = True
+            self._submit_denoise(lambda: denoise.flush(stream))
+            await self._denoise_drained.wait()
+            self._raise_if_failed()
+        await self._dispatch(self.core.end_input(self.clock()))
 
     async def finish(self, outcome: str = "completed") -> Done:
         """No more input: drain, close the turns, compute and store the final timeline."""
         self._raise_if_failed()
-        await self._dispatch(self.core.end_input(self.clock()))
+        await self._end_input()
         await asyncio.shield(self._finished)
         await self._close("done", outcome)
         return Done(self.session_id, round(self.info.duration_s, 3), list(self.info.speakers),
@@ -259,7 +313,7 @@ class SessionDriver:
         self.transport = NullSink()
         if self.core.error is None and not self.core.finished:
             try:
-                await self._dispatch(self.core.end_input(self.clock()))
+                await self._end_input()
                 await asyncio.shield(self._finished)
             except RtsepError as exc:
                 log.warning("session %s: could not store its final timeline: %s", self.session_id, exc.message)
@@ -324,6 +378,8 @@ class SessionDriver:
             try:
                 if path == "diarization":
                     events = self.core.diarization_result(result, self.clock())
+                elif path == "denoise":
+                    events = self._denoised_result(result)
                 else:
                     events = self.core.separation_result(result.step_index, result.start_sample, result.sources)
                 await self._dispatch(events)
@@ -335,8 +391,23 @@ class SessionDriver:
                 self._fail(RtsepError(f"internal error: {exc}"))
                 return
 
+    def _denoised_result(self, samples: np.ndarray) -> list[Event]:
+        """A block's denoised samples (in order): the steps now complete go to the core."""
+        assert self._denoised is not None
+        self._denoise_in_flight -= 1
+        last = self._denoise_in_flight == 0 and self._denoise_flush_submitted  # the flush is submitted last
+        events: list[Event] = []
+        for assembled in self._denoised.push_denoised(samples, last):
+            if self.on_step is not None:
+                self.on_step(assembled.step)
+            events += self.core.push_step(assembled.step, assembled.arrived_s, assembled.shed)
+        if last:
+            self._denoise_drained.set()
+        return events
+
     def _submit(self, path: str, submit: Callable[[], Future]) -> None:
-        results = self._diar_results if path == "diarization" else self._sep_results
+        results = {"diarization": self._diar_results, "separation": self._sep_results,
+                   "denoise": self._denoise_results}[path]
         try:
             results.put_nowait(asyncio.wrap_future(submit()))
         except Exception as exc:  # noqa: BLE001 - e.g. the runtime is closed: this session cannot go on
@@ -469,6 +540,7 @@ class SessionDriver:
             self._finished.set_exception(error)
             self._finished.exception()  # retrieved here: whoever awaits it gets it too
         self._room.set()  # a feed() waiting for room raises
+        self._denoise_drained.set()  # so does an end of input waiting for the denoiser
         self.request_end(error, flush=False)
         try:
             await self.transport.send_message(ErrorMessage(error.error_code, error.message, error.close_code))
@@ -535,13 +607,14 @@ class SessionDriver:
         if self._closed:
             return
         self._closed = True
-        for results in (self._diar_results, self._sep_results):
+        queues = (self._diar_results, self._sep_results, self._denoise_results)
+        for results in queues:
             results.put_nowait(_STOP)
         for task in self._consumers:
             if self.core.error is not None:
                 task.cancel()  # it may wait for a result that will not come
         await asyncio.gather(*self._consumers, return_exceptions=True)
-        for results in (self._diar_results, self._sep_results):  # results nobody will take (after a failure)
+        for results in queues:  # results nobody will take (after a failure)
             while not results.empty():
                 future = results.get_nowait()
                 if future is _STOP:
@@ -552,6 +625,8 @@ class SessionDriver:
                     future.cancel()
         if self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        if self.denoise is not None and self._denoise_stream is not None:
+            self.denoise.close_stream(self._denoise_stream)
         self.info.state = state
         self.info.outcome = outcome
         self.info.ended_at = time.time()

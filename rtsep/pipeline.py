@@ -1,5 +1,6 @@
 """The settings a live session reads (section ``[pipeline]``, with ``[diarization]``, ``[runtime]``, ``[separator]``,
-``[adaptation]`` and ``[tracks]`` as its parts). ``rtsep process``'s own settings are rtsep.offline.OfflineConfig.
+``[adaptation]``, ``[tracks]`` and ``[denoise]`` as its parts). ``rtsep process``'s own settings are
+rtsep.offline.OfflineConfig.
 
 The session itself is rtsep.stream.core.SessionCore (its behaviour) driven by rtsep.driver.SessionDriver.
 """
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtsep.diarize.online import DiarizationConfig
+from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
@@ -24,6 +26,7 @@ class PipelineConfig:
     separator: SeparatorConfig = field(default_factory=SeparatorConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     tracks: TracksConfig = field(default_factory=TracksConfig)
+    denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     max_speakers: int = 8  # a client may ask for fewer, never more
     stats_interval_s: float = 2.0
 
@@ -41,8 +44,11 @@ class PipelineConfig:
         return self.adaptation.purity_config()
 
     def stream_config(self, max_message_bytes: int) -> StreamConfig:
+        """The input machine's settings: with ``--denoise`` it cuts blocks for the denoiser (the driver re-assembles
+        the steps), otherwise the diarizer's steps."""
+        step = self.denoise.block_samples if self.denoise.enabled else self.diarization.step_samples
         return StreamConfig(
             model_sample_rate_hz=self.diarization.sample_rate_hz,
-            step_samples=self.diarization.step_samples,
+            step_samples=step,
             max_message_bytes=max_message_bytes,
         )

@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from rtsep import __version__
-from rtsep.compose import build_diarization, build_separation
+from rtsep.compose import build_denoise, build_diarization, build_separation
 from rtsep.config import AppConfig, ServerConfig
 from rtsep.metrics import Metrics
+from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.sessions import SessionLimits, SessionManager
@@ -40,11 +41,14 @@ class Services:
     manager: SessionManager
     writer: StoreWriter
     separation: SeparationRuntime | None = None
+    denoise: DenoiseRuntime | None = None
 
     def close(self) -> None:
         self.runtime.close()
         if self.separation is not None:
             self.separation.close()
+        if self.denoise is not None:
+            self.denoise.close()
         self.writer.close()  # what the sessions wrote reaches the store before it closes
         self.store.close()
 
@@ -57,11 +61,12 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
     store = open_store(config.server.store_location, replica_id=config.server.replica_id, lease_s=config.server.lease_s)
     writer = StoreWriter()
     separation = build_separation(pipeline)
+    denoise = build_denoise(pipeline)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,
-        limits=session_limits(config.server), writer=writer, separation=separation,
+        limits=session_limits(config.server), writer=writer, separation=separation, denoise=denoise,
     )
-    return Services(config, metrics, runtime, store, manager, writer, separation)
+    return Services(config, metrics, runtime, store, manager, writer, separation, denoise)
 
 
 def session_limits(server: ServerConfig) -> SessionLimits:

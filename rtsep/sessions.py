@@ -17,6 +17,7 @@ from rtsep.errors import BadApiKey, NotFound, ServerBusy, ServerDraining, Sessio
 from rtsep.metrics import Metrics
 from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import Start
+from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
 from rtsep.store.base import SessionInfo, SessionStore
@@ -53,10 +54,12 @@ class SessionManager:
         limits: SessionLimits,
         writer: StoreWriter,
         separation: SeparationRuntime | None = None,
+        denoise: DenoiseRuntime | None = None,
     ) -> None:
         self.config = config
         self.runtime = runtime
         self.separation = separation
+        self.denoise = denoise
         self.store = store
         self.writer = writer
         self.metrics = metrics
@@ -131,6 +134,7 @@ class SessionManager:
             send_audio=start.send_audio,
             output_encoding=start.output_encoding,
             separation=self.separation,
+            denoise=self.denoise,
         )
         self.live[info.session_id] = pipeline
         self.metrics.active_sessions.set(len(self.live))

@@ -319,13 +319,15 @@ class SessionCore:
 
     def push_step(self, step: ChunkReady, now_s: float, shed: bool = False) -> list[Event]:
         """One model-rate step in. ``shed``: the transport could not keep up and drops it before analysis (a gap,
-        like a drop by the overflow policy)."""
+        like a drop by the overflow policy). The diarizer hears ``step.analysis`` where there is one (the step
+        denoised); the tracks, the separator and the adaptation keep ``step.chunk``."""
         if self.input_ended:
             raise RuntimeError("push_step after end_input")
         chunk = step.chunk
+        heard = chunk.samples if step.analysis is None else step.analysis
         index = self._diar.next_index
         self._diar.next_index += 1
-        window = self._history.push(chunk.samples)
+        window = self._history.push(heard)
         self._chunks[index] = (chunk.samples, now_s)
         valid = chunk.samples[: step.valid_samples]
         events: list[Event] = [InputAudio(chunk.start_sample, valid)] if valid.size else []
@@ -345,7 +347,7 @@ class SessionCore:
         else:
             self._diar.pending.append(_Pending(index, chunk.start_sample, step.valid_samples, False))
             self._diar.in_flight += 1
-            events.append(DiarizeDue(index, chunk.start_sample, step.valid_samples, chunk.samples, window))
+            events.append(DiarizeDue(index, chunk.start_sample, step.valid_samples, heard, window))
         return events
 
     def end_input(self, now_s: float) -> list[Event]:

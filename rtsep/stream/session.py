@@ -43,11 +43,13 @@ class StartAccepted:
 
 @dataclass(frozen=True)
 class ChunkReady:
-    """A step of model-rate audio; ``valid_samples`` < chunk size only for the zero-padded last one."""
+    """A step of model-rate audio; ``valid_samples`` < chunk size only for the zero-padded last one. ``analysis``:
+    the same step denoised (rtsep.stream.denoised), which the diarizer hears instead of ``chunk``."""
 
     chunk: AudioChunk
     valid_samples: int
     is_last: bool = False
+    analysis: np.ndarray | None = None
 
 
 @dataclass(frozen=True)

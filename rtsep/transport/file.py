@@ -96,13 +96,14 @@ async def run_file_session(
     stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
     pipeline, _ = await manager.open(start, NullSink(), "file")
     block = max(1, int(BLOCK_S * rate))
-    session_audio: list[np.ndarray] = []  # the input at the session's rate, kept only for the adaptive separator
+    # the steps' audio at the session's rate (denoised with --denoise-tracks), kept only for the adaptive separator
+    session_audio: list[np.ndarray] = []
+    if adaptive is not None:
+        pipeline.on_step = lambda step: session_audio.append(step.chunk.samples[: step.valid_samples].copy())
 
     async def feed(events: list) -> None:
         for event in events:
             if isinstance(event, ChunkReady):
-                if adaptive is not None:
-                    session_audio.append(event.chunk.samples[: event.valid_samples].copy())
                 await pipeline.feed(event)
 
     try:

@@ -213,3 +213,15 @@ def test_final_tracks(clip, tmp_path):
     report = last_json(run_module("bench.final_tracks", "--meetings", tmp_path / "meetings",
                                   "--work", tmp_path / "work"))
     assert report["meetings"] == 1 and set(report["median_over_meetings_db"]) == {"final", "live", "perfect_gating"}
+
+
+def test_denoise(tmp_path):
+    if not Path("/work/runs/real/corpus/index.json").exists():
+        pytest.skip("the real-voice corpus is not built here (python -m training.corpus build)")
+    out = tmp_path / "denoise.json"
+    run_module("bench.denoise", "--meetings", "1", "--seconds", "8", "--snrs", "clean,5", "--out", out)
+    report = json.loads(out.read_text())
+    assert set(report["by_snr"]) == {"clean", "5.0"} and report["denoiser_rtf_median"] > 0
+    assert all(row["same_length"] for row in report["rows"])
+    costs = json.loads(run_module("bench.denoise", "--cost-only", "--meetings", "1", "--seconds", "4"))
+    assert costs["cpu_rtf"] > 0 and costs["held_ms_median"] > 0

@@ -183,7 +183,10 @@ async def test_overload_sheds_steps_at_their_own_positions_never_shifting_later_
 
     stream = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=4096))
     stream.receive_text(json.dumps({"type": "start", "sample_rate": 48000, "encoding": "pcm_f32le"}))
-    gateway = SimpleNamespace(config=WebRtcConfig(max_pending_steps=2), manager=SimpleNamespace(limits=SessionLimits()))
+    from rtsep.pipeline import PipelineConfig
+
+    gateway = SimpleNamespace(config=WebRtcConfig(max_pending_steps=2),
+                              manager=SimpleNamespace(limits=SessionLimits(), config=PipelineConfig()))
     session = WebRtcSession(gateway, None, stream, None, [], SlotMap([]), Playout(0, 100, 10), None)
     for i in range(150):  # 3 s of 20 ms frames; nothing takes the steps: the session is behind
         frame = AudioFrame.from_ndarray(np.full((1, 960), 0.1, np.float32), format="flt", layout="mono")

@@ -79,8 +79,8 @@ def test_each_flag_sets_its_field(tmp_path):
             default = section_fields(section)[key]
             argv = [command, *(["x.wav", "--out", str(tmp_path)] if command == "process" else [])]
             if isinstance(default, bool):
-                argv += ["--no-" + flag.name.removeprefix("--")]
-                expected = False
+                argv += ["--no-" + flag.name.removeprefix("--") if default else flag.name]
+                expected = not default
             elif isinstance(default, tuple):
                 argv += [flag.name, "k1"]
                 expected = ("k1",)
@@ -97,5 +97,5 @@ def test_each_flag_sets_its_field(tmp_path):
             owner = {"server": config.server, "pipeline": config.pipeline, "runtime": config.pipeline.runtime,
                      "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
                      "offline": config.offline, "diarization": config.pipeline.diarization,
-                     "tracks": config.pipeline.tracks}[section]
+                     "tracks": config.pipeline.tracks, "denoise": config.pipeline.denoise}[section]
             assert getattr(owner, key) == expected, (command, flag.name)

@@ -225,3 +225,25 @@ def test_store_url_from_flags_env_and_default():
 def test_bad_store_urls_are_refused_at_start(url):
     with pytest.raises(ConfigError, match="store URL"):
         load_config(env={"RTSEP_STORE": url})
+
+
+def test_denoise_settings_from_the_file_and_the_command_line(tmp_path):
+    path = tmp_path / "rtsep.toml"
+    path.write_text("[denoise]\nenabled = true\natten_lim_db = 12.0\n")
+    config = load_config(path, env={}).pipeline
+    assert config.denoise.enabled and not config.denoise.tracks and config.denoise.atten_lim_db == 12.0
+    # the input machine cuts the denoiser's short blocks; the steps of the diarizer stay what they were
+    assert config.stream_config(1 << 20).step_samples == config.denoise.block_samples
+    assert config.diarization.step_samples == 4096
+    flags = load_config(path, {"denoise": {"tracks": True, "enabled": None}}, env={}).pipeline.denoise
+    assert flags.enabled and flags.tracks
+    assert load_config(None, env={}).pipeline.stream_config(1 << 20).step_samples == 4096  # off by default
+
+
+@pytest.mark.parametrize("section", ["atten_lim_db = -1.0", "atten_lim_db = 101.0", "block_samples = 0",
+                                     "threads = 0", "strength = 3"])
+def test_bad_denoise_settings_are_refused(tmp_path, section):
+    path = tmp_path / "rtsep.toml"
+    path.write_text(f"[denoise]\n{section}\n")
+    with pytest.raises(ConfigError, match="denoise"):
+        load_config(path, env={})

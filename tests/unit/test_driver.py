@@ -12,10 +12,12 @@ import pytest
 from rtsep.audio import AudioChunk
 from rtsep.diarize.online import DiarizationConfig, StepAnalysis
 from rtsep.driver import SessionDriver, build_core
+from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import StoreError
 from rtsep.metrics import Metrics
 from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import ErrorMessage, Gap
+from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.runtime.separation import SeparatedStep
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
@@ -111,7 +113,8 @@ def make_config(**runtime) -> PipelineConfig:
                           separator=SeparatorConfig(name=None))
 
 
-async def open_driver(tmp_path, runtime, config=None, separation=None, session_id="s1", store=None, writer=None):
+async def open_driver(tmp_path, runtime, config=None, separation=None, session_id="s1", store=None, writer=None,
+                      denoise=None):
     config = config or make_config()
     store = store or SqliteSessionStore(tmp_path)
     writer = writer or StoreWriter(max_pending_writes=4)
@@ -121,7 +124,7 @@ async def open_driver(tmp_path, runtime, config=None, separation=None, session_i
     transport = Transport()
     driver = SessionDriver(info=info, core=build_core(session_id, config, 8, separation), config=config,
                            runtime=runtime, store=store, writer=writer, metrics=metrics, transport=transport,
-                           max_speakers=8, separation=separation)
+                           max_speakers=8, separation=separation, denoise=denoise)
     return driver, metrics, transport, store, writer
 
 
@@ -313,4 +316,97 @@ async def test_no_final_tracks_for_a_session_without_speech(tmp_path):
         await driver.feed(chunk(i, 0.1))
     await driver.finish()
     assert store.final_timeline("s1")["tracks"] == {} and store.track_names("s1") == ["input"]
+
+
+class HalvingDenoiser:
+    """Returns half of its input ``lag`` samples late (all of it at the flush); ``fail_at``: raises on that block."""
+
+    def __init__(self, lag: int = 700, fail_at: int | None = None) -> None:
+        self.lag, self.fail_at, self.blocks = lag, fail_at, 0
+        self.buffer = np.zeros(0, np.float32)
+
+    def process(self, x):
+        if self.fail_at is not None and self.blocks >= self.fail_at:
+            raise RuntimeError("the denoiser broke")
+        self.blocks += 1
+        self.buffer = np.concatenate([self.buffer, 0.5 * x])
+        ready = max(0, self.buffer.size - self.lag)
+        out, self.buffer = self.buffer[:ready], self.buffer[ready:]
+        return out
+
+    def flush(self):
+        out, self.buffer = self.buffer, np.zeros(0, np.float32)
+        return out
+
+    def close(self):
+        pass
+
+
+class HearingDiarization(FakeDiarization):
+    """One talker throughout; keeps what it was given to hear."""
+
+    def __init__(self) -> None:
+        super().__init__(speech=True)
+        self.heard: list = []
+
+    def submit(self, key, request) -> Future:
+        self.heard.append((request.start_sample, request.valid_samples, request.samples.copy()))
+        return super().submit(key, request)
+
+
+def block(i: int, value: float, size: int = 320) -> ChunkReady:
+    return ChunkReady(AudioChunk(np.full(size, value, np.float32), i * size, 16000), size)
+
+
+@pytest.mark.parametrize("tracks", [False, True])
+async def test_with_denoise_the_diarizer_hears_the_denoised_input_at_its_positions(tmp_path, tracks):
+    config = replace(make_config(), denoise=DenoiseConfig(enabled=True, tracks=tracks, block_samples=320))
+    denoise = DenoiseRuntime(config.denoise, 16000, factory=HalvingDenoiser)
+    diarization = HearingDiarization()
+    driver, _, _, store, writer = await open_driver(tmp_path, diarization, config, denoise=denoise)
+    seen = []  # what rtsep process's adaptive separator would adapt on
+    driver.on_step = lambda step: seen.append(step.chunk.samples[: step.valid_samples])
+    blocks = 40  # 12800 samples: three whole steps of 4096 and a last one of 512
+    for i in range(blocks):
+        await driver.feed(block(i, 0.1))
+    done = await driver.finish()
+    np.testing.assert_allclose(np.concatenate(seen), np.full(blocks * 320, 0.05 if tracks else 0.1, np.float32))
+    assert done.duration_s == pytest.approx(blocks * 320 / 16000) and driver.processed_samples == blocks * 320
+    assert [(start, valid) for start, valid, _ in diarization.heard] == [(0, 4096), (4096, 4096), (8192, 4096),
+                                                                          (12288, 512)]
+    for _, valid, samples in diarization.heard:
+        np.testing.assert_allclose(samples[:valid], 0.05)  # denoised (halved), and not shifted by its lag
+    track = store.read_track("s1", "SPEAKER_00")
+    assert track.size == blocks * 320
+    # the recording unless the tracks are denoised too (stored as 16-bit PCM)
+    np.testing.assert_allclose(track / 32768, 0.05 if tracks else 0.1, atol=1 / 32768)
+    denoise.close()
+    writer.close()
+
+
+async def test_a_failing_denoiser_ends_only_its_session_with_1011(tmp_path):
+    made = iter([HalvingDenoiser(fail_at=5), HalvingDenoiser()])
+    config = replace(make_config(), denoise=DenoiseConfig(enabled=True, block_samples=320))
+    denoise = DenoiseRuntime(config.denoise, 16000, factory=lambda: next(made))
+    store = SqliteSessionStore(tmp_path)
+    writer = StoreWriter()
+    broken, metrics, transport, _, _ = await open_driver(tmp_path, FakeDiarization(), config, store=store,
+                                                         writer=writer, denoise=denoise)
+    with pytest.raises(Exception, match="the denoiser broke"):  # noqa: B017 - reaches feed() or the end of input
+        for i in range(200):
+            await broken.feed(block(i, 0.1))
+        await broken.finish()
+    await asyncio.wait_for(broken.end_requested.wait(), 5)
+    assert broken.end_reason.close_code == 1011 and broken.end_reason.error_code == "internal_error"
+    errors = [m for m in transport.messages if isinstance(m, ErrorMessage)]
+    assert [(e.code, e.close_code) for e in errors] == [("internal_error", 1011)]
+    await broken.abort("internal_error")
+    assert store.get("s1").state == "failed"
+    other, *_ = await open_driver(tmp_path, FakeDiarization(), config, session_id="s2", store=store, writer=writer,
+                                  denoise=denoise)
+    for i in range(30):
+        await other.feed(block(i, 0.1))
+    done = await other.finish()  # the other session, on the same runtime, is untouched
+    assert done.duration_s == pytest.approx(30 * 320 / 16000) and store.get("s2").state == "done"
+    denoise.close()
     writer.close()

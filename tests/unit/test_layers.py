@@ -14,6 +14,7 @@ LAYERS = [
     {"rtsep.driver", "rtsep.pipeline"},
     {"rtsep.store"},
     {"rtsep.runtime"},
+    {"rtsep.enhance"},
     {"rtsep.separate"},
     {"rtsep.diarize"},
     {"rtsep.stream"},

@@ -92,6 +92,9 @@ class WebRtcSession:
         self.frames_received = 0
         self.last_frame_at: float | None = None
         self.guard: RealtimeGuard | None = None
+        # the bound counts steps of the diarizer; with --denoise the stream session cuts shorter blocks
+        steps_per_block = max(1, gateway.manager.config.diarization.step_samples // stream.config.step_samples)
+        self._max_pending_blocks = self.config.max_pending_steps * steps_per_block
 
     @property
     def session_id(self) -> str:
@@ -160,7 +163,7 @@ class WebRtcSession:
                                    f"negotiated {self.stream.start.sample_rate} Hz", error_code="unsupported_rate")
         # always through the stream session, so that positions follow the audio received; when the steps queue
         # up (the session waits for inference), the new ones are shed: a marked gap, counted (see the driver)
-        shed = self._steps.qsize() >= self.config.max_pending_steps
+        shed = self._steps.qsize() >= self._max_pending_blocks
         if shed and not self.discarded_input_samples:
             log.warning("session %s: inference is behind; shedding incoming audio (marked gaps)", self.session_id)
         if shed:
