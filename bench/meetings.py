@@ -19,8 +19,10 @@ SNR against the speech). Per meeting, in ``DIR/<id>/``:
 * ``mix.wav``: the microphone signal (16 kHz mono, 16-bit, -26 dBFS RMS or 0.9 peak at most);
 * ``refs/<speaker>.wav``: each talker as they reach the microphone (reverberant image, the same gain as in the
   mix; float32), so that ``mix = sum(refs) + noise``;
-* ``ref.rttm``: each talker's speech from their *dry* source's activity (10 ms frame energy within 35 dB of the
-  talker's loudest frame; pauses of 0.3 s or more are not speech, shorter ones are bridged);
+* ``ref.rttm``: each talker's speech from their *dry* source's activity: 10 ms frames within 30 dB of the
+  loudest frame of their utterance and 10 dB above the utterance's noise floor (each recorded clip is judged on
+  its own: some klettres recordings have a breathy floor only 25..35 dB below their peak), pauses of 0.3 s or
+  more are not speech, shorter ones are bridged, islands under 50 ms are dropped;
 * ``meta.json``: the talkers (actor, recorded or TTS, gain, when they join, speech seconds, clips used and
   re-used), the condition, the measured overlap share, the seed and the recipe version.
 
@@ -59,7 +61,9 @@ LONG_PAUSE_SHARE = 0.15
 INNER_GAP_S = (0.08, 0.25)  # between the utterances of one turn (shorter than the RTTM's 0.3 s pause)
 OVERLAP_S = (0.4, 2.0)
 MIN_PAUSE_S = 0.3  # RTTM: pauses this long or longer are not speech
-ACTIVITY_DB = 35.0
+ACTIVITY_DB = 30.0  # speech: frames within this of the utterance's loudest ...
+FLOOR_MARGIN_DB = 10.0  # ... and this far above its noise floor ...
+MIN_RANGE_DB = 20.0  # ... where that leaves at least this range below the loudest
 FRAME_S = 0.01
 MIN_SPEECH_S = 0.05
 RIR_MAX_S = 0.8
@@ -195,33 +199,50 @@ class Meeting:
             "overlap_share": round(self.overlap_share, 4), "target_overlap_share": round(self.target_overlap_share, 4),
             "speech_s": round(speech_seconds(self.segments), 3),
             "reference": f"RTTM from each dry source's activity: {FRAME_S * 1000:.0f} ms frames within "
-                         f"{ACTIVITY_DB:.0f} dB of the talker's loudest, pauses >= {MIN_PAUSE_S} s are not speech",
+                         f"{ACTIVITY_DB:.0f} dB of the loudest frame of their utterance and {FLOOR_MARGIN_DB:.0f} dB "
+                         f"above its noise floor, pauses >= {MIN_PAUSE_S} s are not speech",
         }
 
 
-def activity(source: np.ndarray, rate_hz: int = RATE_HZ) -> np.ndarray:
-    """Per-sample speech activity (bool) of one clean source: frames within ACTIVITY_DB of its loudest frame,
-    pauses shorter than MIN_PAUSE_S bridged, islands shorter than MIN_SPEECH_S dropped."""
+def frame_activity(utterance: np.ndarray, rate_hz: int = RATE_HZ) -> np.ndarray:
+    """Per-sample activity (bool) of one clean utterance: its 10 ms frames within ACTIVITY_DB of its loudest and
+    FLOOR_MARGIN_DB above its noise floor (the 10th percentile of the 50 ms-smoothed frame energy), the floor
+    rule never cutting into the top MIN_RANGE_DB."""
     frame = int(FRAME_S * rate_hz)
-    n = len(source) // frame
-    active = np.zeros(len(source), bool)
+    n = len(utterance) // frame
+    active = np.zeros(len(utterance), bool)
     if n == 0:
         return active
-    energy_db = 10 * np.log10((source[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(1) + 1e-20)
+    energy_db = 10 * np.log10((utterance[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(1) + 1e-20)
     if energy_db.max() < -150:
         return active
-    on = energy_db > energy_db.max() - ACTIVITY_DB
-    runs = _runs(on)
+    peak = energy_db.max()
+    # the recording's own noise floor: the 10th percentile of the 50 ms-smoothed frame energy
+    smooth = np.convolve(energy_db, np.ones(5) / 5, mode="same") if n >= 5 else energy_db
+    floor = float(np.percentile(smooth, 10))
+    threshold = max(peak - ACTIVITY_DB, min(floor + FLOOR_MARGIN_DB, peak - MIN_RANGE_DB))
+    active[: n * frame] = np.repeat(energy_db > threshold, frame)
+    return active
+
+
+def bridge(active: np.ndarray, rate_hz: int = RATE_HZ) -> np.ndarray:
+    """Pauses shorter than MIN_PAUSE_S filled, then islands shorter than MIN_SPEECH_S dropped."""
+    out = np.zeros_like(active)
     merged: list[list[int]] = []
-    for start, end in runs:
-        if merged and (start - merged[-1][1]) * FRAME_S < MIN_PAUSE_S:
+    for start, end in _runs(active):
+        if merged and start - merged[-1][1] < MIN_PAUSE_S * rate_hz:
             merged[-1][1] = end
         else:
             merged.append([start, end])
     for start, end in merged:
-        if (end - start) * FRAME_S >= MIN_SPEECH_S:
-            active[start * frame : end * frame] = True
-    return active
+        if end - start >= MIN_SPEECH_S * rate_hz:
+            out[start:end] = True
+    return out
+
+
+def activity(source: np.ndarray, rate_hz: int = RATE_HZ) -> np.ndarray:
+    """The reference activity of one clean single-utterance source (``frame_activity`` then ``bridge``)."""
+    return bridge(frame_activity(source, rate_hz), rate_hz)
 
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
@@ -292,8 +313,9 @@ class _Cursor:
 
 
 def _schedule(spec: MeetingSpec, voices: Voices, rng: np.random.Generator,
-              names: list[str]) -> tuple[list[tuple[int, int, np.ndarray]], list[Talker], float]:
-    """Turns (talker index, start sample, unit-level audio), the talkers, and the target overlap share."""
+              names: list[str]) -> tuple[list[tuple[int, int, np.ndarray, np.ndarray]], list[Talker], float]:
+    """Turns (talker index, start sample, unit-level audio, its frame activity), the talkers, and the target
+    overlap share."""
     total = int(spec.duration_s * RATE_HZ)
     n = len(names)
     gains = rng.uniform(-LEVEL_DB, LEVEL_DB, n)
@@ -303,7 +325,7 @@ def _schedule(spec: MeetingSpec, voices: Voices, rng: np.random.Generator,
     talkers[late].joins_s = round(join_s, 3)
     target = float(rng.uniform(*OVERLAP_TARGET))
     cursors = [_Cursor(voices, name, rng) for name in names]
-    turns: list[tuple[int, int, np.ndarray]] = []
+    turns: list[tuple[int, int, np.ndarray, np.ndarray]] = []
     spoken = np.zeros(n)
     intervals: list[tuple[float, float]] = []
     overlap_s = 0.0
@@ -321,18 +343,20 @@ def _schedule(spec: MeetingSpec, voices: Voices, rng: np.random.Generator,
             weights = 1.0 / (1.0 + spoken[choices])
             who = int(rng.choice(choices, p=weights / weights.sum()))
         want = rng.uniform(*TURN_S)
-        pieces, length = [], 0
+        pieces, masks, length = [], [], 0
         while length < want * RATE_HZ:
             name, audio = cursors[who].next()
             if pieces:
                 gap = np.zeros(int(rng.uniform(*INNER_GAP_S) * RATE_HZ), np.float32)
                 pieces.append(gap)
+                masks.append(np.zeros(len(gap), bool))
                 length += len(gap)
             audio = audio / (np.sqrt(np.mean(audio.astype(np.float64) ** 2)) + 1e-9) * 0.1
             pieces.append(audio.astype(np.float32))
+            masks.append(frame_activity(audio))
             talkers[who].clips.append(name)
             length += len(audio)
-        audio = np.concatenate(pieces)
+        audio, mask = np.concatenate(pieces), np.concatenate(masks)
         speech_so_far = _union_s(intervals)
         if turns and who != prev and speech_so_far > 0 and overlap_s / speech_so_far < target:
             ov = rng.uniform(*OVERLAP_S)
@@ -345,7 +369,7 @@ def _schedule(spec: MeetingSpec, voices: Voices, rng: np.random.Generator,
             break
         if turns:
             overlap_s += max(0, prev_end - start) / RATE_HZ
-        turns.append((who, start, audio))
+        turns.append((who, start, audio, mask))
         intervals.append((start / RATE_HZ, (start + len(audio)) / RATE_HZ))
         spoken[who] += len(audio) / RATE_HZ
         prev, prev_start, prev_end = who, start, start + len(audio)
@@ -376,9 +400,11 @@ def _draw(spec: MeetingSpec, voices: Voices, speakers: list[str], seed: int) -> 
     turns, talkers, target = _schedule(spec, voices, rng, names)
     total = int(spec.duration_s * RATE_HZ)
     dry = np.zeros((len(names), total), np.float32)
-    for who, start, audio in turns:
+    frames = np.zeros((len(names), total), bool)
+    for who, start, audio, mask in turns:
         dry[who, start : start + len(audio)] += audio
-    active = np.stack([activity(row) for row in dry])
+        frames[who, start : start + len(audio)] |= mask
+    active = np.stack([bridge(row) for row in frames])
     share = overlap_share_of(active)
     if not OVERLAP_BAND[0] <= share <= OVERLAP_BAND[1] or not active.any(1).all():
         return None
