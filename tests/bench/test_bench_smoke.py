@@ -185,3 +185,20 @@ def test_store_failover(postgres):
     report = last_json(run_module("bench.store", "failover", "--leases", "1s", "--runs", "1", timeout_s=400))
     assert [r["lease"] for r in report["runs"]] == ["1s"]
     assert report["summary"]["1s"]["median_s"] > 0
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fillets-ng/sound").is_dir(),
+                    reason="the real voices (Debian fillets-ng-data-cs, klettres-data) are not installed")
+def test_meetings_build_and_eval(tmp_path):
+    """One tiny meeting of the test split's recorded voices, built and scored by bench.meeting_eval."""
+    folder = tmp_path / "meetings"
+    run_module("bench.meetings", "build", "--split", "test", "--out", folder, "--meetings", "1", "--duration-s", "20")
+    meta = json.loads((folder / "test-00" / "meta.json").read_text())
+    assert len(meta["talkers"]) == 2 and (folder / "test-00" / "ref.rttm").read_text().startswith("SPEAKER test-00 1")
+    out = tmp_path / "eval.jsonl"
+    run_module("bench.meeting_eval", "--meetings", folder, "--limit", "1", "--no-sample", "--out", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    meeting = next(r for r in rows if r["kind"] == "meeting")
+    assert 0 <= meeting["final"]["der"] and meeting["final"]["ref_speakers"] == 2
+    assert len(meeting["perfect_gating"]["per_reference"]) == 2
+    assert any(r["kind"] == "summary" and r["group"] == "all" for r in rows)
