@@ -16,12 +16,14 @@ from bench.meetings import (
     MIN_RANGE_DB,
     OVERLAP_BAND,
     RATE_HZ,
+    TRIM_MARGIN_S,
     MeetingSpec,
     Voices,
     frame_activity,
     recipe,
     rttm_text,
     synthesize,
+    trim_to_speech,
 )
 from rtsep.evaluate import parse_rttm
 
@@ -111,6 +113,9 @@ def test_a_recordings_noise_floor_is_not_speech(voices, floor_db):
     assert active[np.abs(speech) > 0.5 * np.abs(audio).max()].all()
     frame = int(0.01 * RATE_HZ)
     assert not active[: pad - frame].any() and not active[pad + audio.size + frame :].any()
+    trimmed, kept = trim_to_speech(speech + floor)  # the floor cut away, 50 ms kept either side
+    assert trimmed.size == kept.size
+    assert abs(trimmed.size - audio.size - 2 * int(TRIM_MARGIN_S * RATE_HZ)) <= 2 * frame
 
 
 def test_short_pauses_inside_a_turn_are_speech(voices):
