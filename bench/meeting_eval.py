@@ -14,8 +14,9 @@ mixture itself; with a separator, its separated/ sources too. The pyannote sampl
 
 JSON lines (one per meeting, then one per condition and one overall) go to
 ``bench/results/meetings-<split>-<tag>.jsonl``; a markdown table per condition is printed for bench/RESULTS.md.
-SI-SDR of a track that is silent where its talker speaks is undefined: it counts as -inf in the medians (the
-worst rank) and is left out of the means, and ``silent_tracks`` says how often.
+A talker's SI-SDR is undefined where no track was matched to them (fewer tracks than talkers) or their track is
+silent where it is scored: it counts as -inf in the medians (the worst rank) and is left out of the means, and
+``silent_tracks`` counts those talkers.
 """
 
 from __future__ import annotations
