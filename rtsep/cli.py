@@ -1,4 +1,4 @@
-"""``rtsep`` command line: serve, stream (reference client), process (a file at full speed), demo."""
+"""``rtsep`` command line: serve, stream (reference client), process (a file at full speed), demo, eval."""
 
 from __future__ import annotations
 
@@ -196,6 +196,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Score timelines (DER, JER, speaker count) and tracks (SI-SDR, SI-SDRi) against references."""
+    from rtsep.evaluate import format_report, run_eval
+
+    def path(value: str | None) -> Path | None:
+        return Path(value) if value is not None else None
+
+    report = run_eval(path(args.ref), path(args.hyp), path(args.ref_tracks), path(args.tracks), path(args.mix),
+                      args.collar)
+    print(format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+    return 0
+
+
 def cmd_stream(args: argparse.Namespace) -> int:
     from rtsep_client.cli import run
 
@@ -223,6 +238,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(p, DEMO)
     p.add_argument("--out", default="rtsep-demo")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("eval", help="score timelines (DER, JER) and tracks (SI-SDR) against references")
+    p.add_argument("--ref", help="the reference RTTM, or a folder of them (matched by file id)")
+    p.add_argument("--hyp", help="the RTTM to score, or a folder of them")
+    p.add_argument("--collar", type=float, default=0.5,
+                   help="DER collar in pyannote's convention, the total width (0.5: ±0.25 s; default 0.5)")
+    p.add_argument("--ref-tracks", help="folder of reference tracks (one wav per talker)")
+    p.add_argument("--tracks", help="folder of tracks to score (separated sources or per-speaker tracks)")
+    p.add_argument("--mix", help="the mixture (wav): the SI-SDRi baseline")
+    p.add_argument("--json", help="also write the report as JSON to this file")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("stream", help="stream a file to a server as a live client would")
     add_stream_arguments(p)  # the reference client's flags (clients/python), declared there once

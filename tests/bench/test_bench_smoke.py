@@ -225,3 +225,20 @@ def test_denoise(tmp_path):
     assert all(row["same_length"] for row in report["rows"])
     costs = json.loads(run_module("bench.denoise", "--cost-only", "--meetings", "1", "--seconds", "4"))
     assert costs["cpu_rtf"] > 0 and costs["held_ms_median"] > 0
+
+
+@pytest.mark.skipif(not Path("/usr/share/games/fillets-ng/sound").is_dir(),
+                    reason="the real voices (Debian fillets-ng-data-cs, klettres-data) are not installed")
+def test_meetings_build_and_eval(tmp_path):
+    """One tiny meeting of the test split's recorded voices, built and scored by bench.meeting_eval."""
+    folder = tmp_path / "meetings"
+    run_module("bench.meetings", "build", "--split", "test", "--out", folder, "--meetings", "1", "--duration-s", "20")
+    meta = json.loads((folder / "test-00" / "meta.json").read_text())
+    assert len(meta["talkers"]) == 2 and (folder / "test-00" / "ref.rttm").read_text().startswith("SPEAKER test-00 1")
+    out = tmp_path / "eval.jsonl"
+    run_module("bench.meeting_eval", "--meetings", folder, "--limit", "1", "--no-sample", "--out", out)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    meeting = next(r for r in rows if r["kind"] == "meeting")
+    assert 0 <= meeting["final"]["der"] and meeting["final"]["ref_speakers"] == 2
+    assert len(meeting["perfect_gating"]["per_reference"]) == 2
+    assert any(r["kind"] == "summary" and r["group"] == "all" for r in rows)

@@ -8,7 +8,8 @@ CLIENT_ROOT = ROOT.parent / "clients" / "python"  # rtsep_protocol (the wire for
 
 # highest first; a module may import modules of its own layer or any lower one
 LAYERS = [
-    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo", "rtsep.compose", "rtsep.offline"},
+    {"rtsep.__main__", "rtsep.cli", "rtsep.server", "rtsep.config", "rtsep.demo", "rtsep.compose", "rtsep.offline",
+     "rtsep.evaluate"},
     {"rtsep.transport"},
     {"rtsep.sessions"},
     {"rtsep.driver", "rtsep.pipeline"},
