@@ -68,7 +68,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     adaptive = build_adaptive(config, offline)
     assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
     assert adaptive.model.config.norm_memory_s == config.separator.norm_memory_s == 16.0  # separates with it
-    assert adaptive.threads == (os.cpu_count() or 1)  # offline, nothing else runs while it adapts
+    assert 1 <= adaptive.threads <= (os.cpu_count() or 1)  # offline: the cores the rest of the machine leaves
     assert build_adaptive(config, replace(offline, adapt_threads=1)).threads == 1
     assert build_adaptive(pipeline_config(checkpoint, steps=0), offline) is None
     assert build_adaptive(config, replace(offline, ensemble=1)).speeds == [1.0]
