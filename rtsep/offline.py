@@ -24,8 +24,8 @@ class OfflineConfig:
     # the adaptation's time budget: this many seconds (wall, compile included) per second of the file, at most
     # adapt_budget_max_s; the steps are planned from the first steps' measured time, [adaptation] steps is their
     # ceiling (rtsep.separate.budget). 0: no budget, run [adaptation] steps (the fixed recipe)
-    adapt_budget_rtf: float = 0.5
-    adapt_budget_max_s: float = 60.0  # 0: no cap
+    adapt_budget_rtf: float = 0.4
+    adapt_budget_max_s: float = 45.0  # 0: no cap
     # when the budget affords fewer steps than this, the file is separated by the checkpoint as shipped
     adapt_min_steps: int = 10
     # stop adapting when the running mean of the training SI-SNR has not improved for this many steps (0: never)
@@ -36,7 +36,7 @@ class OfflineConfig:
     ensemble: int = 10
     # the passes' time budget, seconds per second of the file: the first pass is timed and the ensemble has the
     # largest odd size that fits (at most `ensemble`). 0: always `ensemble` passes
-    ensemble_budget_rtf: float = 0.1
+    ensemble_budget_rtf: float = 0.05
     # with adaptation: re-estimate the (averaged) sources from the file by a Wiener filter with their power spectra
     # (rtsep.separate.postfilter), so that the sources add up to the recording. It needs the whole file (not
     # causal), so live tracks cannot use it; without adaptation it made the sources worse (docs/models.md)

@@ -174,8 +174,8 @@ def adapt_convtasnet(
     returns the copy with ``model``'s norm memory (ConvTasNetConfig.norm_memory_s), the one it separates with.
 
     With a ``budget`` (rtsep.separate.budget.StepBudget), ``config.steps`` is only the ceiling: the first
-    ``budget.calibration_steps`` steps are timed with ``clock`` and the step count is planned from the rest of
-    the budget (``on_plan(total)`` is told it, and told the steps run when it stops early); the learning rate's
+    ``budget.calibration_steps`` steps (fewer when they spend the whole budget) are timed with ``clock`` and the
+    step count is planned from the rest of the budget (``on_plan(total)`` is told it, and told the steps run when it stops early); the learning rate's
     cosine decay runs over the planned count. When the budget affords fewer than ``budget.min_steps``, the copy
     is returned unchanged (``report.skipped``). A run that overshoots the budget by half (the machine got
     busier) ends there (``report.stopped_early``); so does one whose loss has plateaued
@@ -247,7 +247,9 @@ def adapt_convtasnet(
         step += 1
         now = clock()
         step_seconds.append(now - step_started)
-        if budget is not None and step == min(budget.calibration_steps, total) and report.planned_steps is None:
+        # plan after the calibration steps, or sooner when they already spent the budget (a busy machine)
+        if budget is not None and report.planned_steps is None and (
+                step == min(budget.calibration_steps, total) or now - started >= budget.budget_s):
             total = report.planned_steps = budget.plan(now - started, step_seconds)
             log.info("adaptation: %.2f s per step, %d step(s) in a %.0f s budget", sorted(step_seconds[1:] or
                      step_seconds)[len(step_seconds[1:] or step_seconds) // 2], total, budget.budget_s)

@@ -86,7 +86,7 @@ def test_offline_settings_from_the_file_and_the_command_line(tmp_path):
 
     default = load_config(None, env={}).offline
     assert (default.ensemble, default.wiener, default.adapt_compile, default.adapt_threads) == (10, True, False, 0)
-    assert (default.adapt_budget_rtf, default.adapt_budget_max_s, default.ensemble_budget_rtf) == (0.5, 60.0, 0.1)
+    assert (default.adapt_budget_rtf, default.adapt_budget_max_s, default.ensemble_budget_rtf) == (0.4, 45.0, 0.05)
     toml = tmp_path / "rtsep.toml"
     toml.write_text("[offline]\nensemble = 3\nwiener = false\nadapt_compile = true\nadapt_budget_rtf = 0\n")
     offline = load_config(toml, env={}).offline
