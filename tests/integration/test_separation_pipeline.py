@@ -63,9 +63,12 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     # uncompiled here (tests/unit/test_separate_adapt.py checks the compiled step in a fresh interpreter): dynamo's
     # tracing in this shared test process could meet other tests' leftover inference threads
     config = pipeline_config(checkpoint, steps=3, batch_size=2)
-    offline = OfflineConfig(adapt_compile=False)
+    # the fixed steps (no time budget: on a busy machine the default budget of this short file may buy none)
+    offline = OfflineConfig(adapt_compile=False, adapt_budget_rtf=0.0)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config, offline)
+    assert build_adaptive(config, OfflineConfig()).budget == OfflineConfig().budget()  # the defaults' budgets
+    assert adaptive.budget.adapt_rtf == 0.0 and adaptive.config.patience_steps == offline.adapt_patience_steps
     assert adaptive.config.steps == 3 and adaptive.config.batch_size == 2
     assert adaptive.model.config.norm_memory_s == config.separator.norm_memory_s == 16.0  # separates with it
     assert 1 <= adaptive.threads <= (os.cpu_count() or 1)  # offline: the cores the rest of the machine leaves
