@@ -64,7 +64,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     # tracing in this shared test process could meet other tests' leftover inference threads
     config = pipeline_config(checkpoint, steps=3, batch_size=2)
     # the fixed steps (no time budget: on a busy machine the default budget of this short file may buy none)
-    offline = OfflineConfig(adapt_compile=False, adapt_budget_rtf=0.0)
+    offline = OfflineConfig(adapt_compile=False, adapt_budget_rtf=0.0, ensemble_budget_rtf=0.0)
     runtime = DiarizationRuntime(config.runtime, config.diarization)
     adaptive = build_adaptive(config, offline)
     assert build_adaptive(config, OfflineConfig()).budget == OfflineConfig().budget()  # the defaults' budgets
@@ -97,7 +97,7 @@ async def test_process_adapts_to_the_file_then_separates(checkpoint, meeting_wav
     assert [s["track"] for s in info["sources"]] == ["source_0", "source_1"]
     assert sorted(s["speaker"] for s in info["sources"]) == ["SPEAKER_00", "SPEAKER_01"]
     assert info["adaptation"]["steps"] == 3 and set(info["adaptation"]["speech_s"]) == set(result.speakers)
-    assert info["ensemble_speeds"] == pytest.approx(np.linspace(0.92, 1.08, 10))  # the default: 10 passes, +-8 %
+    assert info["ensemble_speeds"] == pytest.approx(np.linspace(0.92, 1.08, 10))  # no passes' budget: 10, +-8 %
     assert info["wiener_postfilter"]["window_s"] == 0.032 and info["wiener_postfilter"]["power"] == 2.0
 
 
