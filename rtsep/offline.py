@@ -27,7 +27,7 @@ class OfflineConfig:
     adapt_budget_rtf: float = 0.4
     adapt_budget_max_s: float = 45.0  # 0: no cap
     # when the budget affords fewer steps than this, the file is separated by the checkpoint as shipped
-    adapt_min_steps: int = 10
+    adapt_min_steps: int = 20
     # stop adapting when the running mean of the training SI-SNR has not improved for this many steps (0: never)
     adapt_patience_steps: int = 100
     # with adaptation: separate the file up to this many times at playback speeds spread over the adaptation's
