@@ -175,11 +175,11 @@ def adapt_convtasnet(
 
     With a ``budget`` (rtsep.separate.budget.StepBudget), ``config.steps`` is only the ceiling: the first
     ``budget.calibration_steps`` steps (fewer when they spend the whole budget) are timed with ``clock`` and the
-    step count is planned from the rest of the budget (``on_plan(total)`` is told it, and told the steps run when it stops early); the learning rate's
-    cosine decay runs over the planned count. When the budget affords fewer than ``budget.min_steps``, the copy
-    is returned unchanged (``report.skipped``). A run that overshoots the budget by half (the machine got
-    busier) ends there (``report.stopped_early``); so does one whose loss has plateaued
-    (``config.patience_steps``)."""
+    step count is planned from the rest of the budget (``on_plan(total)`` is told it, and told the steps run
+    when it stops early); the learning rate's cosine decay runs over the planned count. When the budget affords
+    fewer than ``budget.min_steps``, the copy is returned unchanged (``report.skipped``). A run that overshoots
+    the budget by half (the machine got busier) ends there (``report.stopped_early``); so does one whose loss
+    has plateaued (``config.patience_steps``)."""
     rate = model.config.sample_rate_hz
     given, memory_s = model, model.config.norm_memory_s
     model = with_norm_memory(model, 0.0)  # it trains on 2 s remixes, with plain statistics, as the model was trained
