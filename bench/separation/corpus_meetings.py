@@ -94,8 +94,9 @@ def build_meeting(name: str, a: list[np.ndarray], b: list[np.ndarray], turns_s: 
     tests: list[dict] = []
     position = 0
     test_index = 0
-    for index, turn in enumerate(turns):
-        while test_index < overlaps and (test_index >= len(slots_sorted) or slots_sorted[test_index] == index):
+    for index, turn in enumerate([*turns, None]):  # None: after the last turn, whatever overlaps are left
+        while test_index < overlaps and (turn is None or test_index >= len(slots_sorted)
+                                         or slots_sorted[test_index] <= index):
             snr = snrs_db[test_index % len(snrs_db)]
             mix, sources = remix(held[0][test_index], held[1][test_index], snr)
             tests.append({"start": position + gap.size, "end": position + gap.size + len(mix), "snr_db": snr,
@@ -103,8 +104,9 @@ def build_meeting(name: str, a: list[np.ndarray], b: list[np.ndarray], turns_s: 
             pieces += [gap, mix, gap]
             position += 2 * gap.size + len(mix)
             test_index += 1
-        pieces += [turn, gap]
-        position += len(turn) + gap.size
+        if turn is not None:
+            pieces += [turn, gap]
+            position += len(turn) + gap.size
     return Meeting(name, np.concatenate(pieces).astype(np.float32), tests, speakers)
 
 
