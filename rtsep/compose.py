@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from rtsep.separate.postfilter import WienerConfig
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.store.writer import StoreWriter
-from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session
+from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session, set_total
 
 
 def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
@@ -60,6 +61,38 @@ def build_diarization(config: PipelineConfig, metrics: Metrics | None = None
     return DiarizationRuntime(config.runtime, diarization, on_batch=on_batch, final_pipeline=final)
 
 
+def cpu_times() -> tuple[float, float] | None:
+    """(busy, idle) CPU time of the whole machine so far, in clock ticks (Linux /proc/stat); None elsewhere."""
+    try:
+        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 5:
+        return None
+    ticks = [float(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0.0)
+    return sum(ticks) - idle, idle
+
+
+def free_cores(cores: int, interval_s: float = 0.25, times: Callable[[], tuple[float, float] | None] = cpu_times,
+               wait: Callable[[float], None] = time.sleep) -> int:
+    """How many of ``cores`` the rest of the machine leaves idle, from its CPU time over ``interval_s``: at least
+    1, all of them when that cannot be read. On a busy machine a second torch thread does not help: the threads
+    wait for each other at every operation (one adaptation step took 12.9 s on two threads against 2.1 s on one,
+    with the machine's load average at 7; bench/RESULTS.md)."""
+    before = times()
+    if before is None:
+        return cores
+    wait(interval_s)
+    after = times()
+    if after is None:
+        return cores
+    busy, idle = after[0] - before[0], after[1] - before[1]
+    if busy + idle <= 0:
+        return cores
+    return max(1, min(cores, round(cores * idle / (busy + idle))))
+
+
 def build_adaptive(config: PipelineConfig, offline: OfflineConfig) -> AdaptiveSeparator | None:
     """The offline adaptive separator when the pipeline asks for Conv-TasNet with adaptation steps."""
     steps, batch = config.adapt_recipe()
@@ -73,12 +106,13 @@ def build_adaptive(config: PipelineConfig, offline: OfflineConfig) -> AdaptiveSe
         from rtsep.separate.purity import PurityFilter
 
         purity = PurityFilter(purity_config, device=config.runtime.device)
-    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=offline.adapt_compile)
-    threads = offline.adapt_threads or os.cpu_count() or 1
+    adapt = AdaptConfig(steps=steps, batch_size=batch, compile=offline.adapt_compile,
+                        patience_steps=offline.adapt_patience_steps)
+    threads = offline.adapt_threads or free_cores(os.cpu_count() or 1)
     model = load_convtasnet(checkpoint, config.separator.norm_memory_s)
     postfilter = WienerConfig() if offline.wiener else None
     return AdaptiveSeparator(model, adapt, purity, threads=threads, ensemble=offline.ensemble,
-                             postfilter=postfilter)
+                             postfilter=postfilter, budget=offline.budget())
 
 
 async def process_file(
@@ -91,6 +125,7 @@ async def process_file(
     separation: SeparationRuntime | None = None,
     adaptive: AdaptiveSeparator | None = None,
     adapt_progress: Callable[[int, float], None] | None = None,
+    adapt_plan: Callable[[int], None] | None = None,
     denoise: DenoiseRuntime | None = None,
 ) -> ProcessResult:
     """One ``rtsep process`` session over ``path`` with the given runtimes, in a scratch store that is removed
@@ -102,7 +137,8 @@ async def process_file(
                                  limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
                                  writer=writer, separation=separation, denoise=denoise)
         try:
-            return await run_file_session(path, out_dir, manager, progress, max_speakers, adaptive, adapt_progress)
+            return await run_file_session(path, out_dir, manager, progress, max_speakers, adaptive, adapt_progress,
+                                          adapt_plan)
         finally:
             await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.close)
@@ -118,12 +154,15 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: Offl
         denoise = build_denoise(config)
         adaptive = build_adaptive(config, offline or OfflineConfig())
         separation = None if adaptive is not None else build_separation(config)
+        # under a time budget the step count is known after the first steps (AdaptiveSeparator.run's on_plan)
+        steps = config.adapt_recipe()[0] if adaptive is None or adaptive.budget.adapt_rtf <= 0 else None
         with progress_bar(round(info.duration, 1), "s", path.name, show_progress) as bar:
-            with progress_bar(config.adapt_recipe()[0], "step", "adapting separator",
+            with progress_bar(steps, "step", "adapting separator",
                               show_progress and adaptive is not None, delay_s=0.5) as adapt_bar:
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
-                    adaptive, lambda step, si_snr_db: adapt_bar.update(1), denoise))
+                    adaptive, lambda step, si_snr_db: adapt_bar.update(1), lambda total: set_total(adapt_bar, total),
+                    denoise))
     finally:
         runtime.close()
         if separation is not None:

@@ -4,7 +4,7 @@ pyannote sample's single-talker turns, scored by PIT SI-SDRi on their overlapped
     python -m bench.separation.process_remix [--layout L] [--only-fold F ...] [--snrs-db -5 0 5]
                                              [--adapt-steps N] [--adapt-batch-size B]
                                              [--adapt-min-similarity S] [--adapt-min-periodicity P]
-                                             [--ensemble N] [--no-wiener] [--jobs 2] [--out DIR]
+                                             [--ensemble N] [--no-wiener] [--flags "..."] [--jobs 2] [--out DIR]
 
 Each talker's single-talker speech of the pyannote sample (evaluation data, never trained on; found through
 sample.rttm as in eval.py) is cut into ``folds`` parts in time; part ``f`` of both talkers is the test speech of
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -136,6 +137,7 @@ def run_meeting(args: argparse.Namespace, name: str, audio: np.ndarray, tests: l
         cmd += ["--ensemble", str(args.ensemble)]
     if args.wiener is not None:
         cmd += ["--wiener" if args.wiener else "--no-wiener"]
+    cmd += shlex.split(args.flags)
     started = time.perf_counter()
     with open(folder / "process.log", "w") as log:
         subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -170,6 +172,7 @@ def main() -> int:
     p.add_argument("--wiener", action=argparse.BooleanOptionalAction, default=None,
                    help="the Wiener post-filter (default: rtsep's)")
     p.add_argument("--out", type=Path, default=Path("/tmp/rtsep-process-remix"))
+    p.add_argument("--flags", default="", help="more flags of `rtsep process` (e.g. \"--adapt-budget-rtf 0\")")
     p.add_argument("--snrs-db", type=float, nargs="+", default=list(SNRS_DB),
                    help="level ratios of the inserted remixes (conversation-single: one meeting each)")
     p.add_argument("--layout", choices=["conversation-single", "conversation", "interleaved", "end"],
@@ -199,7 +202,7 @@ def main() -> int:
         for key, value in r["by_snr"].items():
             by_snr.setdefault(key, []).append(value)
     mixtures = [v for r in rows for v in r["by_snr"].values()]
-    summary = {"adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
+    summary = {"flags": args.flags, "adapt_steps": args.adapt_steps, "adapt_batch_size": args.adapt_batch_size,
                "adapt_min_similarity": args.adapt_min_similarity,
                "adapt_min_periodicity": args.adapt_min_periodicity, "ensemble": args.ensemble, "wiener": args.wiener,
                "layout": args.layout, "checkpoint": str(args.checkpoint or "shipped"), "meetings": len(rows),

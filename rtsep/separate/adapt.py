@@ -14,6 +14,7 @@ import copy
 import functools
 import itertools
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from rtsep.errors import ConfigError
+from rtsep.separate.budget import FileBudget, Plateau, StepBudget, odd_members
 from rtsep.separate.convtasnet import ConvTasNet, with_norm_memory
 from rtsep.separate.ensemble import ensemble_speeds, separate_ensemble
 from rtsep.separate.losses import pit_si_snr_loss
@@ -62,10 +64,16 @@ class AdaptConfig:
     # first compile on a machine takes ~95 s of one core, later processes reuse inductor's cache (~17 s)
     compile: bool = True
     seed: int = 0
+    # early stopping: end when the running mean of the training SI-SNR has not risen by ``patience_min_delta_db``
+    # for this many steps (rtsep.separate.budget.Plateau); 0: run every step
+    patience_steps: int = 0
+    patience_min_delta_db: float = 0.05
 
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1:
             raise ConfigError("adaptation steps must be >= 0 and batch_size >= 1")
+        if self.patience_steps < 0 or self.patience_min_delta_db < 0:
+            raise ConfigError("adaptation patience_steps and patience_min_delta_db must be >= 0")
         if self.learning_rate <= 0 or self.segment_s <= 0 or self.min_speech_s <= 0:
             raise ConfigError("adaptation learning_rate, segment_s and min_speech_s must be > 0")
         if not 0.0 <= self.average_last <= 1.0:
@@ -84,6 +92,9 @@ class AdaptReport:
     loss_last_db: float | None = None
     skipped: str | None = None  # why no adaptation happened
     compiled: bool = False  # whether the steps ran through torch.compile
+    budget_s: float | None = None  # the time budget it planned its steps in (None: a fixed step count)
+    planned_steps: int | None = None  # the steps that budget afforded (before any early stop)
+    stopped_early: str | None = None  # "plateau" (the loss stopped improving) or "over budget"
     losses_db: list[float] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
@@ -149,6 +160,9 @@ def adapt_convtasnet(
     config: AdaptConfig = AdaptConfig(),
     progress: Callable[[int, float], None] | None = None,
     stop: Callable[[], bool] | None = None,
+    budget: StepBudget | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    on_plan: Callable[[int], None] | None = None,
 ) -> tuple[ConvTasNet, AdaptReport]:
     """Fine-tune a copy of ``model`` on remixes of ``speech`` (speaker -> single-talker audio at the model rate).
 
@@ -157,7 +171,15 @@ def adapt_convtasnet(
     called after every step; ``stop()`` is asked before every step, and when it says True the adaptation ends
     there, unused (``report.skipped == "stopped"``). Runs on the model's device with the caller's torch
     thread settings. It trains with plain cumulative norm statistics (2 s remixes, as the model was trained) and
-    returns the copy with ``model``'s norm memory (ConvTasNetConfig.norm_memory_s), the one it separates with."""
+    returns the copy with ``model``'s norm memory (ConvTasNetConfig.norm_memory_s), the one it separates with.
+
+    With a ``budget`` (rtsep.separate.budget.StepBudget), ``config.steps`` is only the ceiling: the first
+    ``budget.calibration_steps`` steps (fewer when they spend the whole budget) are timed with ``clock`` and the
+    step count is planned from the rest of the budget (``on_plan(total)`` is told it, and told the steps run
+    when it stops early); the learning rate's cosine decay runs over the planned count. When the budget affords
+    fewer than ``budget.min_steps``, the copy is returned unchanged (``report.skipped``). A run that overshoots
+    the budget by half (the machine got busier) ends there (``report.stopped_early``); so does one whose loss
+    has plateaued (``config.patience_steps``)."""
     rate = model.config.sample_rate_hz
     given, memory_s = model, model.config.norm_memory_s
     model = with_norm_memory(model, 0.0)  # it trains on 2 s remixes, with plain statistics, as the model was trained
@@ -181,18 +203,26 @@ def adapt_convtasnet(
     adapted.train()
     trained = list(adapted.parameters())
     optimiser = torch.optim.Adam(trained, lr=config.learning_rate)
-    lr_decay = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, config.steps, eta_min=config.learning_rate / 100)
-    average_from = config.steps - max(1, round(config.average_last * config.steps)) if config.average_last else None
+    total = config.steps  # until a budget plans it
+    average_from = _average_from(config, total)
     averaged: list[torch.Tensor] | None = None
+    plateau = Plateau(config.patience_steps, config.patience_min_delta_db)
     loss_of = _compiled_training_loss() if config.compile else _training_loss
     if config.compile:  # otherwise nothing moves for the length of the compile
         log.info("adaptation: compiling the training step (first time on a machine ~95 s of a core, later ~17 s)")
-    started = time.perf_counter()
-    for step in range(config.steps):
+    if budget is not None:
+        report.budget_s = round(budget.budget_s, 2)
+    started = clock()
+    step_seconds: list[float] = []
+    step = 0
+    while step < total:
         if stop is not None and stop():
             report.skipped = "stopped"
             report.steps = step
             return given, report
+        step_started = clock()
+        for group in optimiser.param_groups:
+            group["lr"] = cosine_lr(config.learning_rate, step, total)
         mixes, sources = sampler.draw(config.batch_size)
         mixes_t, sources_t = torch.from_numpy(mixes).to(device), torch.from_numpy(sources).to(device)
         optimiser.zero_grad(set_to_none=True)
@@ -211,23 +241,59 @@ def adapt_convtasnet(
             loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, config.max_grad_norm)
         optimiser.step()
-        lr_decay.step()
         if average_from is not None and step >= average_from:
             averaged = _running_mean(averaged, trained, step - average_from)
         report.losses_db.append(-float(loss.detach()))
+        step += 1
+        now = clock()
+        step_seconds.append(now - step_started)
+        # plan after the calibration steps, or sooner when they already spent the budget (a busy machine)
+        if budget is not None and report.planned_steps is None and (
+                step == min(budget.calibration_steps, total) or now - started >= budget.budget_s):
+            total = report.planned_steps = budget.plan(now - started, step_seconds)
+            log.info("adaptation: %.2f s per step, %d step(s) in a %.0f s budget", sorted(step_seconds[1:] or
+                     step_seconds)[len(step_seconds[1:] or step_seconds) // 2], total, budget.budget_s)
+            if on_plan is not None:
+                on_plan(total)
+            if total == 0:
+                report.skipped = (f"a {budget.budget_s:.0f} s budget affords fewer than {budget.min_steps} "
+                                  "adaptation steps")
+                report.steps, report.seconds = step, now - started
+                return with_norm_memory(copy.deepcopy(model), memory_s).eval(), report
+            average_from = _average_from(config, total)
         if progress is not None:
-            progress(step + 1, report.losses_db[-1])
+            progress(step, report.losses_db[-1])
+        if step < total and plateau.update(report.losses_db[-1]):
+            report.stopped_early = "plateau"
+        elif step < total and budget is not None and now - started > 1.5 * budget.budget_s:
+            report.stopped_early = "over budget"
+        if report.stopped_early:
+            log.info("adaptation: stopped after %d of %d steps (%s)", step, total, report.stopped_early)
+            if on_plan is not None:
+                on_plan(step)  # the count changed
+            break
     if averaged is not None:
         with torch.no_grad():
             for param, mean in zip(trained, averaged, strict=True):
                 param.copy_(mean)
-    report.seconds = time.perf_counter() - started
-    report.steps = config.steps
+    report.seconds = clock() - started
+    report.steps = step
     report.compiled = loss_of is not _training_loss
-    tenth = max(1, config.steps // 10)
+    tenth = max(1, step // 10)
     report.loss_first_db = round(float(np.mean(report.losses_db[:tenth])), 2)
     report.loss_last_db = round(float(np.mean(report.losses_db[-tenth:])), 2)
     return with_norm_memory(adapted, memory_s).eval(), report
+
+
+def cosine_lr(peak: float, step: int, total: int) -> float:
+    """The learning rate of ``step`` (0-based) of ``total``: cosine decay from ``peak`` to 1 % of it."""
+    floor = peak / 100
+    return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / max(total, 1)))
+
+
+def _average_from(config: AdaptConfig, total: int) -> int | None:
+    """The first step whose weights enter the average of the last ``config.average_last`` share of ``total``."""
+    return total - max(1, round(config.average_last * total)) if config.average_last else None
 
 
 def _training_loss(model: ConvTasNet, mixes: torch.Tensor, sources: torch.Tensor) -> torch.Tensor:
@@ -318,23 +384,31 @@ class AdaptiveSeparator:
     ``ensemble`` > 1: the recording is separated at that many playback speeds spread over the adaptation's
     ``speed_perturb`` and the passes are averaged (rtsep.separate.ensemble). With ``postfilter``, the (averaged)
     sources are then re-estimated from the recording by a Wiener filter (rtsep.separate.postfilter), unless the
-    adaptation was skipped."""
+    adaptation was skipped. With a ``budget`` (rtsep.separate.budget.FileBudget), the adaptation's steps follow
+    a time budget proportional to the recording's duration, ``config.steps`` being their ceiling, and the ensemble
+    has as many members as fit its budget (at most ``ensemble``: the largest odd count, timed on the first pass)."""
 
     def __init__(self, model: ConvTasNet, config: AdaptConfig = AdaptConfig(),
                  purity: PurityFilter | None = None, threads: int = 0, ensemble: int = 1,
-                 postfilter: WienerConfig | None = None) -> None:
+                 postfilter: WienerConfig | None = None, budget: FileBudget | None = None,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.model = model.eval()
         self.config = config
         self.purity = purity
         self.threads = threads
-        self.speeds = ensemble_speeds(ensemble, config.speed_perturb)
+        self.speeds = ensemble_speeds(ensemble, config.speed_perturb)  # the most it runs
         self.postfilter = postfilter
+        self.budget = budget or FileBudget()
+        self.clock = clock
 
     def run(self, audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping],
             progress: Callable[[int, float], None] | None = None,
-            stop: Callable[[], bool] | None = None) -> AdaptedSeparation:
+            stop: Callable[[], bool] | None = None,
+            on_plan: Callable[[int], None] | None = None) -> AdaptedSeparation:
         """``stop()`` is asked before every adaptation step and every separation pass (it runs in a thread that
-        cannot be interrupted otherwise, e.g. by Ctrl-C); when it says True, :class:`AdaptationStopped`."""
+        cannot be interrupted otherwise, e.g. by Ctrl-C); when it says True, :class:`AdaptationStopped`.
+        ``on_plan(steps)``: the adaptation's step count once known (with a budget, after its first steps; 0 when it
+        does not adapt)."""
         import soxr
 
         def check() -> None:
@@ -350,23 +424,45 @@ class AdaptiveSeparator:
         speech = gather_speech(at_model_rate, model_rate, spans)
         check()
         speech_s = {spk: round(len(x) / model_rate, 1) for spk, x in speech.items()}
-        if self.config.steps > 0 and sum(s >= self.config.min_speech_s for s in speech_s.values()) >= 2:
+        duration_s = len(at_model_rate) / model_rate
+        step_budget = self.budget.steps(duration_s, self.config.steps)
+        will_adapt = self.config.steps > 0 and sum(s >= self.config.min_speech_s for s in speech_s.values()) >= 2
+        if will_adapt and step_budget is not None:
+            log.info("adapting the separator: up to %d steps in %.0f s on %s s of single-talker speech",
+                     self.config.steps, step_budget.budget_s, speech_s)
+        elif will_adapt:
             log.info("adapting the separator: %d steps on %s s of single-talker speech", self.config.steps, speech_s)
+        if on_plan is not None and (not will_adapt or step_budget is None):
+            on_plan(self.config.steps if will_adapt else 0)
         previous = torch.get_num_threads()
         if self.threads > 0:
             torch.set_num_threads(self.threads)
         try:
-            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress, stop)
+            adapted, report = adapt_convtasnet(self.model, speech, self.config, progress, stop, step_budget,
+                                               self.clock, on_plan)
         finally:
             torch.set_num_threads(previous)
         if report.skipped == "stopped":
             raise AdaptationStopped(f"stopped after {report.steps} adaptation step(s)")
+        if report.skipped:
+            log.info("adaptation skipped: %s", report.skipped)
 
         def one_pass(x: np.ndarray) -> np.ndarray:
             check()
             return separate_offline(adapted, x)
 
-        sources = separate_ensemble(one_pass, at_model_rate, model_rate, self.speeds)
+        speeds = list(self.speeds)
+        ensemble_s = self.budget.ensemble_s(duration_s)
+        reference = None
+        if ensemble_s is not None and report.skipped is not None:
+            speeds = [1.0]  # under a budget, the base model gets one pass: its sources are not yet apart
+        elif ensemble_s is not None and len(speeds) > 1:
+            started = self.clock()
+            reference = one_pass(at_model_rate)
+            members = odd_members(len(self.speeds), ensemble_s, self.clock() - started)
+            speeds = ensemble_speeds(members, self.config.speed_perturb)
+            log.info("separating at %d playback speed(s) in a %.1f s budget", members, ensemble_s)
+        sources = separate_ensemble(one_pass, at_model_rate, model_rate, speeds, reference=reference)
         # only after adapting: on the base model's sources (not yet apart) the filter loses (rtsep.separate.postfilter)
         postfilter = self.postfilter if report.skipped is None else None
         if postfilter is not None:
@@ -374,5 +470,4 @@ class AdaptiveSeparator:
         speakers = match_sources_to_speakers(sources, model_rate, spans)
         if rate_hz != model_rate:
             sources = np.stack([soxr.resample(s, model_rate, rate_hz) for s in sources])[:, : len(audio)]
-        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(self.speeds),
-                                 postfilter)
+        return AdaptedSeparation(sources.astype(np.float32), rate_hz, speakers, report, list(speeds), postfilter)

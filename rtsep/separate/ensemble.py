@@ -65,13 +65,17 @@ def align_blocks(reference: np.ndarray, estimate: np.ndarray, block_samples: int
 
 
 def separate_ensemble(separate: Separate, audio: np.ndarray, rate_hz: int, speeds: Sequence[float],
-                      block_s: float = 1.0) -> np.ndarray:
-    """The mean of ``separate`` run at each of ``speeds`` (see the module docstring); (num_sources, T)."""
+                      block_s: float = 1.0, reference: np.ndarray | None = None) -> np.ndarray:
+    """The mean of ``separate`` run at each of ``speeds`` (see the module docstring); (num_sources, T).
+    ``reference``: the pass at speed 1, already run (then 1 must be one of ``speeds``)."""
     if not speeds:
         raise ValueError("an ensemble needs at least one speed")
     audio = np.asarray(audio, np.float32)
     order = sorted(speeds, key=lambda f: abs(f - 1.0))  # the reference pass first
-    reference = at_speed(separate, audio, rate_hz, order[0])
+    if reference is not None and order[0] != 1.0:
+        raise ValueError(f"a given reference pass is the pass at speed 1, which is not among {list(speeds)}")
+    if reference is None:
+        reference = at_speed(separate, audio, rate_hz, order[0])
     if len(order) == 1:
         return reference
     total = reference.astype(np.float32)  # float32: an hour at 8 kHz is 230 MB per copy of two sources

@@ -82,6 +82,7 @@ async def run_file_session(
     max_speakers: int | None = None,
     adaptive: AdaptiveSeparator | None = None,
     adapt_progress: Callable[[int, float], None] | None = None,
+    adapt_plan: Callable[[int], None] | None = None,
 ) -> ProcessResult:
     """Run one session over ``path`` through ``manager`` (its runtimes, its store), as a live session runs. Sources
     come from the manager's separation runtime (streamed with the session) or, after the session, from
@@ -130,7 +131,7 @@ async def run_file_session(
         stop = threading.Event()  # set when this task is cancelled (Ctrl-C): the thread stops at its next step
         try:
             result = await asyncio.to_thread(adaptive.run, audio, pipeline.rate, final.get("segments", []),
-                                             adapt_progress, stop.is_set)
+                                             adapt_progress, stop.is_set, adapt_plan)
         finally:
             stop.set()
         files += await asyncio.to_thread(write_separated, out_dir, result)
@@ -259,10 +260,18 @@ class LoggedProgress:
             self._log()
 
 
-def progress_bar(total: float, unit: str, desc: str, enabled: bool, delay_s: float = 0.0) -> Any:
-    """A tqdm bar on a terminal; in a log (stderr not a terminal), a line every 30 s instead of one per update."""
+def progress_bar(total: float | None, unit: str, desc: str, enabled: bool, delay_s: float = 0.0) -> Any:
+    """A tqdm bar on a terminal; in a log (stderr not a terminal), a line every 30 s instead of one per update.
+    ``total`` None: not known yet (set_total sets it later)."""
     if enabled and not sys.stderr.isatty():
         return LoggedProgress(total, unit, desc)
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=desc, disable=not enabled, delay=delay_s)
+
+
+def set_total(bar: Any, total: float) -> None:
+    """Give a progress_bar its total once known (or when it changed, e.g. a run that ended early)."""
+    bar.total = total
+    if hasattr(bar, "refresh"):  # tqdm redraws; LoggedProgress shows it in its next line
+        bar.refresh()

@@ -242,3 +242,34 @@ def test_meetings_build_and_eval(tmp_path):
     assert 0 <= meeting["final"]["der"] and meeting["final"]["ref_speakers"] == 2
     assert len(meeting["perfect_gating"]["per_reference"]) == 2
     assert any(r["kind"] == "summary" and r["group"] == "all" for r in rows)
+
+
+def test_process_speed(clip):
+    rows = json_lines(run_module("bench.process_speed", "--runs", "1", "--meeting-s", "0", "--wav", clip[0],
+                                 "--flags", "--adapt-budget-rtf 0.2 --ensemble 1", timeout_s=400))
+    (summary,) = [r for r in rows if "summary" in r]
+    assert summary["runs"] == 1 and summary["default_wall_s_median"] > 0 and summary["none_wall_s_median"] > 0
+    assert {r["command"] for r in rows if "command" in r} == {"default", "none"}
+
+
+def test_process_meetings(clip, tmp_path):
+    import numpy as np
+
+    # a two-speaker corpus of the clip's halves (the figures mean nothing; the script runs end to end)
+    audio, rate = sf.read(str(clip[0]), dtype="float32")
+    import soxr
+
+    audio = soxr.resample(audio, rate, 8000)
+    half = len(audio) // 2
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    index = {}
+    for name, part in (("x", np.tile(audio[:half], 4)), ("y", np.tile(audio[half:], 4))):  # 3 overlaps of 3 s
+        np.save(corpus / f"{name}.npy", (part * 32767).astype(np.int16))
+        index[name] = {"split": "valid", "offsets": list(range(0, len(part), 8000))}
+    (corpus / "index.json").write_text(json.dumps(index))
+    rows = json_lines(run_module("bench.separation.process_meetings", "--split", "valid", "--corpus", corpus,
+                                 "--pair", "x+y", "--turns-s", "2", "--out", tmp_path / "out",
+                                 "--setting", "unadapted=--adapt-steps 0", timeout_s=400))
+    (summary,) = [r for r in rows if "summary" in r]
+    assert summary["meetings"] == 1 and summary["overlaps"] == 3 and isinstance(summary["si_sdri_db_mean"], float)

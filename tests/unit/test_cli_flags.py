@@ -81,8 +81,8 @@ def test_each_flag_sets_its_field(tmp_path):
             section, key = flag.setting
             default = section_fields(section)[key]
             argv = [command, *(["x.wav", "--out", str(tmp_path)] if command == "process" else [])]
-            if isinstance(default, bool):
-                argv += ["--no-" + flag.name.removeprefix("--") if default else flag.name]
+            if isinstance(default, bool):  # the flag that flips it
+                argv += [flag.name] if default is False else ["--no-" + flag.name.removeprefix("--")]
                 expected = not default
             elif isinstance(default, tuple):
                 argv += [flag.name, "k1"]
@@ -93,6 +93,7 @@ def test_each_flag_sets_its_field(tmp_path):
             else:
                 kind = flag.type
                 value = STRINGS[flag.name] if kind is str else NUMBERS.get(flag.name, samples[kind])
+                value = "0.75" if kind is float and float(value) == default else value
                 argv += [flag.name, value]
                 expected = kind(value)
             assert expected != default, flag.name  # else the check below could not fail

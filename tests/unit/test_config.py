@@ -85,15 +85,24 @@ def test_offline_settings_from_the_file_and_the_command_line(tmp_path):
     from rtsep.cli import _load, build_parser
 
     default = load_config(None, env={}).offline
-    assert (default.ensemble, default.wiener, default.adapt_compile, default.adapt_threads) == (10, True, True, 0)
+    assert (default.ensemble, default.wiener, default.adapt_compile, default.adapt_threads) == (10, True, False, 0)
+    assert (default.adapt_budget_rtf, default.adapt_budget_max_s, default.ensemble_budget_rtf) == (0.4, 45.0, 0.05)
     toml = tmp_path / "rtsep.toml"
-    toml.write_text("[offline]\nensemble = 3\nwiener = false\nadapt_compile = false\n")
+    toml.write_text("[offline]\nensemble = 3\nwiener = false\nadapt_compile = true\nadapt_budget_rtf = 0\n")
     offline = load_config(toml, env={}).offline
-    assert (offline.ensemble, offline.wiener, offline.adapt_compile) == (3, False, False)
+    assert (offline.ensemble, offline.wiener, offline.adapt_compile, offline.adapt_budget_rtf) == (3, False, True, 0)
     args = build_parser().parse_args(["process", "x.wav", "--out", "o", "--config", str(toml), "--ensemble", "1",
-                                      "--wiener", "--adapt-threads", "2"])
+                                      "--wiener", "--adapt-threads", "2", "--no-adapt-compile",
+                                      "--adapt-budget-rtf", "0.25", "--adapt-budget-max-s", "30",
+                                      "--ensemble-budget-rtf", "0", "--adapt-min-steps", "5",
+                                      "--adapt-patience-steps", "0"])
     flagged = _load(args).offline
     assert (flagged.ensemble, flagged.wiener, flagged.adapt_compile, flagged.adapt_threads) == (1, True, False, 2)
+    assert (flagged.adapt_budget_rtf, flagged.adapt_budget_max_s, flagged.ensemble_budget_rtf) == (0.25, 30.0, 0.0)
+    assert (flagged.adapt_min_steps, flagged.adapt_patience_steps) == (5, 0)
+    toml.write_text("[offline]\nadapt_budget_rtf = -1\n")
+    with pytest.raises(ConfigError, match=r"\[offline\] adapt_budget_rtf must be >= 0"):
+        load_config(toml, env={})
     toml.write_text("[offline]\nensemble = 0\n")
     with pytest.raises(ConfigError, match=r"\[offline\] ensemble must be >= 1"):
         load_config(toml, env={})
