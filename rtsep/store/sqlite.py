@@ -1,6 +1,7 @@
 """The embedded default store: SQLite (WAL) for sessions and timelines, files for track audio.
 
-    <data_dir>/rtsep.sqlite3                       sessions, live segments, final timelines
+    <data_dir>/rtsep.sqlite3                       sessions, live segments, final timelines; enrolled voices
+                                                   (embeddings only; not session data: retention keeps them)
     <data_dir>/sessions/<id>/tracks/<name>.pcm     int16 mono PCM at the session's rate, appended as produced
 
 Each write is its own committed transaction (WAL, synchronous=NORMAL): a killed process (kill -9) loses
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rtsep.errors import StoreError
-from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.errors import StoreError, VoiceExists
+from rtsep.store.base import SessionInfo, SessionStore, VoiceRecord, voice_bytes, voice_from_bytes
 from rtsep.store.tracks import SAFE_NAME, TrackFiles
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,12 @@ CREATE TABLE IF NOT EXISTS live_segments (
 CREATE TABLE IF NOT EXISTS final_timelines (
     session_id TEXT PRIMARY KEY REFERENCES sessions(session_id) ON DELETE CASCADE,
     timeline TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS voices (
+    name TEXT PRIMARY KEY,
+    embedding BLOB NOT NULL,
+    speech_s REAL NOT NULL,
+    created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(state, ended_at);
 """
@@ -149,6 +156,37 @@ class SqliteSessionStore(SessionStore):
     def close_session(self, session_id: str) -> None:
         self.tracks.close(session_id)
 
+    # --- voices ---
+
+    def put_voice(self, voice: VoiceRecord, replace: bool = False) -> None:
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        try:
+            self._run(f"{verb} INTO voices (name, embedding, speech_s, created_at) VALUES (?, ?, ?, ?)",
+                      (voice.name, voice_bytes(voice.embedding), float(voice.speech_s), float(voice.created_at)))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise VoiceExists(f"a voice named {voice.name!r} is enrolled already") from None
+            raise
+
+    def get_voice(self, name: str) -> VoiceRecord | None:
+        rows = self._run("SELECT name, embedding, speech_s, created_at FROM voices WHERE name = ?", (name,))
+        return _voice(rows[0]) if rows else None
+
+    def voices(self) -> list[VoiceRecord]:
+        return [_voice(r) for r in self._run("SELECT name, embedding, speech_s, created_at FROM voices ORDER BY name")]
+
+    def delete_voice(self, name: str) -> bool:
+        with self._lock:
+            try:
+                return self._db.execute("DELETE FROM voices WHERE name = ?", (name,)).rowcount > 0
+            except sqlite3.Error as exc:
+                raise StoreError(f"store error: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _voice(row: tuple) -> VoiceRecord:
+    name, embedding, speech_s, created_at = row
+    return VoiceRecord(name, voice_from_bytes(embedding), float(speech_s), float(created_at))
