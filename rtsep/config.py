@@ -12,6 +12,7 @@ section            dataclass                                      read by
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
+``[voices]``       rtsep.stream.naming.VoicesConfig               enrollment and named speakers
 ``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
 =================  =============================================  =========================
 """
@@ -34,6 +35,7 @@ from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.store.factory import StoreLocation, parse_store_url
+from rtsep.stream.naming import VoicesConfig
 from rtsep.transport.webrtc.config import WebRtcConfig
 
 
@@ -95,12 +97,12 @@ class AppConfig:
 log = logging.getLogger(__name__)
 
 SECTIONS = ("server", "runtime", "diarization", "clustering", "pipeline", "separator", "adaptation", "offline",
-            "webrtc")
+            "voices", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pipeline": PipelineConfig, "separator": SeparatorConfig,
-    "adaptation": AdaptationConfig, "offline": OfflineConfig,
+    "adaptation": AdaptationConfig, "offline": OfflineConfig, "voices": VoicesConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -224,8 +226,9 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
+        voices = VoicesConfig(**_coerce("voices", sections["voices"]))
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator,
-                                  adaptation=adaptation, **_coerce("pipeline", sections["pipeline"]))
+                                  adaptation=adaptation, voices=voices, **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)

@@ -39,6 +39,7 @@ from rtsep.protocol.messages import (
     Gap,
     Segment,
     SpeakerActivity,
+    SpeakerNamed,
     Stats,
     TimelineMessage,
     TrackAnnouncement,
@@ -70,6 +71,8 @@ from rtsep.stream.core import (
     timeline_url,
 )
 from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
+from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
+from rtsep.stream.naming import VoiceMatcher, final_names
 from rtsep.stream.session import ChunkReady
 from rtsep.stream.turns import speaker_name
 
@@ -95,8 +98,9 @@ class NullSink:
 
 
 def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
-               separation: SeparationRuntime | None) -> SessionCore:
-    """A session's core with its own online diarizer and, with an adaptable separator, its adaptation schedule."""
+               separation: SeparationRuntime | None, voices: dict[str, np.ndarray] | None = None) -> SessionCore:
+    """A session's core with its own online diarizer and, with an adaptable separator, its adaptation schedule;
+    with ``voices`` (enrolled name -> unit embedding), a matcher that names its speakers."""
     diar = config.diarization
     layout = None
     schedule = None
@@ -113,7 +117,8 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
         overflow=config.runtime.overflow, separator=layout,
     )
-    return SessionCore(core_config, OnlineDiarizer(diar, max_speakers), schedule)
+    matcher = VoiceMatcher(voices, config.voices) if voices else None
+    return SessionCore(core_config, OnlineDiarizer(diar, max_speakers), schedule, matcher)
 
 
 def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
@@ -179,6 +184,7 @@ class SessionDriver:
         self.end_reason: RtsepError | None = None
         self.end_flush = True
         self._closed = False
+        self.final_names: dict[str, str] = {}  # final speaker -> enrolled voice
 
     @property
     def session_id(self) -> str:
@@ -231,7 +237,7 @@ class SessionDriver:
         await asyncio.shield(self._finished)
         await self._close("done", outcome)
         return Done(self.session_id, round(self.info.duration_s, 3), list(self.info.speakers),
-                    timeline_url(self.session_id))
+                    timeline_url(self.session_id), dict(self.final_names))
 
     async def abort(self, outcome: str) -> None:
         """The session ends abnormally (client gone, error): keep everything produced, send nothing more."""
@@ -250,7 +256,10 @@ class SessionDriver:
     def live_timeline(self) -> dict[str, Any]:
         rate = self.rate
         segments = [(s / rate, e / rate, speaker_name(k)) for s, e, k in self.core.closed_segments]
-        return to_json(annotation_from_segments(segments, self.session_id), "live")
+        timeline = to_json(annotation_from_segments(segments, self.session_id), "live")
+        if self.core.matcher is not None:
+            timeline["names"] = self.core.names
+        return timeline
 
     async def final_timeline_now(self) -> dict[str, Any]:
         """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
@@ -260,8 +269,16 @@ class SessionDriver:
     def _final_from(self, records: list, embedding_labels: dict[int, int]) -> dict[str, Any]:
         rate = self.rate
         segments = final_segments(records, embedding_labels, self.config.diarization, self.max_speakers)
-        return to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
-                                                self.session_id), "final")
+        timeline = to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
+                                                    self.session_id), "final")
+        matcher = self.core.matcher
+        if matcher is not None:
+            diar = self.config.diarization
+            named = final_names(records, segments, matcher.voices, diar.embedding_window_samples, diar.step_samples,
+                                self.config.voices.min_similarity)
+            timeline["names"] = {speaker_name(k): n.name for k, n in sorted(named.items()) if n.name}
+            timeline["name_similarity"] = {speaker_name(k): n.similarity for k, n in sorted(named.items())}
+        return timeline
 
     # --- results ---
 
@@ -331,11 +348,15 @@ class SessionDriver:
                 self.metrics.audio_out_seconds.inc(event.samples.size / rate)
             elif isinstance(event, SpeakerActivityEvent):
                 await self.transport.send_message(
-                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
+                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample, event.voice))
+            elif isinstance(event, SpeakerNamedEvent):
+                log.info("session %s: %s is %s (similarity %.3f)", sid, event.name, event.voice, event.similarity)
+                await self.transport.send_message(
+                    SpeakerNamed(event.name, event.index, event.voice, event.similarity))
             elif isinstance(event, TurnClosed):
                 await self._store(self.store.append_live_segment, sid, event.name, event.start_s, event.end_s)
                 await self.transport.send_message(
-                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3)))
+                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3), name=event.voice))
             elif isinstance(event, TrackAnnounced):
                 if event.kind == "speaker":
                     self.info.speakers.append(event.name)
@@ -363,8 +384,13 @@ class SessionDriver:
                     continue
                 await self._dispatch(self.core.final_timeline_ready(timeline))
             elif isinstance(event, FinalTimeline):
-                await self._store(self.store.write_final, sid, event.timeline)
-                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"]))
+                timeline = event.timeline
+                if self.core.matcher is not None:
+                    self.final_names = dict(timeline.get("names", {}))
+                    timeline = {**timeline, "live_names": self.core.names}  # the stored live timeline's names
+                await self._store(self.store.write_final, sid, timeline)
+                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"],
+                                                                  dict(self.final_names)))
             elif isinstance(event, Finished):
                 self.info.duration_s = event.duration_s
                 if not self._finished.done():

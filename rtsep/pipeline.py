@@ -13,6 +13,7 @@ from rtsep.diarize.online import DiarizationConfig
 from rtsep.errors import ConfigError
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
+from rtsep.stream.naming import VoicesConfig
 from rtsep.stream.session import StreamConfig
 
 
@@ -22,6 +23,7 @@ class PipelineConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     separator: SeparatorConfig = field(default_factory=SeparatorConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
+    voices: VoicesConfig = field(default_factory=VoicesConfig)
     max_speakers: int = 8  # a client may ask for fewer, never more
     stats_interval_s: float = 2.0
 
