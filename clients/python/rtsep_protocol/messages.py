@@ -43,6 +43,7 @@ class Start:
     client: str | None = None
     # enrolled voices to name speakers by: a list of names, or "all" (every enrolled voice); None: no naming
     voices: list[str] | str | None = None
+    omitted: ClassVar[tuple[str, ...]] = ("voices",)  # not sent while None (a server without voices accepts it)
 
 
 @dataclass(frozen=True)
@@ -166,8 +167,8 @@ class Done:
 CLIENT_MESSAGES: dict[str, type] = {"start": Start, "stop": Stop}
 SERVER_MESSAGES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, SpeakerActivity, SpeakerNamed, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap, ErrorMessage,
-                Done)
+    for cls in (Ready, SpeakerActivity, SpeakerNamed, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap,
+                ErrorMessage, Done)
 }
 
 Message = Any
