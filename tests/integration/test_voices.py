@@ -192,3 +192,33 @@ def test_rtsep_enroll_then_process_with_voices(sample, tmp_path, capsys):
     assert "no enrolled voice named 'nobody'" in capsys.readouterr().err
     assert main(["voices", "delete", "s90", "--data-dir", str(data)]) == 0
     assert main(["voices", "delete", "s90", "--data-dir", str(data)]) == 2
+
+
+@pytest.fixture(scope="module")
+def open_server(tmp_path_factory):
+    """No API keys (the WebRTC test client offers without one)."""
+    pipeline = dataclasses.replace(diarization_only(), voices=VoicesConfig(min_similarity=0.8))
+    with run_server(tmp_path_factory.mktemp("data"), pipeline=pipeline) as running:
+        yield running
+
+
+async def test_a_webrtc_session_names_the_enrolled_voice_on_its_data_channel(open_server, sample):
+    from tests.integration.test_webrtc import FileTrack, _offer_sdp, connect, post_offer, wait_state
+
+    assert http(open_server, "POST", "/v1/voices", key=None, params={"name": "s90"},
+                content=clip(sample, "s90")).status_code == 201
+    refused = await post_offer(open_server, {"type": "offer", "sdp": await _offer_sdp(), "voices": ["nobody"]})
+    assert refused.status_code == 400 and refused.json()["code"] == "unknown_voice", refused.text
+    audio, rate = sample
+    client = await connect(open_server, FileTrack(audio[: 16 * rate], rate), slots=2, voices="all")
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while not any(e["type"] == "speaker_named" for e in client.events):
+            assert asyncio.get_running_loop().time() < deadline, client.events
+            await asyncio.sleep(0.2)
+    finally:
+        await client.close()
+    named = [e for e in client.events if e["type"] == "speaker_named"]
+    assert named[0]["name"] == "s90" and named[0]["similarity"] >= 0.8
+    status = await wait_state(open_server, client.answer)
+    assert status["state"] == "done"
