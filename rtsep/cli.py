@@ -185,10 +185,10 @@ def cmd_enroll(args: argparse.Namespace) -> int:
 
 
 def cmd_voices(args: argparse.Namespace) -> int:
-    from rtsep.store.factory import open_store
+    from rtsep.store.factory import open_voice_store
 
     config = _load(args)
-    store = open_store(config.server.store_location)
+    store = open_voice_store(config.server.store_location)
     try:
         if args.action == "list":
             print(json.dumps([v.public() for v in store.voices()], indent=1))

@@ -20,7 +20,7 @@ from rtsep.separate.base import create_separator
 from rtsep.separate.postfilter import WienerConfig
 from rtsep.sessions import SessionLimits, SessionManager
 from rtsep.store.base import SessionStore, VoiceRecord
-from rtsep.store.factory import StoreLocation, open_store
+from rtsep.store.factory import StoreLocation, open_voice_store
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.store.writer import StoreWriter
 from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session
@@ -95,7 +95,7 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: Offl
                 voice_store: StoreLocation | None = None) -> ProcessResult:
     """``voices``: name the speakers after these enrolled voices of the store at ``voice_store``."""
     info = read_info(path)
-    store = open_store(voice_store) if voices is not None and voice_store is not None else None
+    store = open_voice_store(voice_store) if voices is not None and voice_store is not None else None
     runtime = build_diarization(config)
     separation = None
     try:
@@ -130,7 +130,7 @@ def enroll_file(location: StoreLocation, config: PipelineConfig, name: str, path
 
     check_voice_name(name)
     check_file(path)
-    store = open_store(location)
+    store = open_voice_store(location)
     try:
         if not replace and store.get_voice(name) is not None:
             raise VoiceExists(f"a voice named {name!r} is enrolled already in {location.describe()}; "

@@ -58,7 +58,8 @@ CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(state, ended_at);
 
 
 class SqliteSessionStore(SessionStore):
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], mark_interrupted: bool = True) -> None:
+        """``mark_interrupted`` False: open beside a running server (``rtsep enroll``), leaving its sessions be."""
         self.root = Path(data_dir)
         try:
             (self.root / "sessions").mkdir(parents=True, exist_ok=True)
@@ -71,7 +72,8 @@ class SqliteSessionStore(SessionStore):
             raise StoreError(f"cannot open the store in {self.root}: {exc}") from exc
         self._lock = threading.Lock()
         self.tracks = TrackFiles(self.root / "sessions")
-        self._mark_interrupted()
+        if mark_interrupted:
+            self._mark_interrupted()
 
     # --- helpers ---
 
