@@ -108,7 +108,7 @@ def main() -> None:
     dev_same = np.array(pairs["dev/dry"]["same"] + pairs["dev/room"]["same"])
     dev_diff = np.array(pairs["dev/dry"]["different"] + pairs["dev/room"]["different"])
     grid = np.round(np.arange(0.30, 0.99, 0.01), 2)
-    chosen = next(float(t) for t in grid if np.mean(dev_diff >= t) <= args.max_false_accept)
+    chosen = next((float(t) for t in grid if np.mean(dev_diff >= t) <= args.max_false_accept), float(grid[-1]))
     eer_t = float(grid[np.argmin([abs(np.mean(dev_diff >= t) - np.mean(dev_same < t)) for t in grid])])
     print(machine_note())
     counts = {k: sum(s == k for s in split_of.values()) for k in ("dev", "test")}
