@@ -31,21 +31,45 @@ from rtsep.diarize.voices import embed_speech, enrollment_embedding, speech_of
 from rtsep.errors import BadEnrollment
 
 CORPUS_RATE_HZ = 8000
+FULL_BAND_RATE_HZ = 16000
 
 
-def stretches(audio: np.ndarray, offsets: list[int], first_s: float, each_s: float, count: int) -> list[np.ndarray]:
-    """Whole utterances: the first ones up to ``first_s``, then ``count`` disjoint runs of ``each_s`` each."""
+def stretches(utterances, rate: int, first_s: float, each_s: float, count: int) -> list[np.ndarray]:
+    """Whole utterances (float32, in order): the first ones up to ``first_s``, then ``count`` disjoint runs of
+    ``each_s`` each."""
     out, current, target = [], [], first_s
-    for a, b in zip(offsets[:-1], offsets[1:], strict=True):
-        current.append(audio[a:b])
-        if sum(len(c) for c in current) >= target * CORPUS_RATE_HZ:
+    for utterance in utterances:
+        current.append(utterance)
+        if sum(len(c) for c in current) >= target * rate:
             out.append(np.concatenate(current))
             current, target = [], each_s
             if len(out) == count + 1:
                 break
-    if current and len(out) <= count and sum(len(c) for c in current) >= target * CORPUS_RATE_HZ / 2:
+    if current and len(out) <= count and sum(len(c) for c in current) >= target * rate / 2:
         out.append(np.concatenate(current))  # a last, shorter stretch (at least half as long)
     return out
+
+
+def to_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    samples = np.ascontiguousarray(samples, np.float32)
+    return samples if rate == 16000 else soxr.resample(samples, rate, 16000).astype(np.float32)
+
+
+def corpus_utterances(corpus: Path, speaker: str, info: dict):
+    audio = np.load(corpus / f"{speaker}.npy", mmap_mode="r")
+    for a, b in zip(info["offsets"][:-1], info["offsets"][1:], strict=True):
+        yield np.asarray(audio[a:b], np.float32) / 32768
+
+
+def source_utterances(clips: list[Path]):
+    """The same actors' clips decoded from the Debian packages at 16 kHz (as training.corpus prepares them, but
+    full band): trimmed of silence, peak-normalised."""
+    from training.voices import decode, normalise_peak, trim_silence
+
+    for path in clips:
+        audio = normalise_peak(trim_silence(decode(path, FULL_BAND_RATE_HZ), FULL_BAND_RATE_HZ))
+        if len(audio) >= 0.3 * FULL_BAND_RATE_HZ:
+            yield audio
 
 
 def main() -> None:
@@ -57,13 +81,24 @@ def main() -> None:
     parser.add_argument("--max-false-accept", type=float, default=0.01,
                         help="choose the lowest threshold whose development false-accept rate is at most this")
     parser.add_argument("--json", help="write every similarity here")
+    parser.add_argument("--full-band", action="store_true",
+                        help="decode the same actors' clips from the Debian packages at 16 kHz instead of the 8 kHz "
+                             "corpus (the corpus still gives the splits and the room responses)")
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     corpus = Path(args.corpus)
     index = json.loads((corpus / "index.json").read_text())
+    rate = FULL_BAND_RATE_HZ if args.full_band else CORPUS_RATE_HZ
     rirs = np.load(corpus / "rirs.npz")["rirs"]
+    if rate != CORPUS_RATE_HZ:
+        rirs = soxr.resample(rirs[:, 0].T.astype(np.float32), CORPUS_RATE_HZ, rate).T[:, None, :]
+    plan = {}
+    if args.full_band:
+        from training.corpus import load_splits, plan_speakers
+
+        plan = plan_speakers(load_splits())
     rng = np.random.default_rng(0)
     vad, encoder = load_silero_vad(), load_speaker_encoder()
     window = DiarizationConfig().embedding_window_samples
@@ -72,12 +107,13 @@ def main() -> None:
     split_of: dict[str, str] = {}
     refused: list[str] = []
     for speaker, info in sorted(index.items()):
-        audio = np.load(corpus / f"{speaker}.npy", mmap_mode="r")
-        parts = stretches(audio, info["offsets"], args.enroll_s, args.session_s, args.sessions)
+        utterances = (source_utterances(plan[speaker]["clips"]) if args.full_band
+                      else corpus_utterances(corpus, speaker, info))
+        parts = stretches(utterances, rate, args.enroll_s, args.session_s, args.sessions)
         if len(parts) < 2:
             print(f"{speaker}: too little audio, left out", file=sys.stderr)
             continue
-        up = [soxr.resample(p.astype(np.float32) / 32768, CORPUS_RATE_HZ, 16000).astype(np.float32) for p in parts]
+        up = [to_16k(p, rate) for p in parts]
         try:
             enrolled[speaker], _ = enrollment_embedding(up[0], vad, encoder, window_samples=window, min_speech_s=3.0)
         except BadEnrollment as exc:  # as POST /v1/voices would answer
@@ -88,10 +124,10 @@ def main() -> None:
         sessions[speaker] = []
         for k, part in enumerate(parts[1:]):
             rir = rirs[rng.integers(len(rirs)), 0]
-            wet = np.convolve(part.astype(np.float32) / 32768, rir)[: len(part)]
-            wet = wet / max(float(np.abs(wet).max()), 1e-6) * 0.9
-            for condition, signal in (("dry", part.astype(np.float32) / 32768), ("room", wet)):
-                x = soxr.resample(signal, CORPUS_RATE_HZ, 16000).astype(np.float32)
+            wet = np.convolve(part, rir)[: len(part)]
+            wet = (wet / max(float(np.abs(wet).max()), 1e-6) * 0.9).astype(np.float32)
+            for condition, signal in (("dry", part), ("room", wet)):
+                x = to_16k(signal, rate)
                 speech = speech_of(x, vad)
                 if speech.size >= window:
                     sessions[speaker].append((condition, embed_speech(speech, encoder, window)))
@@ -111,6 +147,7 @@ def main() -> None:
     chosen = next((float(t) for t in grid if np.mean(dev_diff >= t) <= args.max_false_accept), float(grid[-1]))
     eer_t = float(grid[np.argmin([abs(np.mean(dev_diff >= t) - np.mean(dev_same < t)) for t in grid])])
     print(machine_note())
+    print(f"audio: {'the Debian clips at 16 kHz (full band)' if args.full_band else 'the 8 kHz corpus'}")
     counts = {k: sum(s == k for s in split_of.values()) for k in ("dev", "test")}
     print(f"actors: dev {counts['dev']}, test {counts['test']}"
           f"; enrollment {args.enroll_s:g} s of audio, session stretches {args.session_s:g} s")
