@@ -24,7 +24,7 @@ class VoicesConfig:
 
     # cosine similarity (-1..1) of a speaker's centroid to an enrolled voice needed to name the speaker; chosen on
     # same- vs different-voice similarities of the real-voice corpus's development actors (bench/RESULTS.md)
-    min_similarity: float = 0.85
+    min_similarity: float = 0.84
     switch_margin: float = 0.05  # a name moves only to a pair this much more similar ...
     switch_updates: int = 8  # ... for this many consecutive updates (one per step with an embedding, 256 ms)
     min_enroll_speech_s: float = 3.0  # an enrollment clip needs this much speech (silero-vad)
