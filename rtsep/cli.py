@@ -1,4 +1,5 @@
-"""``rtsep`` command line: serve, stream (reference client), process (a file at full speed), demo, eval."""
+"""``rtsep`` command line: serve, stream (reference client), process (a file at full speed), demo, eval, enroll
+and voices (named speakers)."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ from rtsep_client.cli import add_arguments as add_stream_arguments
 
 from rtsep.errors import RtsepError
 
-SERVE, PROCESS, DEMO = "serve", "process", "demo"
+SERVE, PROCESS, DEMO, ENROLL, VOICES = "serve", "process", "demo", "enroll", "voices"
 ALL = frozenset({SERVE, PROCESS, DEMO})
 OFFLINE = frozenset({PROCESS, DEMO})  # `rtsep demo` is `rtsep process` on the bundled sample
 SERVE_ONLY = frozenset({SERVE})
+STORE_USERS = frozenset({SERVE, PROCESS, ENROLL, VOICES})  # the store: sessions (serve), enrolled voices (all four)
 
 
 @dataclass(frozen=True)
@@ -128,11 +130,11 @@ FLAGS: tuple[Flag, ...] = (
          "with --denoise: the most it may attenuate, in dB (100: no limit)", type=float),
     Flag("--host", ("server", "host"), "address to listen on", commands=SERVE_ONLY),
     Flag("--port", ("server", "port"), "port to listen on", commands=SERVE_ONLY, type=int),
-    Flag("--data-dir", ("server", "data_dir"), "where sessions, timelines and tracks are kept",
-         commands=SERVE_ONLY),
+    Flag("--data-dir", ("server", "data_dir"), "where sessions, timelines, tracks and enrolled voices are kept",
+         commands=STORE_USERS),
     Flag("--store", ("server", "store"),
          "sqlite:///PATH (default: SQLite + files in --data-dir) or postgresql://USER@HOST:PORT/DB, shared by "
-         "replicas (or RTSEP_STORE)", commands=SERVE_ONLY),
+         "replicas (or RTSEP_STORE)", commands=STORE_USERS),
     Flag("--replica-id", ("server", "replica_id"),
          "this replica's name in a shared store (default: host-pid-random)", commands=SERVE_ONLY),
     Flag("--lease", ("server", "lease"),
@@ -183,12 +185,56 @@ def cmd_process(args: argparse.Namespace) -> int:
     from rtsep.compose import run_process
 
     config = _load(args)
-    result = run_process(Path(args.file), Path(args.out), config.pipeline, config.offline, show_progress=not args.quiet)
+    voices = parse_voices(args.voices)
+    result = run_process(Path(args.file), Path(args.out), config.pipeline, config.offline, show_progress=not args.quiet,
+                         voices=voices, voice_store=config.server.store_location if voices is not None else None)
+    names = result.final.get("names")
     print(json.dumps({"session_id": result.session_id, "duration_s": result.duration_s,
                       "speakers": result.speakers, "live_speakers": result.live_speakers,
+                      **({"names": names} if voices is not None else {}),
                       "files": [str(f) for f in result.files]}, indent=1))
     say_if_silent("process", args.file, result.duration_s, result.speakers)
     return 0
+
+
+def parse_voices(text: str | None) -> list[str] | str | None:
+    """``--voices``: "all" or comma-separated names."""
+    if text is None:
+        return None
+    if text.strip() == "all":
+        return "all"
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise RtsepError("--voices needs 'all' or comma-separated names of enrolled voices")
+    return names
+
+
+def cmd_enroll(args: argparse.Namespace) -> int:
+    from rtsep.compose import enroll_file
+
+    config = _load(args)
+    record = enroll_file(config.server.store_location, config.pipeline, args.name, Path(args.file), args.replace)
+    print(json.dumps(record.public(), indent=1))
+    return 0
+
+
+def cmd_voices(args: argparse.Namespace) -> int:
+    from rtsep.store.factory import open_voice_store
+
+    config = _load(args)
+    store = open_voice_store(config.server.store_location)
+    try:
+        if args.action == "list":
+            print(json.dumps([v.public() for v in store.voices()], indent=1))
+            return 0
+        if not args.name:
+            raise RtsepError("rtsep voices delete needs the NAME of the voice")
+        if not store.delete_voice(args.name):
+            raise RtsepError(f"no enrolled voice named {args.name!r} in {config.server.store_location.describe()}")
+        print(f"deleted voice {args.name!r}")
+        return 0
+    finally:
+        store.close()
 
 
 def say_if_silent(command: str, file: str, duration_s: float, speakers: list) -> None:
@@ -245,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("--out", required=True)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--voices", help="name the speakers after these enrolled voices (comma-separated, or all), read "
+                                    "from the store of --store / --data-dir (rtsep enroll)")
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser(DEMO, help="process the bundled two-talker demo and score it against its reference",
@@ -263,6 +311,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mix", help="the mixture (wav): the SI-SDRi baseline")
     p.add_argument("--json", help="also write the report as JSON to this file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(ENROLL, help="enroll a named voice from an audio file (wav/flac/ogg) into the store that "
+                                    "rtsep serve uses", formatter_class=SettingsHelp)
+    add_setting_flags(p, ENROLL)
+    p.add_argument("name", help="the voice's name: 1-64 of A-Z a-z 0-9 _ -")
+    p.add_argument("file", help="a few seconds (at least 3 s of speech) of that talker alone")
+    p.add_argument("--replace", action="store_true", help="replace a voice of that name")
+    p.set_defaults(func=cmd_enroll)
+
+    p = sub.add_parser(VOICES, help="list or delete enrolled voices", formatter_class=SettingsHelp)
+    add_setting_flags(p, VOICES)
+    p.add_argument("action", choices=("list", "delete"))
+    p.add_argument("name", nargs="?", help="delete: the voice's name")
+    p.set_defaults(func=cmd_voices)
 
     p = sub.add_parser("stream", help="stream a file to a server as a live client would")
     add_stream_arguments(p)  # the reference client's flags (clients/python), declared there once

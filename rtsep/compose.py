@@ -22,6 +22,8 @@ from rtsep.separate.adapt import AdaptConfig, AdaptiveSeparator
 from rtsep.separate.base import create_separator
 from rtsep.separate.postfilter import WienerConfig
 from rtsep.sessions import SessionLimits, SessionManager
+from rtsep.store.base import SessionStore, VoiceRecord
+from rtsep.store.factory import StoreLocation, open_voice_store
 from rtsep.store.sqlite import SqliteSessionStore
 from rtsep.store.writer import StoreWriter
 from rtsep.transport.file import ProcessResult, progress_bar, read_info, run_file_session, set_total
@@ -127,26 +129,31 @@ async def process_file(
     adapt_progress: Callable[[int, float], None] | None = None,
     adapt_plan: Callable[[int], None] | None = None,
     denoise: DenoiseRuntime | None = None,
+    voices: list[str] | str | None = None,
+    voice_store: SessionStore | None = None,
 ) -> ProcessResult:
     """One ``rtsep process`` session over ``path`` with the given runtimes, in a scratch store that is removed
-    afterwards (what it produced is written to ``out_dir``)."""
+    afterwards (what it produced is written to ``out_dir``); ``voices`` are read from ``voice_store``."""
     with tempfile.TemporaryDirectory(prefix="rtsep-process-") as scratch:
         store = await asyncio.to_thread(SqliteSessionStore, scratch)
         writer = StoreWriter()
         manager = SessionManager(config=config, runtime=runtime, store=store, metrics=Metrics(),
                                  limits=SessionLimits(max_sessions=1, max_message_bytes=1 << 30),
-                                 writer=writer, separation=separation, denoise=denoise)
+                                 writer=writer, separation=separation, denoise=denoise, voice_store=voice_store)
         try:
             return await run_file_session(path, out_dir, manager, progress, max_speakers, adaptive, adapt_progress,
-                                          adapt_plan)
+                                          adapt_plan, voices)
         finally:
             await asyncio.to_thread(writer.close)
             await asyncio.to_thread(store.close)
 
 
 def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: OfflineConfig | None = None,
-                show_progress: bool = True, max_speakers: int | None = None) -> ProcessResult:
+                show_progress: bool = True, max_speakers: int | None = None, voices: list[str] | str | None = None,
+                voice_store: StoreLocation | None = None) -> ProcessResult:
+    """``voices``: name the speakers after these enrolled voices of the store at ``voice_store``."""
     info = read_info(path)
+    store = open_voice_store(voice_store) if voices is not None and voice_store is not None else None
     runtime = build_diarization(config)
     separation = None
     denoise = None
@@ -162,10 +169,44 @@ def run_process(path: Path, out_dir: Path, config: PipelineConfig, offline: Offl
                 return asyncio.run(process_file(
                     path, out_dir, config, runtime, lambda s: bar.update(round(s, 3)), max_speakers, separation,
                     adaptive, lambda step, si_snr_db: adapt_bar.update(1), lambda total: set_total(adapt_bar, total),
-                    denoise))
+                    denoise, voices, store))
     finally:
+        if store is not None:
+            store.close()
         runtime.close()
         if separation is not None:
             separation.close()
         if denoise is not None:
             denoise.close()
+
+
+def enroll_file(location: StoreLocation, config: PipelineConfig, name: str, path: Path,
+                replace: bool = False) -> VoiceRecord:
+    """``rtsep enroll``: the embedding of the voice in ``path`` into the store at ``location`` (the one ``rtsep
+    serve`` uses with the same --store / --data-dir), with the diarizer's own models; the audio is not kept."""
+    import time
+
+    from rtsep.diarize.embedding import load_speaker_encoder
+    from rtsep.diarize.vad import load_silero_vad
+    from rtsep.diarize.voices import decode_clip, enrollment_embedding
+    from rtsep.errors import VoiceExists
+    from rtsep.store.base import check_voice_name
+    from rtsep.transport.file import read_info as check_file
+
+    check_voice_name(name)
+    check_file(path)
+    store = open_voice_store(location)
+    try:
+        if not replace and store.get_voice(name) is not None:
+            raise VoiceExists(f"a voice named {name!r} is enrolled already in {location.describe()}; "
+                              "--replace replaces it")
+        voices, diar = config.voices, config.diarization
+        samples = decode_clip(path.read_bytes(), voices.max_enroll_s)
+        embedding, speech_s = enrollment_embedding(samples, load_silero_vad(), load_speaker_encoder(),
+                                                   window_samples=diar.embedding_window_samples,
+                                                   min_speech_s=voices.min_enroll_speech_s, vad_onset=diar.vad_onset)
+        record = VoiceRecord(name, embedding, speech_s, time.time())
+        store.put_voice(record, replace)
+        return record
+    finally:
+        store.close()

@@ -15,6 +15,7 @@ section            dataclass                                      read by
 ``[tracks]``       rtsep.stream.render.TracksConfig               the final tracks at a session's end
 ``[denoise]``      rtsep.enhance.config.DenoiseConfig             the denoiser (``--denoise``)
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
+``[voices]``       rtsep.stream.naming.VoicesConfig               enrollment and named speakers
 ``[webrtc]``       rtsep.transport.webrtc.config.WebRtcConfig     the WebRTC transport
 =================  =============================================  =========================
 """
@@ -39,6 +40,7 @@ from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.store.factory import StoreLocation, parse_store_url
+from rtsep.stream.naming import VoicesConfig
 from rtsep.stream.render import TracksConfig
 from rtsep.transport.webrtc.config import WebRtcConfig
 
@@ -101,13 +103,13 @@ class AppConfig:
 log = logging.getLogger(__name__)
 
 SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "pipeline", "separator", "adaptation",
-            "tracks", "denoise", "offline", "webrtc")
+            "tracks", "denoise", "offline", "voices", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "pipeline": PipelineConfig,
     "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig, "denoise": DenoiseConfig,
-    "offline": OfflineConfig,
+    "offline": OfflineConfig, "voices": VoicesConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -234,8 +236,10 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
         tracks = TracksConfig(**_coerce("tracks", sections["tracks"]))
         denoise = DenoiseConfig(**_coerce("denoise", sections["denoise"]))
+        voices = VoicesConfig(**_coerce("voices", sections["voices"]))
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator, adaptation=adaptation,
-                                  tracks=tracks, denoise=denoise, **_coerce("pipeline", sections["pipeline"]))
+                                  tracks=tracks, denoise=denoise, voices=voices,
+                                  **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))
         webrtc = WebRtcConfig.load(sections["webrtc"], os.environ if env is None else env)

@@ -44,6 +44,7 @@ from rtsep.protocol.messages import (
     Gap,
     Segment,
     SpeakerActivity,
+    SpeakerNamed,
     Stats,
     TimelineMessage,
     TrackAnnouncement,
@@ -79,7 +80,9 @@ from rtsep.stream.core import (
     track_url,
 )
 from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
+from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
 from rtsep.stream.denoised import DenoisedSteps
+from rtsep.stream.naming import VoiceMatcher, final_names
 from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
 from rtsep.stream.session import ChunkReady
 from rtsep.stream.turns import speaker_name
@@ -107,9 +110,11 @@ class NullSink:
 
 def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
                separation: SeparationRuntime | None,
-               diarization: DiarizationRuntime | PyannoteDiarizationRuntime | None = None) -> SessionCore:
+               diarization: DiarizationRuntime | PyannoteDiarizationRuntime | None = None,
+               voices: dict[str, np.ndarray] | None = None) -> SessionCore:
     """A session's core with its own online diarizer (the backend's: ``diarization``, the runtime its steps go to)
-    and, with an adaptable separator, its adaptation schedule."""
+    and, with an adaptable separator, its adaptation schedule; with ``voices`` (enrolled name -> unit embedding), a
+    matcher that names its speakers (the embedded diarizer's: enrolled embeddings are in its encoder's space)."""
     diar = config.diarization
     window_samples = diar.embedding_window_samples
     if diar.backend == "pyannote":
@@ -134,7 +139,13 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
         overflow=config.runtime.overflow, separator=layout,
     )
-    return SessionCore(core_config, diarizer, schedule)
+    matcher = None
+    if voices:
+        if diar.backend == "pyannote":
+            raise ConfigError("named voices need the embedded diarizer: enrolled voices are embedded by its encoder, "
+                              "not by the pyannote embedding model")
+        matcher = VoiceMatcher(voices, config.voices)
+    return SessionCore(core_config, diarizer, schedule, matcher)
 
 
 def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
@@ -218,6 +229,7 @@ class SessionDriver:
         self.end_reason: RtsepError | None = None
         self.end_flush = True
         self._closed = False
+        self.final_names: dict[str, str] = {}  # final speaker -> enrolled voice
 
     @property
     def session_id(self) -> str:
@@ -306,7 +318,7 @@ class SessionDriver:
         await asyncio.shield(self._finished)
         await self._close("done", outcome)
         return Done(self.session_id, round(self.info.duration_s, 3), list(self.info.speakers),
-                    timeline_url(self.session_id))
+                    timeline_url(self.session_id), dict(self.final_names))
 
     async def abort(self, outcome: str) -> None:
         """The session ends abnormally (client gone, error): keep everything produced, send nothing more."""
@@ -325,7 +337,10 @@ class SessionDriver:
     def live_timeline(self) -> dict[str, Any]:
         rate = self.rate
         segments = [(s / rate, e / rate, speaker_name(k)) for s, e, k in self.core.closed_segments]
-        return to_json(annotation_from_segments(segments, self.session_id), "live")
+        timeline = to_json(annotation_from_segments(segments, self.session_id), "live")
+        if self.core.matcher is not None:
+            timeline["names"] = self.core.names
+        return timeline
 
     async def final_timeline_now(self) -> dict[str, Any]:
         """The final timeline on demand while the session is live: snapshot here, re-cluster in a thread."""
@@ -350,8 +365,15 @@ class SessionDriver:
             segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
         else:
             segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments)
-        return to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
-                                                self.session_id), "final")
+        timeline = to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
+                                                    self.session_id), "final")
+        matcher = self.core.matcher
+        if matcher is not None:  # (the embedded diarizer's records: build_core refuses voices with pyannote)
+            named = final_names(records, segments, matcher.voices, diar.embedding_window_samples, diar.step_samples,
+                                self.config.voices.min_similarity)
+            timeline["names"] = {speaker_name(k): n.name for k, n in sorted(named.items()) if n.name}
+            timeline["name_similarity"] = {speaker_name(k): n.similarity for k, n in sorted(named.items())}
+        return timeline
 
     # --- results ---
 
@@ -440,11 +462,15 @@ class SessionDriver:
                 await self._store(self.store.write_track, sid, INPUT_TRACK, event.start_sample, event.samples)
             elif isinstance(event, SpeakerActivityEvent):
                 await self.transport.send_message(
-                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
+                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample, event.voice))
+            elif isinstance(event, SpeakerNamedEvent):
+                log.info("session %s: %s is %s (similarity %.3f)", sid, event.name, event.voice, event.similarity)
+                await self.transport.send_message(
+                    SpeakerNamed(event.name, event.index, event.voice, event.similarity))
             elif isinstance(event, TurnClosed):
                 await self._store(self.store.append_live_segment, sid, event.name, event.start_s, event.end_s)
                 await self.transport.send_message(
-                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3)))
+                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3), name=event.voice))
             elif isinstance(event, TrackAnnounced):
                 if event.kind == "speaker":
                     self.info.speakers.append(event.name)
@@ -473,9 +499,14 @@ class SessionDriver:
                     continue
                 await self._dispatch(self.core.final_timeline_ready(timeline))
             elif isinstance(event, FinalTimeline):
-                await self._store_final_tracks(event.timeline)
-                await self._store(self.store.write_final, sid, event.timeline)
-                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"]))
+                timeline = event.timeline
+                await self._store_final_tracks(timeline)
+                if self.core.matcher is not None:
+                    self.final_names = dict(timeline.get("names", {}))
+                    timeline = {**timeline, "live_names": self.core.names}  # the stored live timeline's names
+                await self._store(self.store.write_final, sid, timeline)
+                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"],
+                                                                  dict(self.final_names)))
             elif isinstance(event, Finished):
                 self.info.duration_s = event.duration_s
                 if not self._finished.done():

@@ -12,7 +12,7 @@ from rtsep_protocol.errors import ClientError, ProtocolViolation, RtsepError, Un
 __all__ = [
     "BadApiKey", "ClientError", "ConfigError", "IdleTimeout", "MessageTooBig", "ModelLoadError", "NotFound",
     "ProtocolViolation", "RtsepError", "ServerBusy", "ServerDraining", "SessionDeleted", "StoreError", "TooFast",
-    "Unauthorized", "UnsupportedAudio",
+    "Unauthorized", "UnsupportedAudio", "VoiceExists", "UnknownVoice", "BadEnrollment",
 ]
 
 
@@ -84,3 +84,23 @@ class StoreError(RtsepError):
 
     close_code = 1011
     error_code = "store_error"
+
+
+class VoiceExists(RtsepError):
+    """A voice of that name is enrolled already (HTTP 409; ``?replace=true`` replaces it)."""
+
+    error_code = "voice_exists"
+
+
+class UnknownVoice(ClientError):
+    """A session asked to match a voice that is not enrolled."""
+
+    close_code = 4404
+    error_code = "unknown_voice"
+
+
+class BadEnrollment(ClientError):
+    """An enrollment clip cannot be used: not decodable audio, or too little speech in it."""
+
+    close_code = 4400
+    error_code = "bad_enrollment"

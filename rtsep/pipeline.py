@@ -15,6 +15,7 @@ from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
+from rtsep.stream.naming import VoicesConfig
 from rtsep.stream.render import TracksConfig
 from rtsep.stream.session import StreamConfig
 
@@ -27,6 +28,7 @@ class PipelineConfig:
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     tracks: TracksConfig = field(default_factory=TracksConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
+    voices: VoicesConfig = field(default_factory=VoicesConfig)
     max_speakers: int = 8  # a client may ask for fewer, never more
     stats_interval_s: float = 2.0
 

@@ -13,14 +13,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rtsep.driver import SessionDriver, TransportSink, build_core
-from rtsep.errors import BadApiKey, NotFound, ServerBusy, ServerDraining, SessionDeleted, Unauthorized
+from rtsep.errors import (
+    BadApiKey,
+    NotFound,
+    ServerBusy,
+    ServerDraining,
+    SessionDeleted,
+    Unauthorized,
+    UnknownVoice,
+    VoiceExists,
+)
 from rtsep.metrics import Metrics
 from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import Start
 from rtsep.runtime.denoise import DenoiseRuntime
 from rtsep.runtime.diarization import DiarizationRuntime
 from rtsep.runtime.separation import SeparationRuntime
-from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.store.base import SessionInfo, SessionStore, VoiceRecord, check_voice_name
 from rtsep.store.writer import StoreWriter
 from rtsep.stream.core import track_url
 from rtsep.stream.limits import RateLimit
@@ -55,8 +64,12 @@ class SessionManager:
         writer: StoreWriter,
         separation: SeparationRuntime | None = None,
         denoise: DenoiseRuntime | None = None,
+        voice_store: SessionStore | None = None,
     ) -> None:
         self.config = config
+        # where enrolled voices are read and written: the session store (``rtsep process``: the user's store, while
+        # its sessions go to a scratch one)
+        self.voice_store = voice_store if voice_store is not None else store
         self.runtime = runtime
         self.separation = separation
         self.denoise = denoise
@@ -105,6 +118,7 @@ class SessionManager:
     async def open(self, start: Start, outbox: TransportSink, transport: str) -> tuple[SessionDriver, str]:
         """A new session: returns its driver and its token (shown once, stored only as a hash)."""
         self.check_capacity()
+        voices = await self.session_voices(start.voices) if start.voices is not None else None
         token = secrets.token_urlsafe(32)
         info = SessionInfo(
             session_id=uuid.uuid4().hex,
@@ -123,7 +137,7 @@ class SessionManager:
         max_speakers = min(start.max_speakers or self.config.max_speakers, self.config.max_speakers)
         pipeline = SessionDriver(
             info=info,
-            core=build_core(info.session_id, self.config, max_speakers, self.separation, self.runtime),
+            core=build_core(info.session_id, self.config, max_speakers, self.separation, self.runtime, voices),
             config=self.config,
             runtime=self.runtime,
             store=self.store,
@@ -139,6 +153,34 @@ class SessionManager:
         self.live[info.session_id] = pipeline
         self.metrics.active_sessions.set(len(self.live))
         return pipeline, token
+
+    # --- enrolled voices ---
+
+    async def session_voices(self, wanted: list[str] | str) -> dict[str, Any]:
+        """The embeddings of the voices a session names ("all": every enrolled one); UnknownVoice for a name that
+        is not enrolled (only that session ends)."""
+        records = await asyncio.to_thread(self.voice_store.voices)
+        enrolled = {r.name: r.embedding for r in records}
+        if wanted == "all":
+            return enrolled
+        unknown = [name for name in wanted if name not in enrolled]
+        if unknown:
+            raise UnknownVoice(f"no enrolled voice named {', '.join(repr(n) for n in unknown)} "
+                               f"(enrolled: {', '.join(sorted(enrolled)) or 'none'}); POST /v1/voices?name=NAME first")
+        return {name: enrolled[name] for name in wanted}
+
+    async def enroll(self, name: str, audio: bytes, replace: bool = False) -> VoiceRecord:
+        """Embed an enrollment clip (off the event loop) and keep the embedding under ``name`` (never the audio)."""
+        check_voice_name(name)
+        if not replace and await asyncio.to_thread(self.voice_store.get_voice, name) is not None:
+            raise VoiceExists(f"a voice named {name!r} is enrolled already; ?replace=true replaces it")
+        cfg = self.config.voices
+        embedding, speech_s = await asyncio.to_thread(self.runtime.enroll, audio, cfg.min_enroll_speech_s,
+                                                      cfg.max_enroll_s)
+        record = VoiceRecord(name, embedding, speech_s, time.time())
+        await self.writer.call(lambda: self.voice_store.put_voice(record, replace))
+        log.info("voice %r enrolled from %.1f s of speech", name, speech_s)
+        return record
 
     def release(self, pipeline: SessionDriver, outcome: str) -> None:
         if self.live.pop(pipeline.session_id, None) is not None:

@@ -168,6 +168,10 @@ class OnlineDiarizer:
     def num_speakers(self) -> int:
         return self._known_speakers
 
+    def centroids(self) -> np.ndarray:
+        """(speakers, dim): row k is speaker k's current centroid (what named speakers are matched on)."""
+        return self.clustering.centroids()[: self._known_speakers]
+
     # --- internals ---
 
     def _hysteresis(self, step: StepAnalysis) -> np.ndarray:

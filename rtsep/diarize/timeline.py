@@ -34,8 +34,11 @@ def to_json(annotation: Annotation, kind: str) -> dict[str, Any]:
 
 
 def annotation_from_json(data: dict[str, Any]) -> Annotation:
+    """The timeline's segments; a speaker matched to an enrolled voice (``names``) is labelled with its name."""
+    names = data.get("names") or {}
     return annotation_from_segments(
-        ((s["start_s"], s["end_s"], s["speaker"]) for s in data["segments"]), uri=data.get("uri", "")
+        ((s["start_s"], s["end_s"], names.get(s["speaker"], s["speaker"])) for s in data["segments"]),
+        uri=data.get("uri", ""),
     )
 
 

@@ -96,6 +96,17 @@ class DiarizationRuntime:
     def close(self) -> None:
         self._worker.close()
 
+    def enroll(self, audio: bytes, min_speech_s: float, max_s: float) -> tuple[np.ndarray, float]:
+        """An enrollment clip (audio file bytes) -> (unit embedding, seconds of speech), with this runtime's own
+        VAD and speaker encoder (read-only forwards beside the batch worker's). Blocking: call it off the event
+        loop. BadEnrollment for audio that cannot be decoded or holds too little speech."""
+        from rtsep.diarize.voices import decode_clip, enrollment_embedding
+
+        samples = decode_clip(audio, max_s)
+        return enrollment_embedding(samples, self.vad, self.encoder,
+                                    window_samples=self.diarization.embedding_window_samples,
+                                    min_speech_s=min_speech_s, vad_onset=self.diarization.vad_onset)
+
     def _process(self, requests: Sequence[DiarizeRequest]) -> list[StepAnalysis]:
         cfg = self.diarization
         dev = self.device

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,43 @@ class SessionInfo:
             "speakers": list(self.speakers),
             "outcome": self.outcome,
         }
+
+
+@dataclass
+class VoiceRecord:
+    """An enrolled voice: only its embedding is kept, never the enrollment audio. Voices are not session data:
+    retention does not delete them, ``delete_voice`` does."""
+
+    name: str
+    embedding: np.ndarray  # (dim,) float32 unit vector (the diarizer's speaker encoder)
+    speech_s: float  # seconds of speech the embedding was computed from
+    created_at: float  # Unix time
+
+    def public(self) -> dict[str, Any]:
+        """What a client may see (not the embedding)."""
+        return {"name": self.name, "speech_s": round(self.speech_s, 2), "created_at": self.created_at,
+                "dim": int(self.embedding.size)}
+
+
+VOICE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a timeline label, a file name and a URL segment as it is
+
+
+def check_voice_name(name: str) -> str:
+    """The name, or ClientError: 1..64 letters, digits, '_' or '-'."""
+    from rtsep.errors import ClientError
+
+    if not isinstance(name, str) or not VOICE_NAME.match(name):
+        raise ClientError(f"a voice name is 1 to 64 letters, digits, '_' or '-', got {name!r}",
+                          error_code="bad_voice_name")
+    return name
+
+
+def voice_bytes(embedding: np.ndarray) -> bytes:
+    return np.ascontiguousarray(embedding, "<f4").tobytes()
+
+
+def voice_from_bytes(data: bytes) -> np.ndarray:
+    return np.frombuffer(data, "<f4").astype(np.float32)
 
 
 class SessionStore(abc.ABC):
@@ -84,6 +122,23 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     def delete(self, session_id: str) -> None:
         """Remove the session and every file of it."""
+
+    # --- enrolled voices (named speakers) ---
+
+    @abc.abstractmethod
+    def put_voice(self, voice: VoiceRecord, replace: bool = False) -> None:
+        """Store a voice; a name already taken raises VoiceExists unless ``replace``."""
+
+    @abc.abstractmethod
+    def get_voice(self, name: str) -> VoiceRecord | None: ...
+
+    @abc.abstractmethod
+    def voices(self) -> list[VoiceRecord]:
+        """Every enrolled voice, by name."""
+
+    @abc.abstractmethod
+    def delete_voice(self, name: str) -> bool:
+        """Remove a voice; False if there was none of that name."""
 
     @abc.abstractmethod
     def close(self) -> None: ...

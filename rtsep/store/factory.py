@@ -51,3 +51,18 @@ def open_store(location: StoreLocation, *, replica_id: str = "", lease_s: float 
     except ImportError as exc:  # psycopg is a dependency; this catches a broken install
         raise ConfigError(f"the PostgreSQL store needs psycopg 3 and psycopg_pool: {exc}") from exc
     return PostgresSessionStore(location.target, replica_id=replica_id or None, lease_s=lease_s)
+
+
+def open_voice_store(location: StoreLocation) -> SessionStore:
+    """The store for enrolled voices alone (``rtsep enroll`` / ``voices`` / ``process --voices``), opened beside a
+    server that may be running on it: SQLite does not mark that server's live sessions interrupted; PostgreSQL runs
+    no lease thread (a short-lived replica of its own id, whose lease it gives up on close)."""
+    if location.kind == "sqlite":
+        from rtsep.store.sqlite import SqliteSessionStore
+
+        return SqliteSessionStore(location.target, mark_interrupted=False)
+    try:
+        from rtsep.store.postgres import PostgresSessionStore
+    except ImportError as exc:
+        raise ConfigError(f"the PostgreSQL store needs psycopg 3 and psycopg_pool: {exc}") from exc
+    return PostgresSessionStore(location.target, background=False)

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from rtsep.audio import float_to_s16
-from rtsep.errors import SessionDeleted, StoreError
-from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.errors import SessionDeleted, StoreError, VoiceExists
+from rtsep.store.base import SessionInfo, SessionStore, VoiceRecord, voice_bytes, voice_from_bytes
 from rtsep.store.tracks import SAFE_NAME, check_name
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,13 @@ MIGRATIONS: list[list[str]] = [
             n_samples INTEGER NOT NULL,
             pcm BYTEA NOT NULL)""",
         "CREATE INDEX track_chunks_track ON track_chunks (session_id, track, start_sample)",
+    ],
+    [  # 2: enrolled voices (named speakers): embeddings only, not session data (retention keeps them)
+        """CREATE TABLE voices (
+            name TEXT PRIMARY KEY,
+            embedding BYTEA NOT NULL,
+            speech_s DOUBLE PRECISION NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL)""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -335,6 +342,28 @@ class PostgresSessionStore(SessionStore):
             for key in [k for k in self._track_ends if k[0] == session_id]:
                 del self._track_ends[key]
 
+    # --- voices ---
+
+    def put_voice(self, voice: VoiceRecord, replace: bool = False) -> None:
+        conflict = ("ON CONFLICT (name) DO UPDATE SET embedding = EXCLUDED.embedding, speech_s = EXCLUDED.speech_s, "
+                    "created_at = EXCLUDED.created_at" if replace else "ON CONFLICT (name) DO NOTHING")
+        rows = self._run(f"INSERT INTO voices (name, embedding, speech_s, created_at) VALUES (%s, %s, %s, %s) "
+                         f"{conflict} RETURNING name",
+                         (voice.name, voice_bytes(voice.embedding), float(voice.speech_s), float(voice.created_at)))
+        if not rows:
+            raise VoiceExists(f"a voice named {voice.name!r} is enrolled already")
+
+    def get_voice(self, name: str) -> VoiceRecord | None:
+        rows = self._run("SELECT name, embedding, speech_s, created_at FROM voices WHERE name = %s", (name,))
+        return _voice(rows[0]) if rows else None
+
+    def voices(self) -> list[VoiceRecord]:
+        return [_voice(r) for r in self._run("SELECT name, embedding, speech_s, created_at FROM voices "
+                                                "ORDER BY name COLLATE \"C\"")]
+
+    def delete_voice(self, name: str) -> bool:
+        return bool(self._run("DELETE FROM voices WHERE name = %s RETURNING name", (name,)))
+
     def close(self) -> None:
         """Stops renewing, marks this replica's sessions still live as interrupted and gives up its lease."""
         self._stop.set()
@@ -353,3 +382,8 @@ def _info_json(info: SessionInfo) -> str:
     import dataclasses
 
     return json.dumps(dataclasses.asdict(info))
+
+
+def _voice(row: tuple) -> VoiceRecord:
+    name, embedding, speech_s, created_at = row
+    return VoiceRecord(name, voice_from_bytes(bytes(embedding)), float(speech_s), float(created_at))

@@ -1,6 +1,7 @@
 """The embedded default store: SQLite (WAL) for sessions and timelines, files for track audio.
 
-    <data_dir>/rtsep.sqlite3                       sessions, live segments, final timelines
+    <data_dir>/rtsep.sqlite3                       sessions, live segments, final timelines; enrolled voices
+                                                   (embeddings only; not session data: retention keeps them)
     <data_dir>/sessions/<id>/tracks/<name>.pcm     int16 mono PCM at the session's rate, appended as produced
 
 Each write is its own committed transaction (WAL, synchronous=NORMAL): a killed process (kill -9) loses
@@ -20,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from rtsep.errors import StoreError
-from rtsep.store.base import SessionInfo, SessionStore
+from rtsep.errors import StoreError, VoiceExists
+from rtsep.store.base import SessionInfo, SessionStore, VoiceRecord, voice_bytes, voice_from_bytes
 from rtsep.store.tracks import SAFE_NAME, TrackFiles
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,19 @@ CREATE TABLE IF NOT EXISTS final_timelines (
     session_id TEXT PRIMARY KEY REFERENCES sessions(session_id) ON DELETE CASCADE,
     timeline TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS voices (
+    name TEXT PRIMARY KEY,
+    embedding BLOB NOT NULL,
+    speech_s REAL NOT NULL,
+    created_at REAL NOT NULL
+);
 CREATE INDEX IF NOT EXISTS sessions_ended ON sessions(state, ended_at);
 """
 
 
 class SqliteSessionStore(SessionStore):
-    def __init__(self, data_dir: str | os.PathLike[str]) -> None:
+    def __init__(self, data_dir: str | os.PathLike[str], mark_interrupted: bool = True) -> None:
+        """``mark_interrupted`` False: open beside a running server (``rtsep enroll``), leaving its sessions be."""
         self.root = Path(data_dir)
         try:
             (self.root / "sessions").mkdir(parents=True, exist_ok=True)
@@ -64,7 +72,8 @@ class SqliteSessionStore(SessionStore):
             raise StoreError(f"cannot open the store in {self.root}: {exc}") from exc
         self._lock = threading.Lock()
         self.tracks = TrackFiles(self.root / "sessions")
-        self._mark_interrupted()
+        if mark_interrupted:
+            self._mark_interrupted()
 
     # --- helpers ---
 
@@ -149,6 +158,37 @@ class SqliteSessionStore(SessionStore):
     def close_session(self, session_id: str) -> None:
         self.tracks.close(session_id)
 
+    # --- voices ---
+
+    def put_voice(self, voice: VoiceRecord, replace: bool = False) -> None:
+        verb = "INSERT OR REPLACE" if replace else "INSERT"
+        try:
+            self._run(f"{verb} INTO voices (name, embedding, speech_s, created_at) VALUES (?, ?, ?, ?)",
+                      (voice.name, voice_bytes(voice.embedding), float(voice.speech_s), float(voice.created_at)))
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise VoiceExists(f"a voice named {voice.name!r} is enrolled already") from None
+            raise
+
+    def get_voice(self, name: str) -> VoiceRecord | None:
+        rows = self._run("SELECT name, embedding, speech_s, created_at FROM voices WHERE name = ?", (name,))
+        return _voice(rows[0]) if rows else None
+
+    def voices(self) -> list[VoiceRecord]:
+        return [_voice(r) for r in self._run("SELECT name, embedding, speech_s, created_at FROM voices ORDER BY name")]
+
+    def delete_voice(self, name: str) -> bool:
+        with self._lock:
+            try:
+                return self._db.execute("DELETE FROM voices WHERE name = ?", (name,)).rowcount > 0
+            except sqlite3.Error as exc:
+                raise StoreError(f"store error: {exc}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _voice(row: tuple) -> VoiceRecord:
+    name, embedding, speech_s, created_at = row
+    return VoiceRecord(name, voice_from_bytes(embedding), float(speech_s), float(created_at))

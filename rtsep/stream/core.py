@@ -28,6 +28,7 @@ from rtsep.errors import ConfigError, RtsepError
 from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
 from rtsep.stream.chunker import Chunker
 from rtsep.stream.history import SampleHistory
+from rtsep.stream.naming import VoiceMatcher
 from rtsep.stream.resample import StreamResampler
 from rtsep.stream.routing import route_by_labels
 from rtsep.stream.session import ChunkReady
@@ -67,6 +68,10 @@ class Diarizer(Protocol):
 
     @property
     def embedding_labels(self) -> dict[int, int]: ...
+
+    def centroids(self) -> np.ndarray:
+        """(speakers, dim): speaker k's current centroid (only read when the session names speakers)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -168,6 +173,7 @@ class SpeakerActivity:
     event: str  # "started" | "stopped"
     sample: int
     time_s: float
+    voice: str | None = None  # the enrolled voice the speaker is matched to, if any
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,17 @@ class TurnClosed:
     end_sample: int
     start_s: float
     end_s: float
+    voice: str | None = None
+
+
+@dataclass(frozen=True)
+class SpeakerNamed:
+    """Speaker ``name`` (``index``) is now the enrolled voice ``voice`` (None: it lost it to a better match)."""
+
+    name: str
+    index: int
+    voice: str | None
+    similarity: float
 
 
 @dataclass(frozen=True)
@@ -229,7 +246,7 @@ class Failed:
 
 
 Event = (DiarizeDue | SeparateDue | StepDropped | AudioOut | InputAudio | TrackAnnounced | SpeakerActivity | TurnClosed
-         | StepLatency | StatsDue | AdaptationDue | FinalTimelineDue | FinalTimeline | Finished | Failed)
+         | SpeakerNamed | StepLatency | StatsDue | AdaptationDue | FinalTimelineDue | FinalTimeline | Finished | Failed)
 
 
 @dataclass
@@ -252,9 +269,10 @@ class _Path:
 
 class SessionCore:
     def __init__(self, config: CoreConfig, diarizer: Diarizer,
-                 adaptation: AdaptationSchedule | None = None) -> None:
+                 adaptation: AdaptationSchedule | None = None, matcher: VoiceMatcher | None = None) -> None:
         self.config = config
         self.diarizer = diarizer
+        self.matcher = matcher  # names speakers after enrolled voices (the session's ``voices`` option)
         self.adaptation = adaptation if config.separator is not None else None
         self.rate = config.sample_rate_hz
         self._history = SampleHistory(config.embedding_window_samples)
@@ -412,6 +430,13 @@ class SessionCore:
         self.error = error
         return [Failed(error)]
 
+    @property
+    def names(self) -> dict[str, str]:
+        """Live speaker name -> enrolled voice, for the speakers matched so far."""
+        if self.matcher is None:
+            return {}
+        return {speaker_name(k): voice for k, voice in sorted(self.matcher.names.items())}
+
     def snapshot(self) -> tuple[list, dict[int, int], list[tuple[int, int, int]]]:
         """What the final timeline is computed from, as of now: the diarizer's step records and labels, and the
         live turns closed so far (whose names the final speakers take where they agree)."""
@@ -434,7 +459,18 @@ class SessionCore:
 
     def _analysed(self, analysis: StepAnalysis, now_s: float) -> list[Event]:
         self.processed_samples += analysis.valid_samples
-        events = self._from_diarizer(self.diarizer.push(analysis), now_s)
+        diarized = self.diarizer.push(analysis)
+        events: list[Event] = []
+        if self.matcher is not None and analysis.embedding is not None:
+            # named before the turns of this step are reported, so that they carry the name
+            new = [e for e in diarized if isinstance(e, NewSpeaker)]
+            rest = [e for e in diarized if not isinstance(e, NewSpeaker)]
+            events += self._from_diarizer(new, now_s)
+            for naming in self.matcher.update(self.diarizer.centroids()):
+                events.append(SpeakerNamed(speaker_name(naming.speaker), naming.speaker, naming.name,
+                                           naming.similarity))
+            diarized = rest
+        events += self._from_diarizer(diarized, now_s)
         if self.processed_samples >= self._next_stats_sample:
             self._next_stats_sample += int(self.config.stats_interval_s * self.rate)
             events.append(StatsDue(round(self.steps_in * self.config.step_samples / self.rate, 3),
@@ -460,14 +496,17 @@ class SessionCore:
             elif isinstance(event, (SpeakerStarted, SpeakerStopped)):
                 kind = "started" if isinstance(event, SpeakerStarted) else "stopped"
                 events.append(SpeakerActivity(speaker_name(event.speaker), event.speaker, kind, event.sample,
-                                              round(event.sample / self.rate, 3)))
+                                              round(event.sample / self.rate, 3), self._voice(event.speaker)))
             elif isinstance(event, SegmentClosed):
                 self.closed_segments.append((event.start_sample, event.end_sample, event.speaker))
                 events.append(TurnClosed(speaker_name(event.speaker), event.speaker, event.start_sample,
                                          event.end_sample, event.start_sample / self.rate,
-                                         event.end_sample / self.rate))
+                                         event.end_sample / self.rate, self._voice(event.speaker)))
                 events += self._adaptation_due()
         return events
+
+    def _voice(self, speaker: int) -> str | None:
+        return self.matcher.names.get(speaker) if self.matcher is not None else None
 
     def _adaptation_due(self) -> list[Event]:
         if self.adaptation is None or not self.adaptation.open or self.ended or self.input_ended:

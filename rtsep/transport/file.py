@@ -83,6 +83,7 @@ async def run_file_session(
     adaptive: AdaptiveSeparator | None = None,
     adapt_progress: Callable[[int, float], None] | None = None,
     adapt_plan: Callable[[int], None] | None = None,
+    voices: list[str] | str | None = None,
 ) -> ProcessResult:
     """Run one session over ``path`` through ``manager`` (its runtimes, its store), as a live session runs. Sources
     come from the manager's separation runtime (streamed with the session) or, after the session, from
@@ -93,7 +94,8 @@ async def run_file_session(
         raise ClientError(f"{path}: sample rate {rate} Hz is outside {MIN_SAMPLE_RATE_HZ}..{MAX_SAMPLE_RATE_HZ} Hz")
     out_dir.mkdir(parents=True, exist_ok=True)
     stream = StreamSession(manager.stream_config)
-    start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False)
+    start = Start(sample_rate=rate, encoding="pcm_f32le", channels=1, max_speakers=max_speakers, send_audio=False,
+                  voices=voices)
     stream.receive_text(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_f32le"}))
     pipeline, _ = await manager.open(start, NullSink(), "file")
     block = max(1, int(BLOCK_S * rate))

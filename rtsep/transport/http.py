@@ -8,18 +8,21 @@ import asyncio
 from pathlib import Path
 from typing import Literal
 
-from fastapi import FastAPI, Header, HTTPException, Query, WebSocket
+from fastapi import FastAPI, Header, HTTPException, Query, Request, WebSocket
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from rtsep.audio import wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
-from rtsep.errors import NotFound, Unauthorized
+from rtsep.errors import BadApiKey, BadEnrollment, ClientError, NotFound, Unauthorized, VoiceExists
 from rtsep.sessions import SessionManager
+from rtsep.transport.auth import api_key_of
 from rtsep.transport.webrtc.config import WebRtcConfig
 from rtsep.transport.webrtc.gateway import add_webrtc_routes
 from rtsep.transport.ws import serve_stream
+
+MAX_ENROLL_BYTES = 32 << 20  # an enrollment clip's file (the clip's length is limited by [voices] max_enroll_s)
 
 
 def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> None:
@@ -84,6 +87,64 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
             raise HTTPException(404, f"no track {track!r} in session {session_id}")
         return Response(wav_bytes(pcm, info.sample_rate_hz), media_type="audio/wav")
 
+    # --- enrolled voices (named speakers): only embeddings are kept, never the audio ---
+
+    def voice_key(request: Request) -> None:
+        try:
+            manager.check_api_key(api_key_of(request))
+        except BadApiKey as exc:
+            raise HTTPException(401, exc.message.replace("create a session", "manage voices"),
+                                headers={"WWW-Authenticate": "Bearer"}) from None
+
+    @app.post("/v1/voices", tags=["voices"], status_code=201,
+              openapi_extra={"requestBody": {"required": True, "description": "the enrollment clip: a wav, flac or "
+                                             "ogg file of one talker, at least a few seconds of speech",
+                                             "content": {"application/octet-stream": {}, "audio/wav": {},
+                                                         "audio/flac": {}, "audio/ogg": {}}}})
+    async def enroll_voice(request: Request, name: str = Query(..., description="1-64 of A-Z a-z 0-9 _ -"),
+                           replace: bool = Query(False)) -> JSONResponse:
+        """Enroll a named voice from an audio clip; sessions that name it (``start`` option ``voices``) label the
+        matching speaker with it."""
+        voice_key(request)
+        size = int(request.headers.get("content-length") or 0)
+        if size > MAX_ENROLL_BYTES:
+            raise HTTPException(413, f"the enrollment file is {size} bytes; at most {MAX_ENROLL_BYTES}")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_ENROLL_BYTES:
+                raise HTTPException(413, f"the enrollment file is larger than {MAX_ENROLL_BYTES} bytes")
+        try:
+            record = await manager.enroll(name, bytes(body), replace)
+        except VoiceExists as exc:
+            raise HTTPException(409, exc.message) from None
+        except BadEnrollment as exc:
+            raise HTTPException(422 if exc.error_code == "too_little_speech" else 400, exc.message) from None
+        except ClientError as exc:
+            raise HTTPException(400, exc.message) from None
+        return JSONResponse(record.public(), 201)
+
+    @app.get("/v1/voices", tags=["voices"])
+    async def list_voices(request: Request) -> dict:
+        voice_key(request)
+        return {"voices": [v.public() for v in await asyncio.to_thread(manager.voice_store.voices)]}
+
+    @app.get("/v1/voices/{name}", tags=["voices"])
+    async def get_voice(name: str, request: Request) -> dict:
+        voice_key(request)
+        record = await asyncio.to_thread(manager.voice_store.get_voice, name)
+        if record is None:
+            raise HTTPException(404, f"no enrolled voice named {name!r}")
+        return record.public()
+
+    @app.delete("/v1/voices/{name}", tags=["voices"], status_code=204)
+    async def delete_voice(name: str, request: Request) -> Response:
+        """Forget a voice (its embedding is deleted; sessions that already named speakers with it keep the name)."""
+        voice_key(request)
+        if not await manager.writer.call(lambda: manager.voice_store.delete_voice(name)):
+            raise HTTPException(404, f"no enrolled voice named {name!r}")
+        return Response(status_code=204)
+
     @app.websocket("/v1/stream")
     async def stream(ws: WebSocket) -> None:
         await serve_stream(ws, manager)
@@ -115,9 +176,13 @@ def _stored_live(manager: SessionManager, session_id: str) -> dict:
     from rtsep.diarize.timeline import annotation_from_segments, to_json
 
     segments = manager.store.live_segments(session_id)
-    return to_json(
+    timeline = to_json(
         annotation_from_segments(((s["start_s"], s["end_s"], s["speaker"]) for s in segments), session_id), "live"
     )
+    names = (manager.store.final_timeline(session_id) or {}).get("live_names")
+    if names is not None:
+        timeline["names"] = names
+    return timeline
 
 
 def web_root() -> Path:

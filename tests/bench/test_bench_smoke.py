@@ -273,3 +273,25 @@ def test_process_meetings(clip, tmp_path):
                                  "--setting", "unadapted=--adapt-steps 0", timeout_s=400))
     (summary,) = [r for r in rows if "summary" in r]
     assert summary["meetings"] == 1 and summary["overlaps"] == 3 and isinstance(summary["si_sdri_db_mean"], float)
+
+
+def test_voice_match(sample_paths, tmp_path):
+    """A corpus of two "actors": the sample's two talkers at 8 kHz, both development actors."""
+    import numpy as np
+    import soxr
+
+    audio, rate = sf.read(str(sample_paths[0]), dtype="float32")
+    turns = {"a": [(10.6, 14.45), (18.1, 21.4)], "b": [(21.8, 27.8), (14.6, 17.8)]}
+    index = {}
+    for name, spans in turns.items():
+        utts = [soxr.resample(audio[int(s * rate): int(e * rate)], rate, 8000) for s, e in spans]
+        np.save(tmp_path / f"{name}.npy", (np.concatenate(utts) * 32767).astype(np.int16))
+        offsets = np.cumsum([0] + [len(u) for u in utts]).tolist()
+        index[name] = {"split": "valid", "source": "smoke", "offsets": offsets}
+    (tmp_path / "index.json").write_text(json.dumps(index))
+    np.savez(tmp_path / "rirs.npz", rirs=np.array([[[1.0, 0.3, 0.1], [1.0, 0.2, 0.0]]], np.float32))
+    out = run_module("bench.voice_match", "--corpus", tmp_path, "--enroll-s", "3.5", "--session-s", "3",
+                     "--sessions", "1", "--json", tmp_path / "match.json")
+    assert "chosen on dev" in out
+    report = json.loads((tmp_path / "match.json").read_text())
+    assert set(report["pairs"]) == {"dev/dry", "dev/room"} and report["pairs"]["dev/dry"]["same"]

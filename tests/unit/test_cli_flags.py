@@ -7,7 +7,8 @@ from rtsep.cli import FLAGS, build_parser
 from rtsep.config import SECTION_TYPES, section_fields
 
 # options of serve / process / demo that are no setting: the config file itself, and process/demo's own output
-NOT_SETTINGS = {"-h", "--help", "--config", "--out", "--quiet"}
+NOT_SETTINGS = {"-h", "--help", "--config", "--out", "--quiet", "--voices", "--replace"}
+POSITIONALS = {"process": ["x.wav", "--out", "out"], "enroll": ["alice", "alice.wav"], "voices": ["list"]}
 STRINGS = {"--device": "cuda", "--separator": "sepformer", "--separator-checkpoint": "c.safetensors",
            "--separator-dir": "sepformer-model", "--host": "0.0.0.0", "--data-dir": "elsewhere", "--retention": "90s",
            "--store": "sqlite:///var/lib/rtsep", "--replica-id": "replica-a", "--lease": "2s",
@@ -80,7 +81,7 @@ def test_each_flag_sets_its_field(tmp_path):
         for command in sorted(flag.commands):
             section, key = flag.setting
             default = section_fields(section)[key]
-            argv = [command, *(["x.wav", "--out", str(tmp_path)] if command == "process" else [])]
+            argv = [command, *POSITIONALS.get(command, [])]
             if isinstance(default, bool):  # the flag that flips it
                 argv += [flag.name] if default is False else ["--no-" + flag.name.removeprefix("--")]
                 expected = not default

@@ -27,6 +27,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoding", default="pcm_s16le", choices=["pcm_s16le", "pcm_f32le"],
                    help="sample format on the wire (default: %(default)s)")
     p.add_argument("--max-speakers", type=int, help="cap on the number of speakers (default: the server's)")
+    p.add_argument("--voices", help="name speakers after these voices enrolled on the server (comma-separated, "
+                                    "or all)")
+
+
+def _voices(text: str | None) -> list[str] | str | None:
+    if text is None or text.strip() == "all":
+        return None if text is None else "all"
+    return [n.strip() for n in text.split(",") if n.strip()] or None
 
 
 def run(args: argparse.Namespace, prog: str = "rtsep stream") -> int:
@@ -42,7 +50,8 @@ def run(args: argparse.Namespace, prog: str = "rtsep stream") -> int:
 
     try:
         result = asyncio.run(stream_file(args.file, args.url, args.out, speed=args.speed, frame_ms=args.frame_ms,
-                                         encoding=args.encoding, max_speakers=args.max_speakers))
+                                         encoding=args.encoding, max_speakers=args.max_speakers,
+                                         voices=_voices(args.voices)))
     except KeyboardInterrupt:
         session = Path(args.out) / "session.json"
         if not session.is_file():

@@ -93,6 +93,7 @@ async def stream_file(
     encoding: str = "pcm_s16le",
     max_speakers: int | None = None,
     token_timeout_s: float = 600.0,
+    voices: list[str] | str | None = None,
 ) -> StreamResult:
     """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible."""
     audio, rate = read_audio(Path(path))
@@ -108,7 +109,7 @@ async def stream_file(
     label_latency: list[float] = []
     frame_latency: list[float] = []
     async with websockets.connect(url, max_size=None) as ws:
-        start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers)
+        start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers, voices=voices)
         await ws.send(encode_message(start))
         ready = parse_server_message(await ws.recv())
         if isinstance(ready, ErrorMessage):

@@ -1,7 +1,7 @@
 """JSON control messages of protocol v1 as dataclasses, with strict decoding of client input.
 
-Client -> server: ``start``, ``stop``.  Server -> client: ``ready``, ``speaker``, ``segment``, ``track``,
-``timeline``, ``stats``, ``gap``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
+Client -> server: ``start``, ``stop``.  Server -> client: ``ready``, ``speaker``, ``speaker_named``, ``segment``,
+``track``, ``timeline``, ``stats``, ``gap``, ``error``, ``done``.  Every message is a JSON object with a ``type`` key.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from rtsep_protocol.pcm import ENCODINGS
 
 __all__ = [
     "CLIENT_MESSAGES", "Done", "ErrorMessage", "Gap", "MAX_CHANNELS", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
-    "Message", "Ready", "SERVER_MESSAGES", "Segment", "SpeakerActivity", "Start", "Stats", "Stop",
+    "Message", "Ready", "SERVER_MESSAGES", "Segment", "SpeakerActivity", "SpeakerNamed", "Start", "Stats", "Stop",
     "TimelineMessage", "TrackAnnouncement", "encode_message", "parse_client_message", "parse_json_object",
     "parse_server_message",
 ]
@@ -25,6 +25,7 @@ __all__ = [
 MIN_SAMPLE_RATE_HZ = 8000
 MAX_SAMPLE_RATE_HZ = 48000
 MAX_CHANNELS = 2
+MAX_VOICES = 64  # enrolled voices one session may name
 
 
 # --- client -> server ---------------------------------------------------------------------------
@@ -40,6 +41,9 @@ class Start:
     output_encoding: str = "pcm_s16le"
     send_audio: bool = True
     client: str | None = None
+    # enrolled voices to name speakers by: a list of names, or "all" (every enrolled voice); None: no naming
+    voices: list[str] | str | None = None
+    omitted: ClassVar[tuple[str, ...]] = ("voices",)  # not sent while None (a server without voices accepts it)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,20 @@ class SpeakerActivity:
     event: str  # "started" | "stopped"
     time_s: float
     sample: int
+    name: str | None = None  # the enrolled voice this speaker was matched to, once it is (see speaker_named)
+    omitted: ClassVar[tuple[str, ...]] = ("name",)  # left out of the JSON while None / empty
+
+
+@dataclass(frozen=True)
+class SpeakerNamed:
+    """Speaker ``speaker`` matched the enrolled voice ``name`` (cosine ``similarity`` of its centroid to the voice);
+    ``name`` None: it lost its name to a speaker that matches that voice clearly better."""
+
+    type: ClassVar[str] = "speaker_named"
+    speaker: str
+    index: int
+    name: str | None
+    similarity: float
 
 
 @dataclass(frozen=True)
@@ -82,6 +100,8 @@ class Segment:
     start_s: float
     end_s: float
     kind: str = "live"
+    name: str | None = None
+    omitted: ClassVar[tuple[str, ...]] = ("name",)
 
 
 @dataclass(frozen=True)
@@ -98,6 +118,8 @@ class TimelineMessage:
     type: ClassVar[str] = "timeline"
     kind: str
     segments: list[dict[str, Any]] = field(default_factory=list)
+    names: dict[str, str] = field(default_factory=dict)  # speaker -> enrolled voice, where matched
+    omitted: ClassVar[tuple[str, ...]] = ("names",)
 
 
 @dataclass(frozen=True)
@@ -138,13 +160,15 @@ class Done:
     duration_s: float
     speakers: list[str]
     timeline_url: str
+    names: dict[str, str] = field(default_factory=dict)  # final speaker -> enrolled voice, where matched
+    omitted: ClassVar[tuple[str, ...]] = ("names",)
 
 
 CLIENT_MESSAGES: dict[str, type] = {"start": Start, "stop": Stop}
 SERVER_MESSAGES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, SpeakerActivity, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap, ErrorMessage,
-                Done)
+    for cls in (Ready, SpeakerActivity, SpeakerNamed, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap,
+                ErrorMessage, Done)
 }
 
 Message = Any
@@ -153,6 +177,9 @@ Message = Any
 def encode_message(message: Message) -> str:
     """Dataclass -> compact JSON text with ``type`` first."""
     body = {"type": message.type, **dataclasses.asdict(message)}
+    for key in getattr(message, "omitted", ()):  # optional fields a client that does not use them never sees
+        if body.get(key) in (None, {}, []):
+            del body[key]
     return json.dumps(body, separators=(",", ":"), allow_nan=False)
 
 
@@ -223,6 +250,13 @@ def _parse_start(obj: dict[str, Any]) -> Start:
     _check_type("output_encoding", obj.get("output_encoding", "pcm_s16le"), str)
     _check_type("send_audio", obj.get("send_audio", True), bool)
     _check_type("client", obj.get("client"), str, optional=True)
+    voices = obj.get("voices")
+    if voices is not None and voices != "all":
+        if not isinstance(voices, list) or not voices or not all(isinstance(v, str) and v for v in voices):
+            raise ProtocolViolation("'voices' must be \"all\" or a non-empty list of enrolled voice names",
+                                    error_code="bad_message")
+        if len(voices) > MAX_VOICES:
+            raise ProtocolViolation(f"'voices' names at most {MAX_VOICES} voices", error_code="bad_message")
     start = Start(**obj)
     if not MIN_SAMPLE_RATE_HZ <= start.sample_rate <= MAX_SAMPLE_RATE_HZ:
         raise UnsupportedAudio(

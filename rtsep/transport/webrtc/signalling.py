@@ -13,7 +13,7 @@ from rtsep.protocol.messages import parse_json_object
 from rtsep.transport.webrtc.config import WebRtcConfig
 
 OPUS_RATE_HZ = 48000  # aiortc decodes Opus to 48 kHz; the offer is answered with Opus only
-OFFER_OPTIONS = ("max_speakers", "client")  # the session options a client may put beside sdp/type
+OFFER_OPTIONS = ("max_speakers", "client", "voices")  # the session options a client may put beside sdp/type
 
 
 def rtc_configuration(config: WebRtcConfig) -> RTCConfiguration:
@@ -95,6 +95,9 @@ OFFER_SCHEMA = {
         "type": {"type": "string", "enum": ["offer"]},
         "max_speakers": {"type": "integer", "minimum": 1},
         "client": {"type": "string"},
+        "voices": {"description": "enrolled voices to name speakers by: \"all\" or a list of names",
+                   "oneOf": [{"type": "string", "enum": ["all"]},
+                             {"type": "array", "items": {"type": "string"}, "minItems": 1}]},
     },
     "additionalProperties": False,
 }

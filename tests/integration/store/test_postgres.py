@@ -197,3 +197,29 @@ def test_writes_for_a_session_deleted_through_another_replica_end_it(url, replic
     owner.update(_info("s1", "failed", ended_at=2.0))  # the owner's end-of-session update finds nothing
     for table in ("sessions", "live_segments", "track_chunks"):
         assert _count(url, f"SELECT count(*) FROM {table} WHERE session_id = 's1'") == 0, table
+
+
+def test_a_version_1_database_is_migrated_to_hold_voices_and_keeps_its_sessions(url, replicas):
+    from rtsep.store.base import VoiceRecord
+    from rtsep.store.postgres import MIGRATIONS
+
+    with psycopg.connect(url, autocommit=True) as conn:  # the schema as rtsep wrote it before voices existed
+        conn.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                     "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for statement in MIGRATIONS[0]:
+            conn.execute(statement)
+        conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+        conn.execute("INSERT INTO sessions (session_id, info, state, owner, created_at) VALUES "
+                     "('old', %s::jsonb, 'done', 'gone', 1.0)", (_info_json(_info("old", "done")),))
+    store = replicas("a")
+    assert SCHEMA_VERSION >= 2 and store.schema_version() == SCHEMA_VERSION
+    assert store.get("old").state == "done"
+    store.put_voice(VoiceRecord("alice", np.ones(4, np.float32) / 2, 3.0, 1.0))
+    assert [v.name for v in store.voices()] == ["alice"]
+
+
+def _info_json(info):
+    import dataclasses
+    import json
+
+    return json.dumps(dataclasses.asdict(info))

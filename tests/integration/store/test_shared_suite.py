@@ -138,3 +138,42 @@ def test_final_live_and_input_tracks_live_side_by_side_and_go_with_the_session(b
     np.testing.assert_array_equal(store.read_track("abc123", "SPEAKER_00"), [0, 0, 16384, 16384])
     store.delete("abc123")
     assert store.track_names("abc123") == [] and all(store.read_track("abc123", n) is None for n in names)
+
+
+def _voice(name, seed=0, speech_s=4.5, created_at=7.0):
+    from rtsep.store.base import VoiceRecord
+
+    v = np.random.default_rng(seed).standard_normal(256).astype(np.float32)
+    return VoiceRecord(name, v / np.linalg.norm(v), speech_s, created_at)
+
+
+def test_voices_are_kept_by_name_until_deleted(backend):
+    from rtsep.errors import VoiceExists
+
+    store = backend.open()
+    store.put_voice(_voice("bob", 1))
+    store.put_voice(_voice("alice", 2, speech_s=3.25))
+    with pytest.raises(VoiceExists, match="bob"):
+        store.put_voice(_voice("bob", 3))
+    np.testing.assert_array_equal(store.get_voice("bob").embedding, _voice("bob", 1).embedding)  # not replaced
+    store.put_voice(_voice("bob", 3, created_at=9.0), replace=True)
+    store.close()
+    again = backend.open()
+    bob = again.get_voice("bob")
+    assert bob.embedding.dtype == np.float32 and bob.embedding.shape == (256,)
+    np.testing.assert_array_equal(bob.embedding, _voice("bob", 3).embedding)
+    assert (bob.speech_s, bob.created_at) == (4.5, 9.0)
+    assert [v.name for v in again.voices()] == ["alice", "bob"]
+    assert again.get_voice("alice").speech_s == 3.25 and again.get_voice("carol") is None
+    assert again.delete_voice("bob") is True and again.delete_voice("bob") is False
+    assert [v.name for v in again.voices()] == ["alice"]
+
+
+def test_voices_are_not_session_data(backend):
+    """Retention deletes sessions, never voices; deleting every session leaves the voices."""
+    store = backend.open()
+    store.put_voice(_voice("alice"))
+    store.create(_info("old", "done", ended_at=1.0))
+    for sid in store.ended_before(1e12):
+        store.delete(sid)
+    assert [v.name for v in store.voices()] == ["alice"]

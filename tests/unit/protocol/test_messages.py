@@ -80,3 +80,30 @@ def test_bad_client_messages(text, exc, code):
         parse_client_message(text)
     assert info.value.error_code == code
     assert info.value.close_code == 4400
+
+
+def test_named_speaker_messages_encode_byte_exact_and_leave_unset_names_out():
+    from rtsep.protocol.messages import Done, Segment, SpeakerNamed, TimelineMessage
+
+    assert encode_message(SpeakerNamed("SPEAKER_01", 1, "alice", 0.912)) == (
+        '{"type":"speaker_named","speaker":"SPEAKER_01","index":1,"name":"alice","similarity":0.912}')
+    assert encode_message(SpeakerActivity("SPEAKER_01", 1, "stopped", 2.0, 32000, "alice")).endswith(
+        ',"sample":32000,"name":"alice"}')
+    assert encode_message(Segment("SPEAKER_00", 0, 0.0, 1.0)) == (
+        '{"type":"segment","speaker":"SPEAKER_00","index":0,"start_s":0.0,"end_s":1.0,"kind":"live"}')
+    assert '"names":{"SPEAKER_00":"bob"}' in encode_message(Done("s", 1.0, ["SPEAKER_00"], "/t", {"SPEAKER_00": "bob"}))
+    assert "names" not in encode_message(TimelineMessage("final", []))
+    assert "voices" not in encode_message(Start(sample_rate=16000))
+    assert parse_server_message(encode_message(SpeakerNamed("SPEAKER_00", 0, None, 0.5))) == SpeakerNamed(
+        "SPEAKER_00", 0, None, 0.5)
+
+
+@pytest.mark.parametrize("voices", [["alice", "bob"], "all"])
+def test_start_takes_the_voices_to_name(voices):
+    assert parse_client_message(json.dumps({"type": "start", "sample_rate": 16000, "voices": voices})).voices == voices
+
+
+@pytest.mark.parametrize("voices", ["alice", [], ["alice", 3], [""], {"alice": 1}, ["v"] * 65])
+def test_start_refuses_malformed_voices(voices):
+    with pytest.raises(ProtocolViolation, match="voices"):
+        parse_client_message(json.dumps({"type": "start", "sample_rate": 16000, "voices": voices}))

@@ -27,3 +27,17 @@ def test_delete_removes_the_track_files(tmp_path):
     store.delete("old")
     assert not (tmp_path / "sessions" / "old").exists()
     assert (tmp_path / "sessions" / "new" / "tracks" / "SPEAKER_00.pcm").stat().st_size == 8
+
+
+def test_the_voice_store_opened_beside_a_running_server_leaves_its_live_sessions_live(tmp_path):
+    from rtsep.store.base import VoiceRecord
+    from rtsep.store.factory import StoreLocation, open_voice_store
+
+    server = SqliteSessionStore(tmp_path)
+    server.create(SessionInfo("live1", hash_token("t"), 1.0, "live", "websocket", 16000, 16000))
+    cli = open_voice_store(StoreLocation("sqlite", str(tmp_path)))  # rtsep enroll while rtsep serve runs
+    cli.put_voice(VoiceRecord("alice", np.ones(4, np.float32) / 2, 3.0, 1.0))
+    cli.close()
+    assert server.get("live1").state == "live" and [v.name for v in server.voices()] == ["alice"]
+    server.close()
+    assert SqliteSessionStore(tmp_path).get("live1").state == "interrupted"  # a server restart still marks it

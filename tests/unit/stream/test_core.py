@@ -310,3 +310,47 @@ def test_no_adaptation_after_the_input_ended():
     for d in of(events, DiarizeDue):
         out += c.diarization_result(analysis(d), 0.0)
     assert of(out, TurnClosed) and not of(out, AdaptationDue)
+
+
+class CentroidDiarizer(ScriptedDiarizer):
+    """A scripted diarizer whose speakers' centroids are set by the test."""
+
+    def __init__(self, speaker_of, centroids) -> None:
+        super().__init__(speaker_of)
+        self.table = centroids
+
+    def centroids(self) -> np.ndarray:
+        return self.table[: len(self.known)]
+
+
+def test_matched_speakers_are_named_and_their_later_events_carry_the_name():
+    from rtsep.stream.core import SpeakerNamed
+    from rtsep.stream.naming import VoiceMatcher, VoicesConfig
+
+    e = np.eye(4)
+    diarizer = CentroidDiarizer(lambda i: 0 if i < 2 else 1, np.stack([e[0], 0.6 * e[1] + 0.8 * e[2]]))
+    matcher = VoiceMatcher({"alice": e[0], "bob": e[1]}, VoicesConfig(min_similarity=0.5))
+    config = CoreConfig(session_id="s1", step_samples=STEP, frame_samples=FRAME, embedding_window_samples=STEP * 2)
+    c = SessionCore(config, diarizer, None, matcher)
+    with_embedding = lambda due: StepAnalysis(due.step_index, due.start_sample, due.valid_samples,  # noqa: E731
+                                              np.full(STEP // FRAME, 0.9, np.float32), e[0])
+    (due,) = c.push_step(step(0), 0.0)
+    events = c.diarization_result(with_embedding(due), 0.1)
+    assert of(events, SpeakerNamed) == [SpeakerNamed("SPEAKER_00", 0, "alice", 1.0)]
+    # named before its turn is reported: the activity already carries the name
+    assert events.index(of(events, SpeakerNamed)[0]) < events.index(of(events, SpeakerActivity)[0])
+    assert of(events, SpeakerActivity) == [SpeakerActivity("SPEAKER_00", 0, "started", 0, 0.0, "alice")]
+    (due,) = c.push_step(step(1), 0.2)
+    assert of(c.diarization_result(analysis(due), 0.3), SpeakerNamed) == []  # no embedding, no update
+    (due,) = c.push_step(step(2), 0.4)
+    events = c.diarization_result(with_embedding(due), 0.5)  # speaker 1 appears: 0.6 like bob, below alice's 1.0
+    assert of(events, SpeakerNamed) == [SpeakerNamed("SPEAKER_01", 1, "bob", 0.6)]
+    assert of(events, TurnClosed)[0].voice == "alice"
+    assert c.names == {"SPEAKER_00": "alice", "SPEAKER_01": "bob"}
+
+
+def test_without_a_matcher_nothing_is_named():
+    c, _ = core()
+    (due,) = c.push_step(step(0), 0.0)
+    events = c.diarization_result(analysis(due), 0.1)
+    assert of(events, SpeakerActivity)[0].voice is None and c.names == {}
