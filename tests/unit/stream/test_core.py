@@ -334,15 +334,15 @@ def test_matched_speakers_are_named_and_their_later_events_carry_the_name():
     c = SessionCore(config, diarizer, None, matcher)
     with_embedding = lambda due: StepAnalysis(due.step_index, due.start_sample, due.valid_samples,  # noqa: E731
                                               np.full(STEP // FRAME, 0.9, np.float32), e[0])
-    (due,) = c.push_step(step(0), 0.0)
+    (due,) = of(c.push_step(step(0), 0.0), DiarizeDue)
     events = c.diarization_result(with_embedding(due), 0.1)
     assert of(events, SpeakerNamed) == [SpeakerNamed("SPEAKER_00", 0, "alice", 1.0)]
     # named before its turn is reported: the activity already carries the name
     assert events.index(of(events, SpeakerNamed)[0]) < events.index(of(events, SpeakerActivity)[0])
     assert of(events, SpeakerActivity) == [SpeakerActivity("SPEAKER_00", 0, "started", 0, 0.0, "alice")]
-    (due,) = c.push_step(step(1), 0.2)
+    (due,) = of(c.push_step(step(1), 0.2), DiarizeDue)
     assert of(c.diarization_result(analysis(due), 0.3), SpeakerNamed) == []  # no embedding, no update
-    (due,) = c.push_step(step(2), 0.4)
+    (due,) = of(c.push_step(step(2), 0.4), DiarizeDue)
     events = c.diarization_result(with_embedding(due), 0.5)  # speaker 1 appears: 0.6 like bob, below alice's 1.0
     assert of(events, SpeakerNamed) == [SpeakerNamed("SPEAKER_01", 1, "bob", 0.6)]
     assert of(events, TurnClosed)[0].voice == "alice"
@@ -351,6 +351,6 @@ def test_matched_speakers_are_named_and_their_later_events_carry_the_name():
 
 def test_without_a_matcher_nothing_is_named():
     c, _ = core()
-    (due,) = c.push_step(step(0), 0.0)
+    (due,) = of(c.push_step(step(0), 0.0), DiarizeDue)
     events = c.diarization_result(analysis(due), 0.1)
     assert of(events, SpeakerActivity)[0].voice is None and c.names == {}
