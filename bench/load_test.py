@@ -92,6 +92,8 @@ def main() -> None:
                         help="0: one server on its SQLite data dir (no proxy); N >= 1: N replicas on one "
                              "PostgreSQL behind nginx")
     parser.add_argument("--separator", default=None, help="the servers' --separator (default: theirs)")
+    parser.add_argument("--server-cwd", type=Path, default=None,
+                        help="without --replicas: run the server from another checkout of rtsep, to compare versions")
     add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
@@ -108,7 +110,7 @@ def main() -> None:
         else:
             extra = ["--separator", args.separator] if args.separator else []
             with rtsep_server(tmp_path / "data", "--max-sessions", str(args.sessions), *extra,
-                              config_toml=CONFIG_TOML) as (base, proc):
+                              config_toml=CONFIG_TOML, server_cwd=args.server_cwd) as (base, proc):
                 results, memory = asyncio.run(soak(base.replace("http", "ws") + "/v1/stream", long_wav,
                                                    args.sessions, tmp_path, [proc.pid]))
                 metrics = httpx.get(base + "/metrics").text

@@ -8,9 +8,10 @@ their commit: their latency matters). This ledger holds each acknowledgement unt
 that whatever the client was told is kept survives the server's death the next instant.
 
 - Held items are released in the order they were held, once every write up to theirs has committed.
-- Track marks are coalesced: a track's mark is released when the session has no write left pending, or when it
-  would lag the committed audio by ``mark_interval_samples`` (under a sustained queue), or along with a released
-  item; a mark says "samples ``[0, end_sample)`` of this track are committed".
+- Track marks are coalesced: a track's mark is released once it would lag the track's committed audio by
+  ``mark_interval_samples``, or along with a released item (a segment, the final timeline: so the final
+  timeline brings every track's last mark); a mark says "samples ``[0, end_sample)`` of this track are
+  committed". (A mark per commit would add one message per track and step to the client's stream.)
 - After a failed write nothing more is acknowledged: a later commit does not make up for the lost write (and the
   session is failing anyway).
 """
@@ -80,10 +81,10 @@ class Acknowledgements:
             _, name, index, end_sample = self._track_writes.popleft()
             previous = self._committed_end.get(name, (index, 0))[1]
             self._committed_end[name] = (index, max(previous, end_sample))
-        idle = self.pending_writes == 0
+        along = bool(released)
         for name, (index, end_sample) in self._committed_end.items():
             marked = self._marked_end.get(name, 0)
-            if end_sample > marked and (idle or released or end_sample - marked >= self.mark_interval_samples):
+            if end_sample > marked and (along or end_sample - marked >= self.mark_interval_samples):
                 self._marked_end[name] = end_sample
                 released.append(TrackMark(name, index, end_sample))
         return released

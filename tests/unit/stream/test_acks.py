@@ -17,15 +17,19 @@ def test_a_held_item_waits_for_its_own_commit_and_items_keep_their_order():
     assert acks.pending_writes == 0
 
 
-def test_track_marks_follow_commits_and_are_coalesced_while_writes_are_pending():
+def test_track_marks_follow_commits_and_are_coalesced():
     acks = Acknowledgements(mark_interval_samples=1000)
-    writes = [acks.issue() for _ in range(4)]
-    for i, write in enumerate(writes):
+    writes = [acks.issue() for _ in range(6)]
+    for i, write in enumerate(writes[:5]):
         acks.track_written(write, "source_0", 256, (i + 1) * 400)
-    assert acks.committed(writes[0]) == []  # 400 samples committed, writes pending: no mark yet
+    acks.hold(writes[5], "final timeline")
+    assert acks.committed(writes[0]) == []  # 400 samples committed: no mark yet
     assert acks.committed(writes[1]) == []  # 800 < 1000 behind
     assert acks.committed(writes[2]) == [TrackMark("source_0", 256, 1200)]  # lags by >= 1000: a mark
-    assert acks.committed(writes[3]) == [TrackMark("source_0", 256, 1600)]  # nothing pending: a mark
+    assert acks.committed(writes[3]) == []
+    assert acks.committed(writes[4]) == []  # 800 behind the last mark
+    # a released item brings every track's mark up to date (the final timeline: the tracks' last marks)
+    assert acks.committed(writes[5]) == ["final timeline", TrackMark("source_0", 256, 2000)]
 
 
 def test_a_mark_never_claims_audio_whose_write_has_not_committed():
