@@ -177,7 +177,7 @@ class SessionDriver:
         self._diar_results: asyncio.Queue = asyncio.Queue()
         self._sep_results: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
-        # acknowledgements wait for their commit; a track's ``stored`` mark lags its committed audio by <= 1 s
+        # acknowledgements wait for their commit; about one ``stored`` mark per track and second of committed audio
         self._acks = Acknowledgements(mark_interval_samples=core.rate)
         self._released: asyncio.Queue = asyncio.Queue()
         self._send_lock = asyncio.Lock()  # the live path and the acknowledgement sender share the transport
@@ -346,8 +346,7 @@ class SessionDriver:
                         await self.transport.send_audio(event)
                 self.metrics.audio_out_seconds.inc(event.samples.size / rate)
             elif isinstance(event, SpeakerActivityEvent):
-                await self._send(
-                    SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
+                await self._send(SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample))
             elif isinstance(event, TurnClosed):
                 write = self._acks.issue()
                 self._acks.hold(write, Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3)))
@@ -362,8 +361,7 @@ class SessionDriver:
             elif isinstance(event, StepDropped):
                 self.metrics.dropped_frames.labels(event.path).inc()
                 await self._send(Gap(event.path, event.start_sample, event.samples,
-                                                      round(event.start_sample / rate, 3),
-                                                      round(event.samples / rate, 3)))
+                                     round(event.start_sample / rate, 3), round(event.samples / rate, 3)))
             elif isinstance(event, StatsDue):
                 await self._send(
                     Stats(event.audio_in_s, event.processed_s, round(self.metrics.last_real_time_factor, 4),
