@@ -9,8 +9,8 @@ that whatever the client was told is kept survives the server's death the next i
 
 - Held items are released in the order they were held, once every write up to theirs has committed.
 - Track marks are coalesced: a track's mark is released once it would lag the track's committed audio by
-  ``mark_interval_samples``, or along with a released item (a segment, the final timeline: so the final
-  timeline brings every track's last mark); a mark says "samples ``[0, end_sample)`` of this track are
+  ``mark_interval_samples``, or just before a released item (a segment, the final timeline: so every track's
+  last mark comes just before the final timeline); a mark says "samples ``[0, end_sample)`` of this track are
   committed". (A mark per commit would add one message per track and step to the client's stream.)
 - After a failed write nothing more is acknowledged: a later commit does not make up for the lost write (and the
   session is failing anyway).
@@ -67,7 +67,7 @@ class Acknowledgements:
         self._track_writes.append((write, name, index, end_sample))
 
     def committed(self, write: int) -> list[Any]:
-        """Write ``write`` has committed: what may go to the client now (held items, then :class:`TrackMark`\\ s)."""
+        """Write ``write`` has committed: what may go to the client now (:class:`TrackMark`\\ s, then held items)."""
         self._check_issued(write)
         if write <= self._committed:
             raise ValueError(f"write {write} confirmed twice or out of order (committed up to {self._committed})")
@@ -81,13 +81,13 @@ class Acknowledgements:
             _, name, index, end_sample = self._track_writes.popleft()
             previous = self._committed_end.get(name, (index, 0))[1]
             self._committed_end[name] = (index, max(previous, end_sample))
-        along = bool(released)
+        marks = []
         for name, (index, end_sample) in self._committed_end.items():
             marked = self._marked_end.get(name, 0)
-            if end_sample > marked and (along or end_sample - marked >= self.mark_interval_samples):
+            if end_sample > marked and (released or end_sample - marked >= self.mark_interval_samples):
                 self._marked_end[name] = end_sample
-                released.append(TrackMark(name, index, end_sample))
-        return released
+                marks.append(TrackMark(name, index, end_sample))
+        return marks + released  # the marks first: the final timeline stays the last message before ``done``
 
     def write_failed(self, write: int) -> None:
         """Write ``write`` failed: nothing held is released, now or later."""

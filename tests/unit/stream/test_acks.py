@@ -28,8 +28,8 @@ def test_track_marks_follow_commits_and_are_coalesced():
     assert acks.committed(writes[2]) == [TrackMark("source_0", 256, 1200)]  # lags by >= 1000: a mark
     assert acks.committed(writes[3]) == []
     assert acks.committed(writes[4]) == []  # 800 behind the last mark
-    # a released item brings every track's mark up to date (the final timeline: the tracks' last marks)
-    assert acks.committed(writes[5]) == ["final timeline", TrackMark("source_0", 256, 2000)]
+    # a released item comes after every track's mark brought up to date (the final timeline: the last marks)
+    assert acks.committed(writes[5]) == [TrackMark("source_0", 256, 2000), "final timeline"]
 
 
 def test_a_mark_never_claims_audio_whose_write_has_not_committed():
@@ -41,13 +41,13 @@ def test_a_mark_never_claims_audio_whose_write_has_not_committed():
     assert acks.committed(b) == [TrackMark("SPEAKER_01", 1, 700)]
 
 
-def test_a_released_item_brings_the_marks_committed_before_it():
+def test_a_released_item_comes_after_the_marks_committed_before_it():
     acks = Acknowledgements(mark_interval_samples=10**9)
     audio, segment, more = acks.issue(), acks.issue(), acks.issue()
     acks.track_written(audio, "SPEAKER_00", 0, 4096)
     acks.hold(segment, "segment")
     assert acks.committed(audio) == []
-    assert acks.committed(segment) == ["segment", TrackMark("SPEAKER_00", 0, 4096)]
+    assert acks.committed(segment) == [TrackMark("SPEAKER_00", 0, 4096), "segment"]
     assert acks.committed(more) == []  # nothing new to mark
 
 
