@@ -191,6 +191,7 @@ class SessionDriver:
         self.end_requested = asyncio.Event()
         self.end_reason: RtsepError | None = None
         self.end_flush = True
+        self.error_reported = asyncio.Event()  # set once the session's own failure was sent to its client
         self._closed = False
 
     @property
@@ -439,12 +440,14 @@ class SessionDriver:
         if not self._finished.done():
             self._finished.set_exception(error)
             self._finished.exception()  # retrieved here: whoever awaits it gets it too
-        self._room.set()  # a feed() waiting for room raises
-        self.request_end(error, flush=False)
-        try:
+        try:  # the error first: the transport closes the connection once the end is requested
             await self._send(ErrorMessage(error.error_code, error.message, error.close_code))
         except Exception:  # noqa: BLE001 - the client may be gone already
             log.debug("session %s: could not send its error", self.session_id, exc_info=True)
+        finally:
+            self.error_reported.set()
+            self._room.set()  # a feed() waiting for room raises
+            self.request_end(error, flush=False)
 
     def _raise_if_failed(self) -> None:
         if self.core.error is not None:
