@@ -14,8 +14,14 @@ to its three sinks.
   ``store_error``), and to the separation runtime (adaptation, whose outcome comes back with
   ``call_soon_threadsafe``).
 
-Every decision (overflow, ordering, gaps, when to adapt, when the session is done) is the core's; what is
-here only moves data and awaits.
+Acknowledgements follow commits: a closed turn's ``segment`` message, the final ``timeline`` and a track's
+``stored`` mark go to the client only once the writer has committed what they acknowledge
+(:class:`~rtsep.stream.acks.Acknowledgements` holds them; a sender task sends them as they are released). Live
+audio frames and speaker activity are not held: their latency matters, and a ``stored`` mark tells the client
+how much of each track is kept.
+
+Every decision (overflow, ordering, gaps, when to adapt, when the session is done, which acknowledgement may go)
+is a sans-I/O core's; what is here only moves data and awaits.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from rtsep.protocol.messages import (
     SpeakerActivity,
     SpeakerNamed,
     Stats,
+    Stored,
     TimelineMessage,
     TrackAnnouncement,
 )
@@ -56,6 +63,7 @@ from rtsep.runtime.separation import SeparateRequest, SeparationRuntime
 from rtsep.separate.adapt import AdaptConfig, AdaptReport
 from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.store.writer import StoreWriter
+from rtsep.stream.acks import Acknowledgements, TrackMark
 from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
 from rtsep.stream.core import (
     AdaptationDue,
@@ -207,7 +215,12 @@ class SessionDriver:
         self._sep_results: asyncio.Queue = asyncio.Queue()
         self._denoise_results: asyncio.Queue = asyncio.Queue()
         self._tasks: set[asyncio.Task] = set()
+        # acknowledgements wait for their commit; about one ``stored`` mark per track and second of committed audio
+        self._acks = Acknowledgements(mark_interval_samples=core.rate)
+        self._released: asyncio.Queue = asyncio.Queue()
+        self._send_lock = asyncio.Lock()  # the live path and the acknowledgement sender share the transport
         sid = info.session_id
+        self._ack_sender = asyncio.create_task(self._send_released(), name=f"rtsep-acks-{sid}")
         self._consumers = [
             asyncio.create_task(self._consume("diarization", self._diar_results), name=f"rtsep-diarize-{sid}"),
             asyncio.create_task(self._consume("separation", self._sep_results), name=f"rtsep-separate-{sid}"),
@@ -228,6 +241,7 @@ class SessionDriver:
         self.end_requested = asyncio.Event()
         self.end_reason: RtsepError | None = None
         self.end_flush = True
+        self.error_reported = asyncio.Event()  # set once the session's own failure was sent to its client
         self._closed = False
         self.final_names: dict[str, str] = {}  # final speaker -> enrolled voice
 
@@ -454,37 +468,40 @@ class SessionDriver:
                 request = SeparateRequest(event.step_index, event.start_sample, event.samples, self._separator_state)
                 self._submit("separation", lambda r=request: separation.submit(sid, r))
             elif isinstance(event, AudioOut):
-                await self._store(self.store.write_track, sid, event.track, event.start_sample, event.samples)
+                write = self._acks.issue()
+                self._acks.track_written(write, event.track, event.index, event.start_sample + event.samples.size)
+                await self._store(write, self.store.write_track, sid, event.track, event.start_sample, event.samples)
                 if self.send_audio:
-                    await self.transport.send_audio(event)
+                    async with self._send_lock:
+                        await self.transport.send_audio(event)
                 self.metrics.audio_out_seconds.inc(event.samples.size / rate)
             elif isinstance(event, InputAudio):
-                await self._store(self.store.write_track, sid, INPUT_TRACK, event.start_sample, event.samples)
+                await self._store(self._acks.issue(), self.store.write_track, sid, INPUT_TRACK, event.start_sample,
+                                  event.samples)
             elif isinstance(event, SpeakerActivityEvent):
-                await self.transport.send_message(
+                await self._send(
                     SpeakerActivity(event.name, event.index, event.event, event.time_s, event.sample, event.voice))
             elif isinstance(event, SpeakerNamedEvent):
                 log.info("session %s: %s is %s (similarity %.3f)", sid, event.name, event.voice, event.similarity)
-                await self.transport.send_message(
-                    SpeakerNamed(event.name, event.index, event.voice, event.similarity))
+                await self._send(SpeakerNamed(event.name, event.index, event.voice, event.similarity))
             elif isinstance(event, TurnClosed):
-                await self._store(self.store.append_live_segment, sid, event.name, event.start_s, event.end_s)
-                await self.transport.send_message(
-                    Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3), name=event.voice))
+                write = self._acks.issue()
+                self._acks.hold(write, Segment(event.name, event.index, round(event.start_s, 3), round(event.end_s, 3),
+                                               name=event.voice))
+                await self._store(write, self.store.append_live_segment, sid, event.name, event.start_s, event.end_s)
             elif isinstance(event, TrackAnnounced):
                 if event.kind == "speaker":
                     self.info.speakers.append(event.name)
-                    await self._store(self.store.update, self._info_snapshot())
-                await self.transport.send_message(TrackAnnouncement(event.name, event.index, event.url, event.kind))
+                    await self._store(self._acks.issue(), self.store.update, self._info_snapshot())
+                await self._send(TrackAnnouncement(event.name, event.index, event.url, event.kind))
             elif isinstance(event, StepLatency):
                 self.metrics.processing_latency_seconds.observe(event.latency_s)
             elif isinstance(event, StepDropped):
                 self.metrics.dropped_frames.labels(event.path).inc()
-                await self.transport.send_message(Gap(event.path, event.start_sample, event.samples,
-                                                      round(event.start_sample / rate, 3),
-                                                      round(event.samples / rate, 3)))
+                await self._send(Gap(event.path, event.start_sample, event.samples,
+                                     round(event.start_sample / rate, 3), round(event.samples / rate, 3)))
             elif isinstance(event, StatsDue):
-                await self.transport.send_message(
+                await self._send(
                     Stats(event.audio_in_s, event.processed_s, round(self.metrics.last_real_time_factor, 4),
                           self.runtime.queue_depth, event.dropped_steps))
             elif isinstance(event, AdaptationDue):
@@ -504,9 +521,9 @@ class SessionDriver:
                 if self.core.matcher is not None:
                     self.final_names = dict(timeline.get("names", {}))
                     timeline = {**timeline, "live_names": self.core.names}  # the stored live timeline's names
-                await self._store(self.store.write_final, sid, timeline)
-                await self.transport.send_message(TimelineMessage("final", event.timeline["segments"],
-                                                                  dict(self.final_names)))
+                write = self._acks.issue()
+                self._acks.hold(write, TimelineMessage("final", event.timeline["segments"], dict(self.final_names)))
+                await self._store(write, self.store.write_final, sid, timeline)
             elif isinstance(event, Finished):
                 self.info.duration_s = event.duration_s
                 if not self._finished.done():
@@ -529,7 +546,7 @@ class SessionDriver:
             tracks = await asyncio.to_thread(self._final_renderer, timeline["segments"])
             while (track := await asyncio.to_thread(next, tracks, None)) is not None:
                 for start in range(0, max(track.samples.size, 1), chunk):
-                    await self._store(self.store.write_track, sid, track.name, start,
+                    await self._store(self._acks.issue(), self.store.write_track, sid, track.name, start,
                                       track.samples[start:start + chunk])
                 timeline["tracks"][track.speaker] = track_url(sid, track.name)
                 if track.loudness is not None:
@@ -544,11 +561,37 @@ class SessionDriver:
         audio = pcm.astype(np.float32) / 32768.0 if pcm is not None else np.zeros(0, np.float32)
         return final_tracks(audio, self.rate, segments, self.config.tracks, self.core.processed_samples)
 
-    async def _store(self, write: Callable[..., Any], *args: Any) -> None:
-        await self.writer.submit(lambda: write(*args), self._store_failed)
+    async def _store(self, number: int, write: Callable[..., Any], *args: Any) -> None:
+        """Queue store write ``number`` (from ``self._acks.issue()``, in order) for the writer's thread."""
+        await self.writer.submit(lambda: write(*args), lambda error: self._store_failed(number, error),
+                                 lambda: self._committed(number))
 
-    def _store_failed(self, error: RtsepError) -> None:
-        """A store write of this session failed (called on the event loop by the writer)."""
+    def _committed(self, number: int) -> None:
+        """Store write ``number`` committed (called on the event loop by the writer, in write order)."""
+        for item in self._acks.committed(number):
+            self._released.put_nowait(item)
+
+    async def _send(self, message: Any) -> None:
+        async with self._send_lock:
+            await self.transport.send_message(message)
+
+    async def _send_released(self) -> None:
+        """Sends the acknowledgements as their commits release them, in order, until ``_STOP``."""
+        rate = self.rate
+        while True:
+            item = await self._released.get()
+            if item is _STOP:
+                return
+            if isinstance(item, TrackMark):
+                item = Stored(item.name, item.index, item.end_sample, round(item.end_sample / rate, 3))
+            try:
+                await self._send(item)
+            except Exception:  # noqa: BLE001 - the client may be gone; the session's own path notices
+                log.debug("session %s: could not send an acknowledgement", self.session_id, exc_info=True)
+
+    def _store_failed(self, number: int, error: RtsepError) -> None:
+        """Store write ``number`` of this session failed (called on the event loop by the writer)."""
+        self._acks.write_failed(number)
         if self.core.ended:
             self.metrics.errors.labels(error.error_code).inc()  # counted; the session already ended or failed
             return
@@ -570,13 +613,15 @@ class SessionDriver:
         if not self._finished.done():
             self._finished.set_exception(error)
             self._finished.exception()  # retrieved here: whoever awaits it gets it too
-        self._room.set()  # a feed() waiting for room raises
-        self._denoise_drained.set()  # so does an end of input waiting for the denoiser
-        self.request_end(error, flush=False)
-        try:
-            await self.transport.send_message(ErrorMessage(error.error_code, error.message, error.close_code))
+        self._denoise_drained.set()  # an end of input waiting for the denoiser raises
+        try:  # the error first: the transport closes the connection once the end is requested
+            await self._send(ErrorMessage(error.error_code, error.message, error.close_code))
         except Exception:  # noqa: BLE001 - the client may be gone already
             log.debug("session %s: could not send its error", self.session_id, exc_info=True)
+        finally:
+            self.error_reported.set()
+            self._room.set()  # a feed() waiting for room raises
+            self.request_end(error, flush=False)
 
     def _raise_if_failed(self) -> None:
         if self.core.error is not None:
@@ -671,3 +716,7 @@ class SessionDriver:
             await self.writer.call(lambda: self.store.close_session(self.session_id))
         except RtsepError as exc:
             log.error("session %s: could not close its files: %s", self.session_id, exc.message)
+        # every write of the session is done and confirmed (the writer keeps their order): send what they
+        # released before the transport says ``done``
+        self._released.put_nowait(_STOP)
+        await self._ack_sender

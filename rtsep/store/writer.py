@@ -3,7 +3,8 @@
 A session's driver hands each write (a track's samples, a closed turn, its info, its final timeline) to
 :meth:`StoreWriter.submit`, which waits, without blocking the event loop, while ``max_pending_writes`` are
 queued. A failed write is logged and reported back on the submitter's event loop (``on_error``), so that
-the session can tell its client (``store_error``).
+the session can tell its client (``store_error``); a committed one is confirmed there (``on_committed``), in the
+order of the writes, so that the session acknowledges to its client only what is committed.
 """
 
 from __future__ import annotations
@@ -34,12 +35,14 @@ class StoreWriter:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    async def submit(self, write: Callable[[], Any], on_error: Callable[[StoreError], Any] | None = None) -> None:
-        """Queue ``write`` (returns once it is queued, not done)."""
+    async def submit(self, write: Callable[[], Any], on_error: Callable[[StoreError], Any] | None = None,
+                     on_committed: Callable[[], Any] | None = None) -> None:
+        """Queue ``write`` (returns once it is queued, not done). Once it is done, on the submitter's event loop:
+        ``on_committed()`` if it returned, ``on_error(error)`` if it raised."""
         if self._closed:
             raise StoreError("the store writer is closed")
         await self._room.acquire()
-        self._items.put((write, on_error, asyncio.get_running_loop(), None))
+        self._items.put((write, (on_error, on_committed), asyncio.get_running_loop(), None))
 
     async def call(self, op: Callable[[], Any]) -> Any:
         """Run ``op`` in the writer's thread after everything queued before it; its result, or its exception."""
@@ -48,7 +51,7 @@ class StoreWriter:
         await self._room.acquire()
         loop = asyncio.get_running_loop()
         done: asyncio.Future = loop.create_future()
-        self._items.put((op, None, loop, done))
+        self._items.put((op, (None, None), loop, done))
         return await done
 
     async def flush(self) -> None:
@@ -70,7 +73,7 @@ class StoreWriter:
             item = self._items.get()
             if item is _STOP:
                 return
-            op, on_error, loop, done = item
+            op, callbacks, loop, done = item
             result: Any = None
             error: BaseException | None = None
             try:
@@ -83,10 +86,13 @@ class StoreWriter:
                 error = StoreError(f"store write failed: {exc}")
             if error is not None:
                 self.failures += 1
-            self._reply(loop, done, on_error, result, error)
+            self._reply(loop, done, callbacks, result, error)
 
     def _reply(self, loop: asyncio.AbstractEventLoop, done: asyncio.Future | None,
-               on_error: Callable[[StoreError], Any] | None, result: Any, error: BaseException | None) -> None:
+               callbacks: tuple[Callable[[StoreError], Any] | None, Callable[[], Any] | None], result: Any,
+               error: BaseException | None) -> None:
+        on_error, on_committed = callbacks
+
         def deliver() -> None:
             self._room.release()
             if done is not None:
@@ -96,8 +102,14 @@ class StoreWriter:
                     done.set_exception(error)
                 else:
                     done.set_result(result)
-            elif error is not None and on_error is not None:
-                on_error(error)  # type: ignore[arg-type]
+            elif error is not None:
+                if on_error is not None:
+                    on_error(error)  # type: ignore[arg-type]
+            elif on_committed is not None:
+                try:
+                    on_committed()
+                except Exception:  # noqa: BLE001 - the submitter's bug: logged, the writer goes on
+                    log.exception("store writer: a commit confirmation failed")
 
         try:
             loop.call_soon_threadsafe(deliver)

@@ -1,6 +1,8 @@
 """HTTP routes (FastAPI): health, metrics, session status, timelines and tracks; mounts the WebSocket.
 
-The store is read in a worker thread (``asyncio.to_thread``), never on the event loop."""
+The store is read in a worker thread (``asyncio.to_thread``), never on the event loop. A session live on this
+replica is answered from its driver where that says more (the final timeline on demand); any other session,
+including one live on another replica of a shared store, from the store alone."""
 
 from __future__ import annotations
 
@@ -63,6 +65,9 @@ def add_routes(app: FastAPI, manager: SessionManager, webrtc: WebRtcConfig) -> N
             data = pipeline.live_timeline() if pipeline else await asyncio.to_thread(_stored_live, manager, session_id)
         elif pipeline is not None and pipeline.info.state == "live":
             data = await pipeline.final_timeline_now()  # on demand, from what arrived so far
+        elif info.state == "live":  # live on another replica (shared store): its final timeline comes at its end
+            data = await asyncio.to_thread(_stored_live, manager, session_id)
+            data["note"] = "live on another replica: the live timeline as stored; the final one comes at its end"
         else:
             data = await asyncio.to_thread(store.final_timeline, session_id)
             if data is None:  # interrupted before a final timeline was written: the live one is all there is

@@ -21,6 +21,8 @@ from rtsep.transport.auth import api_key_of
 
 log = logging.getLogger(__name__)
 
+ERROR_REPORT_WAIT_S = 5.0  # a bound on waiting for a failed session's error message before the close
+
 
 class WebSocketOutbox:
     """The session's transport sink: messages as JSON text, audio as protocol v1 frames, until the client is gone
@@ -128,6 +130,12 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
         if pipeline is None or pipeline.error is not exc:  # the driver counts and reports its own failures
             manager.metrics.errors.labels(exc.error_code).inc()
             await outbox.send_message(ErrorMessage(exc.error_code, exc.message, exc.close_code))
+        else:  # its error message goes out before the close
+            try:
+                await asyncio.wait_for(pipeline.error_reported.wait(), ERROR_REPORT_WAIT_S)
+            except TimeoutError:
+                log.warning("session %s: its error was not sent within %g s; closing", pipeline.session_id,
+                            ERROR_REPORT_WAIT_S)
         await _close(ws, exc.close_code, exc.message)
     except WebSocketDisconnect:
         outcome = "client_gone"

@@ -183,9 +183,14 @@ def test_separation_adapt_sweep(tmp_path):
 
 def test_store_latency(postgres):  # the fixture only skips where PostgreSQL is absent; the script starts its own
     report = last_json(run_module("bench.store", "latency", "--sessions", "2", "--seconds", "1"))
-    for backend in ("sqlite", "postgresql"):
-        assert report["backends"][backend]["writes"]["n"] > 0
-        assert report["backends"][backend]["writes"]["p95_ms"] >= report["backends"][backend]["writes"]["p50_ms"]
+    runs = {(r["backend"], r["path"]): r for r in report["runs"]}
+    assert set(runs) == {(b, p) for b in ("sqlite", "postgresql") for p in ("writer", "loop")}
+    for run in runs.values():
+        assert run["writes"]["n"] > 0 and run["writes"]["p95_ms"] >= run["writes"]["p50_ms"]
+    for backend in ("sqlite", "postgresql"):  # the writer path confirms every write it was given
+        writer = runs[(backend, "writer")]
+        n = writer["writes"]["n"] + writer["create"]["n"]
+        assert writer["to_commit"]["n"] == writer["on_loop"]["n"] == writer["in_thread"]["n"] == n
 
 
 def test_store_failover(postgres):

@@ -1,5 +1,6 @@
 """Two real `rtsep serve` replicas on one real PostgreSQL behind a real nginx (round-robin, WebSocket upgrade):
-any replica serves any session; a replica killed with -9 loses nothing it acknowledged; DELETE is everywhere."""
+any replica serves any session, live or ended; a replica killed with -9 loses nothing it acknowledged (segments,
+``stored`` marks); DELETE is everywhere."""
 
 import asyncio
 import io
@@ -41,10 +42,11 @@ def cluster(postgres, tmp_path):
 
 async def _stream(ws_url: str, audio: np.ndarray, rate: int, *, until_segments: int | None = None,
                   on_acknowledged=None) -> dict:
-    """Sends ``audio`` (within the server's real-time burst allowance) and collects what the server
-    acknowledged: segments and audio frames. With ``until_segments``, calls ``on_acknowledged(ready)`` once that
-    many segments have come, the session still live (no stop sent); otherwise stops and reads until done."""
-    segments, frames, speakers = [], {}, {}
+    """Sends ``audio`` (within the server's real-time burst allowance) and collects what the server sent:
+    segments, audio frames, ``stored`` marks (track name -> end sample). With ``until_segments``, calls
+    ``on_acknowledged(result)`` once that many segments and a stored mark have come, the session still live (no
+    stop sent); otherwise stops and reads until done."""
+    segments, frames, speakers, stored = [], {}, {}, {}
     async with websockets.connect(ws_url, max_size=None) as ws:
         await ws.send(json.dumps({"type": "start", "sample_rate": rate, "encoding": "pcm_s16le"}))
         ready = json.loads(await ws.recv())
@@ -65,13 +67,17 @@ async def _stream(ws_url: str, audio: np.ndarray, rate: int, *, until_segments: 
                 segments.append((body["speaker"], body["start_s"], body["end_s"]))
             elif body["type"] == "track":
                 speakers[body["index"]] = body["speaker"]
+            elif body["type"] == "stored":
+                assert body["end_sample"] >= stored.get(body["speaker"], 0), body  # marks only grow
+                stored[body["speaker"]] = body["end_sample"]
             elif body["type"] == "error":
                 raise AssertionError(body)
-            result = {"ready": ready, "segments": segments, "frames": frames, "speakers": speakers}
+            result = {"ready": ready, "segments": segments, "frames": frames, "speakers": speakers,
+                      "stored": stored}
             if body["type"] == "done":
                 return result
-            if until_segments is not None and len(segments) >= until_segments:
-                on_acknowledged(ready)
+            if until_segments is not None and len(segments) >= until_segments and stored:
+                on_acknowledged(result)
                 return result
 
 
@@ -106,6 +112,8 @@ def test_two_replicas_behind_nginx(cluster, meeting_wav):
                for _ in range(4)]
     status, rttm = answers[0]
     assert status["state"] == "done" and status["tracks"] and "SPEAKER" in rttm
+    # before done, every track was acknowledged whole
+    assert set(first["stored"]) == set(status["tracks"])
     assert all(a == answers[0] for a in answers), "the replicas disagree about one session"
     tracks = {name: [_wav(api.get(path, headers=auth)) for _ in range(2)] for name, path in status["tracks"].items()}
     for name, (a, b) in tracks.items():
@@ -114,15 +122,37 @@ def test_two_replicas_behind_nginx(cluster, meeting_wav):
     served_by = set(proxy.upstreams(f"/v1/sessions/{sid}"))
     assert served_by == {f"127.0.0.1:{r.port}" for r in replicas}, served_by
 
-    # 2. a session whose replica is killed with -9 mid-stream
+    # 2. a session live on one replica, read through the proxy from both, then that replica is killed with -9
     killed = {}
 
-    def kill_owner(ready):
-        owner = _owner(url, ready["session_id"])
+    def kill_owner(acknowledged):
+        ready = acknowledged["ready"]
+        session, headers = ready["session_id"], {"Authorization": f"Bearer {ready['token']}"}
+        owner = _owner(url, session)
+        # while it is live: status, timeline and tracks from either replica (the other one reads the store)
+        # (round-robin: consecutive requests of one kind go to both replicas)
+        assert [api.get(f"/v1/sessions/{session}", headers=headers).json()["state"] for _ in range(2)] == ["live"] * 2
+        timelines = []
+        for _ in range(4):
+            timeline = api.get(f"/v1/sessions/{session}/timeline", headers=headers)
+            assert timeline.status_code == 200, timeline.text
+            timelines.append(timeline.json())
+        assert set(proxy.upstreams(f"/v1/sessions/{session}")) == {f"127.0.0.1:{r.port}" for r in replicas}
+        assert all(t["state"] == "live" for t in timelines)
+        # the owner computes a final timeline on demand; the other replica serves the stored live one
+        assert sorted(t["kind"] for t in timelines) == ["final", "final", "live", "live"], timelines
+        for t in timelines:
+            if t["kind"] == "live":
+                served = {(s["speaker"], s["start_s"], s["end_s"]) for s in t["segments"]}
+                assert set(acknowledged["segments"]) <= served
+        for name, end_sample in acknowledged["stored"].items():
+            for _ in range(2):
+                assert _wav(api.get(f"/v1/sessions/{session}/tracks/{name}.wav", headers=headers)).size >= end_sample
         victim = next(r for r in replicas if r.replica_id == owner)
         os.kill(victim.proc.pid, signal.SIGKILL)
         victim.proc.wait(30)
         killed["replica"] = victim
+        killed["reads_before"] = len(proxy.upstreams(f"/v1/sessions/{session}"))
 
     second = asyncio.run(_stream(proxy.ws_url, audio, rate, until_segments=2, on_acknowledged=kill_owner))
     sid2, auth2 = second["ready"]["session_id"], {"Authorization": f"Bearer {second['ready']['token']}"}
@@ -140,15 +170,20 @@ def test_two_replicas_behind_nginx(cluster, meeting_wav):
     live = api.get(f"/v1/sessions/{sid2}/timeline", headers=auth2, params={"kind": "live"}).json()
     served = {(s["speaker"], s["start_s"], s["end_s"]) for s in live["segments"]}
     assert set(second["segments"]) <= served  # every acknowledged segment is there
-    # every acknowledged audio frame is in the served track, sample for sample
-    assert second["frames"]
+    # every sample of a track before its last stored mark is served, equal to the frames sent (silence between)
+    assert second["frames"] and second["stored"]
+    names = {track: second["speakers"].get(track, f"SPEAKER_{track:02d}") for track in second["frames"]}
     for track, frames in second["frames"].items():
-        name = second["speakers"].get(track, f"SPEAKER_{track:02d}")
-        stored = _wav(api.get(f"/v1/sessions/{sid2}/tracks/{name}.wav", headers=auth2))
+        end_sample = second["stored"].get(names[track], 0)
+        expected = np.zeros(end_sample, np.int16)
         for start, samples in frames:
             sent = np.round(samples * 32768).astype(np.int16)  # pcm_s16le on the wire, decoded to float
-            np.testing.assert_array_equal(stored[start:start + samples.size], sent)
-    assert set(proxy.upstreams(f"/v1/sessions/{sid2}")) == {f"127.0.0.1:{survivor.port}"}
+            expected[start:min(start + sent.size, end_sample)] = sent[:max(0, end_sample - start)]
+        stored = _wav(api.get(f"/v1/sessions/{sid2}/tracks/{names[track]}.wav", headers=auth2))
+        assert stored.size >= end_sample, (names[track], stored.size, end_sample)
+        np.testing.assert_array_equal(stored[:end_sample], expected)
+    after_kill = proxy.upstreams(f"/v1/sessions/{sid2}")[killed["reads_before"]:]
+    assert set(after_kill) == {f"127.0.0.1:{survivor.port}"}
 
     # 3. DELETE through the proxy deletes everywhere: rows, audio, and both replicas answer 404
     for session, headers in ((sid, auth), (sid2, auth2)):

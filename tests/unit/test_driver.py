@@ -114,14 +114,14 @@ def make_config(**runtime) -> PipelineConfig:
 
 
 async def open_driver(tmp_path, runtime, config=None, separation=None, session_id="s1", store=None, writer=None,
-                      denoise=None):
+                      denoise=None, transport=None):
     config = config or make_config()
     store = store or SqliteSessionStore(tmp_path)
     writer = writer or StoreWriter(max_pending_writes=4)
     info = SessionInfo(session_id, "x", 0.0, "live", "test", 16000, 16000)
     await writer.call(lambda: store.create(info))
     metrics = Metrics()
-    transport = Transport()
+    transport = transport or Transport()
     driver = SessionDriver(info=info, core=build_core(session_id, config, 8, separation), config=config,
                            runtime=runtime, store=store, writer=writer, metrics=metrics, transport=transport,
                            max_speakers=8, separation=separation, denoise=denoise)
@@ -409,4 +409,93 @@ async def test_a_failing_denoiser_ends_only_its_session_with_1011(tmp_path):
     done = await other.finish()  # the other session, on the same runtime, is untouched
     assert done.duration_s == pytest.approx(30 * 320 / 16000) and store.get("s2").state == "done"
     denoise.close()
+class GatedStore(SqliteSessionStore):
+    """A store whose writes wait until the test opens ``gate`` (a slow database), then log their commit."""
+
+    def __init__(self, root, log: list) -> None:
+        super().__init__(root)
+        self.gate = threading.Event()
+        self.log = log
+
+    def write_track(self, session_id, track, start_sample, samples):
+        self.gate.wait()
+        super().write_track(session_id, track, start_sample, samples)
+        self.log.append(("committed", "track", track, start_sample + samples.size))
+
+    def append_live_segment(self, session_id, speaker, start_s, end_s):
+        self.gate.wait()
+        super().append_live_segment(session_id, speaker, start_s, end_s)
+        self.log.append(("committed", "segment", speaker, round(start_s, 3), round(end_s, 3)))
+
+    def write_final(self, session_id, timeline):
+        self.gate.wait()
+        super().write_final(session_id, timeline)
+        self.log.append(("committed", "final"))
+
+
+class LoggingTransport(Transport):
+    def __init__(self, log: list) -> None:
+        super().__init__()
+        self.log = log
+
+    async def send_message(self, message) -> None:
+        await super().send_message(message)
+        self.log.append(("sent", message))
+
+    async def send_audio(self, audio) -> None:
+        await super().send_audio(audio)
+        self.log.append(("sent audio", audio.track))
+
+
+async def test_no_acknowledgement_reaches_the_client_before_its_commit_and_live_audio_is_not_held(tmp_path):
+    from rtsep.protocol.messages import Segment, Stored, TimelineMessage
+
+    log: list = []
+    store = GatedStore(tmp_path, log)
+    store.gate.set()  # the session's creation is not held
+    config = replace(make_config(), separator=SeparatorConfig(name="fake"), adaptation=AdaptationConfig(live=False))
+    driver, _, transport, _, writer = await open_driver(tmp_path, FakeDiarization(speech=True), config,
+                                                        FakeSeparation(), store=store, writer=StoreWriter(1024),
+                                                        transport=LoggingTransport(log))
+    store.gate.clear()  # from here on every write waits: the database is slow
+    for i in range(12):
+        await driver.feed(chunk(i, 0.3))
+    finishing = asyncio.create_task(driver.finish())
+    for _ in range(50):  # let the loop run everything it can without the store
+        await asyncio.sleep(0)
+    assert transport.audio, "live audio frames wait for no commit"
+    assert not any(isinstance(m, (Segment, Stored, TimelineMessage)) for m in transport.messages)
+    assert not any(entry[0] == "committed" for entry in log) and not finishing.done()
+    store.gate.set()
+    await asyncio.wait_for(finishing, 10)
+
+    committed_tracks: dict[str, int] = {}
+    committed_segments: set = set()
+    final_committed = False
+    acknowledged = {"segment": 0, "stored": 0, "final": 0}
+    for entry in log:
+        if entry[0] == "committed":
+            if entry[1] == "track":
+                committed_tracks[entry[2]] = max(committed_tracks.get(entry[2], 0), entry[3])
+            elif entry[1] == "segment":
+                committed_segments.add(entry[2:])
+            else:
+                final_committed = True
+        elif entry[0] == "sent" and isinstance(entry[1], Stored):
+            m = entry[1]
+            assert committed_tracks.get(m.speaker, 0) >= m.end_sample, (m, committed_tracks)
+            acknowledged["stored"] += 1
+        elif entry[0] == "sent" and isinstance(entry[1], Segment):
+            m = entry[1]
+            assert (m.speaker, m.start_s, m.end_s) in committed_segments, m
+            acknowledged["segment"] += 1
+        elif entry[0] == "sent" and isinstance(entry[1], TimelineMessage):
+            assert final_committed
+            acknowledged["final"] += 1
+    assert acknowledged["segment"] >= 1 and acknowledged["final"] == 1
+    # by the end every track is acknowledged whole (the last mark = the track's committed length)
+    last_marks = {m.speaker: m.end_sample for m in transport.messages if isinstance(m, Stored)}
+    assert last_marks == committed_tracks and set(last_marks) >= {"source_0", "source_1"}
+    for name, end_sample in last_marks.items():
+        assert store.read_track("s1", name).size == end_sample
     writer.close()

@@ -18,6 +18,7 @@ from rtsep_protocol.pcm import ENCODINGS
 __all__ = [
     "CLIENT_MESSAGES", "Done", "ErrorMessage", "Gap", "MAX_CHANNELS", "MAX_SAMPLE_RATE_HZ", "MIN_SAMPLE_RATE_HZ",
     "Message", "Ready", "SERVER_MESSAGES", "Segment", "SpeakerActivity", "SpeakerNamed", "Start", "Stats", "Stop",
+    "Stored",
     "TimelineMessage", "TrackAnnouncement", "encode_message", "parse_client_message", "parse_json_object",
     "parse_server_message",
 ]
@@ -114,6 +115,18 @@ class TrackAnnouncement:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """Samples ``[0, end_sample)`` of track ``index`` are committed to the store (they survive the server's
+    death). Audio frames go out live, before their commit; this mark follows it."""
+
+    type: ClassVar[str] = "stored"
+    speaker: str
+    index: int
+    end_sample: int
+    end_s: float
+
+
+@dataclass(frozen=True)
 class TimelineMessage:
     type: ClassVar[str] = "timeline"
     kind: str
@@ -167,7 +180,7 @@ class Done:
 CLIENT_MESSAGES: dict[str, type] = {"start": Start, "stop": Stop}
 SERVER_MESSAGES: dict[str, type] = {
     cls.type: cls
-    for cls in (Ready, SpeakerActivity, SpeakerNamed, Segment, TrackAnnouncement, TimelineMessage, Stats, Gap,
+    for cls in (Ready, SpeakerActivity, SpeakerNamed, Segment, TrackAnnouncement, Stored, TimelineMessage, Stats, Gap,
                 ErrorMessage, Done)
 }
 

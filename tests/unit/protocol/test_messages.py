@@ -12,6 +12,7 @@ from rtsep.protocol.messages import (
     SpeakerActivity,
     Start,
     Stop,
+    Stored,
     TrackAnnouncement,
     encode_message,
     parse_client_message,
@@ -30,6 +31,9 @@ def test_messages_encode_byte_exact():
     assert encode_message(Gap("diarization", 8192, 4096, 0.512, 0.256)) == (
         '{"type":"gap","path":"diarization","sample":8192,"samples":4096,"start_s":0.512,"duration_s":0.256}'
     )
+    assert encode_message(Stored("SPEAKER_00", 0, 32000, 2.0)) == (
+        '{"type":"stored","speaker":"SPEAKER_00","index":0,"end_sample":32000,"end_s":2.0}'
+    )
     assert encode_message(ErrorMessage("bad_json", "nope", 4400)) == (
         '{"type":"error","code":"bad_json","message":"nope","close_code":4400}'
     )
@@ -41,6 +45,7 @@ def test_server_messages_roundtrip():
         TrackAnnouncement("SPEAKER_00", 0, "/v1/sessions/abc/tracks/SPEAKER_00.wav"),
         Done("abc", 1.0, ["SPEAKER_00"], "/v1/sessions/abc/timeline"),
         Gap("input", 4096, 4096, 0.256, 0.256),
+        Stored("source_1", 1, 8192, 0.512),
     ]:
         assert parse_server_message(encode_message(message)) == message
     # unknown extra keys from a newer server are ignored

@@ -56,3 +56,30 @@ async def test_a_failed_write_is_reported_on_the_event_loop_and_the_writer_goes_
     writer.close()
     with pytest.raises(StoreError, match="closed"):
         await writer.submit(lambda: None)
+
+
+async def test_commits_are_confirmed_on_the_event_loop_in_order_and_only_after_the_write():
+    writer = StoreWriter(max_pending_writes=8)
+    gate = threading.Event()
+    written, confirmed = [], []
+    loop_thread = threading.get_ident()
+
+    def write(i):
+        if i == 0:
+            gate.wait()
+        written.append(i)
+
+    def fail():
+        raise StoreError("disk full")
+
+    for i in range(3):
+        await writer.submit(lambda i=i: write(i), on_committed=lambda i=i: confirmed.append((i, threading.get_ident())))
+    await writer.submit(fail, on_error=lambda e: confirmed.append(("failed", e.message)),
+                        on_committed=lambda: confirmed.append("never"))
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert confirmed == [] and written == []  # the first write is still running: nothing is confirmed
+    gate.set()
+    await writer.flush()
+    assert confirmed == [(0, loop_thread), (1, loop_thread), (2, loop_thread), ("failed", "disk full")]
+    writer.close()
