@@ -73,19 +73,24 @@ def checkpoint_file(path: str | os.PathLike[str], what: str) -> Path:
 def load_model(path: str | os.PathLike[str], what: str) -> Any:
     """A pyannote.audio ``Model`` from a local checkpoint, in eval mode."""
     file = checkpoint_file(path, what)
+    return _from_pretrained("Model", file, f"{what}: cannot load {file} as a pyannote.audio checkpoint").eval()
+
+
+def _from_pretrained(kind: str, source: Path, failure: str) -> Any:
+    """``pyannote.audio.<kind>.from_pretrained(source)`` offline; any failure (unpickling, versions, a wrong config,
+    None) is a ModelLoadError that starts with ``failure``."""
     offline_mode()
     try:
-        from pyannote.audio import Model
+        import pyannote.audio
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            model = Model.from_pretrained(str(file))
-    except Exception as exc:  # noqa: BLE001 - any unpickling or version failure is a load error
-        raise ModelLoadError(f"{what}: cannot load {file} as a pyannote.audio checkpoint: "
-                             f"{type(exc).__name__}: {exc}") from exc
-    if model is None:
-        raise ModelLoadError(f"{what}: cannot load {file} as a pyannote.audio checkpoint")
-    return model.eval()
+            loaded = getattr(pyannote.audio, kind).from_pretrained(str(source))
+    except Exception as exc:  # noqa: BLE001 - whatever fails while loading is a load error
+        raise ModelLoadError(f"{failure}: {type(exc).__name__}: {exc}") from exc
+    if loaded is None:
+        raise ModelLoadError(failure)
+    return loaded
 
 
 class SegmentationModel:
@@ -286,16 +291,6 @@ def load_final_pipeline(directory: str | os.PathLike[str], device: str = "cpu") 
     if not config.is_file():
         raise ModelLoadError(f"final pipeline: {path} has no {PIPELINE_NAME} (expected a local pyannote.audio "
                              "pipeline directory: config.yaml and the checkpoints it references, docs/models.md)")
-    offline_mode()
-    try:
-        from pyannote.audio import Pipeline
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pipeline = Pipeline.from_pretrained(str(path))
-    except Exception as exc:  # noqa: BLE001 - a wrong config or checkpoint is a load error
-        raise ModelLoadError(f"final pipeline: cannot load {config}: {type(exc).__name__}: {exc}") from exc
-    if pipeline is None:
-        raise ModelLoadError(f"final pipeline: cannot load {config}")
+    pipeline = _from_pretrained("Pipeline", path, f"final pipeline: cannot load {config}")
     pipeline.to(resolve_device(device))
     return FinalPipeline(pipeline, str(path))
