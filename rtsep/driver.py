@@ -147,12 +147,8 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
         overflow=config.runtime.overflow, separator=layout,
     )
-    matcher = None
-    if voices:
-        if diar.backend == "pyannote":
-            raise ConfigError("named voices need the embedded diarizer: enrolled voices are embedded by its encoder, "
-                              "not by the pyannote embedding model")
-        matcher = VoiceMatcher(voices, config.voices)
+    # (with the pyannote backend the session manager refuses voices before a core is built: rtsep.sessions)
+    matcher = VoiceMatcher(voices, config.voices) if voices and diar.backend != "pyannote" else None
     return SessionCore(core_config, diarizer, schedule, matcher)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from rtsep.driver import SessionDriver, TransportSink, build_core
 from rtsep.errors import (
     BadApiKey,
+    BadEnrollment,
     NotFound,
     ServerBusy,
     ServerDraining,
@@ -41,6 +42,11 @@ log = logging.getLogger(__name__)
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+# enrolled voices are embeddings of the embedded diarizer's encoder: the pyannote backend's speakers are not comparable
+PYANNOTE_NO_VOICES = ("named voices need the embedded diarizer (this server runs --diarizer pyannote, whose speaker "
+                      "embeddings cannot be compared with enrolled voices)")
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,8 @@ class SessionManager:
     async def session_voices(self, wanted: list[str] | str) -> dict[str, Any]:
         """The embeddings of the voices a session names ("all": every enrolled one); UnknownVoice for a name that
         is not enrolled (only that session ends)."""
+        if self.config.diarization.backend == "pyannote":
+            raise UnknownVoice(PYANNOTE_NO_VOICES)
         records = await asyncio.to_thread(self.voice_store.voices)
         enrolled = {r.name: r.embedding for r in records}
         if wanted == "all":
@@ -172,6 +180,8 @@ class SessionManager:
     async def enroll(self, name: str, audio: bytes, replace: bool = False) -> VoiceRecord:
         """Embed an enrollment clip (off the event loop) and keep the embedding under ``name`` (never the audio)."""
         check_voice_name(name)
+        if self.config.diarization.backend == "pyannote":
+            raise BadEnrollment(PYANNOTE_NO_VOICES)
         if not replace and await asyncio.to_thread(self.voice_store.get_voice, name) is not None:
             raise VoiceExists(f"a voice named {name!r} is enrolled already; ?replace=true replaces it")
         cfg = self.config.voices
