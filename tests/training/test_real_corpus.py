@@ -159,3 +159,63 @@ def test_learning_rate_halves_only_after_a_plateau_and_resumes(corpus_dir, tmp_p
     assert kept == pytest.approx(rate)
     _run(corpus_dir, state, tmp_path / "r", "--resume", "--max-steps", "9", "--halve-after-steps", "0")
     assert torch.load(state, weights_only=False)["lr"] == pytest.approx(kept)  # a resumed run keeps its rate
+
+
+def test_world_voices_are_deterministic_distinct_and_alternate_in_pitch():
+    from training.corpus import world_voice
+
+    voices = [world_voice("fillets-cs-m", k, 0) for k in range(4)]
+    assert voices == [world_voice("fillets-cs-m", k, 0) for k in range(4)]
+    assert voices[0] != world_voice("fillets-cs-v", 0, 0) and voices[0] != world_voice("fillets-cs-m", 0, 1)
+    ups = [v["pitch"] > 1 for v in voices]
+    assert ups == [ups[0], not ups[0], ups[0], not ups[0]]
+    for v in voices:  # at least a quarter octave away from the original, at most 0.6 octave
+        assert 0.25 <= abs(np.log2(v["pitch"])) <= 0.6 + 1e-3
+        assert 0.87 < v["formant"] < 1.15 and 0.9 <= v["tempo"] <= 1.1
+
+
+def test_world_speakers_come_only_from_train_speakers(corpus_dir, monkeypatch):
+    import training.data
+    from training.corpus import build_world_speakers
+
+    calls = []
+
+    def fake_world(audio, rate, voice, rng):  # the pyworld re-synthesis, replaced by a pitch-free stand-in
+        calls.append(voice)
+        return np.resize(audio[::-1], round(len(audio) / voice["tempo"]))  # tempo as WORLD's frame resampling
+
+    monkeypatch.setattr(training.data, "world_transform", fake_world)  # soxr's 8 -> 16 -> 8 kHz stays
+    index = json.loads((corpus_dir / "index.json").read_text())
+    index = build_world_speakers(corpus_dir, index, 2, seed=0)
+    world = sorted(n for n in index if n.startswith("world-"))
+    assert world == [f"world-s{k}-{j}" for k in range(4) for j in range(2)]  # s0..s3 are the train speakers
+    for name in world:
+        info = index[name]
+        base = info["world_of"]
+        assert info["split"] == "train" and info["source"] == "world-" + index[base]["source"]
+        assert info["offsets"][-1] == len(np.load(corpus_dir / f"{name}.npy"))
+        assert abs(info["offsets"][-1] * info["world"]["tempo"] - index[base]["offsets"][-1]) < 10  # all utterances
+    assert json.loads((corpus_dir / "index.json").read_text()).keys() == index.keys()
+    done = len(calls)
+    build_world_speakers(corpus_dir, index, 2, seed=0)  # complete: nothing redone
+    assert len(calls) == done == 8 * 3
+    corpus = RealCorpus(corpus_dir, "train")
+    assert "world-s0-0" in corpus.speakers and "world-s0-0" not in RealCorpus(corpus_dir, "valid").speakers
+
+
+def test_world_resynthesis_keeps_voicing_and_moves_the_pitch_as_asked():
+    pyworld = pytest.importorskip("pyworld")
+    from scipy.signal import lfilter
+
+    from training.corpus import world_resynthesis
+
+    pulses = np.zeros(SAMPLE_RATE_HZ)
+    pulses[:: SAMPLE_RATE_HZ // 120] = 1.0  # a 120 Hz glottal pulse train through one formant-like resonance
+    voiced = lfilter([1.0], [1.0, -1.3, 0.8], pulses) * np.hanning(SAMPLE_RATE_HZ)
+    voiced = (0.3 * voiced / np.abs(voiced).max()).astype(np.float32)
+    y = world_resynthesis(voiced, {"pitch": 1.5, "range": 1.0, "formant": 1.0, "tempo": 1.0, "breath": 0.0})
+    assert len(y) == len(voiced)
+    f0_in, _ = pyworld.harvest(voiced.astype(np.float64), SAMPLE_RATE_HZ)
+    f0_out, _ = pyworld.harvest(y.astype(np.float64), SAMPLE_RATE_HZ)
+    assert (f0_out > 0).mean() > 0.8 * (f0_in > 0).mean()  # still voiced (at 8 kHz D4C would whisper it)
+    assert abs(np.median(f0_out[f0_out > 0]) / np.median(f0_in[f0_in > 0]) - 1.5) < 0.08
