@@ -185,7 +185,7 @@ def world_resynthesis(audio: np.ndarray, voice: dict[str, float]) -> np.ndarray:
 
 
 def build_world_speakers(out: Path, index: dict[str, dict], per_speaker: int, seed: int,
-                         max_minutes: float = 20.0) -> dict[str, dict]:
+                         max_minutes: float = 8.0) -> dict[str, dict]:
     """Adds ``per_speaker`` WORLD pseudo-speakers of every recorded train speaker (skips those already built); each
     is made from a seeded random choice of its speaker's utterances, at most ``max_minutes`` of them."""
     index_path = out / "index.json"
@@ -317,7 +317,7 @@ def build_eval_sets(out: Path, index: dict[str, dict], counts: dict[str, int], s
 
 
 def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150,
-          world_per_speaker: int = 2, world_max_minutes: float = 20.0) -> None:
+          world_per_speaker: int = 2, world_max_minutes: float = 8.0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits()
     plan = plan_speakers(splits)
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--test-count", type=int, default=150)
     b.add_argument("--world-per-speaker", type=int, default=2,
                    help="WORLD pseudo-speakers made from each recorded train speaker (0: recipe 1, none)")
-    b.add_argument("--world-max-minutes", type=float, default=20.0, help="speech per pseudo-speaker, at most")
+    b.add_argument("--world-max-minutes", type=float, default=8.0, help="speech per pseudo-speaker, at most")
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
     args = parser.parse_args(argv)
