@@ -24,4 +24,4 @@ if [ ! -f "$STATE" ] && [ -f "training/state/$ARCH.pt" ]; then
 fi
 if [ -f "$STATE" ]; then start=(--resume); else start=(--arch "$ARCH"); fi
 exec "$PY" -m training.train "${start[@]}" --corpus "$ROOT/corpus" --state "$STATE" --run-dir "$ROOT/$ARCH" \
-  --cpu-hours "$CPU_HOURS" --threads 1 --valid-every-s "${VALID_EVERY_S:-300}" ${TRAIN_ARGS:-}
+  --cpu-hours "$CPU_HOURS" --threads 1 --valid-every-cpu-s "${VALID_EVERY_CPU_S:-300}" ${TRAIN_ARGS:-}

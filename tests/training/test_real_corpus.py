@@ -219,3 +219,15 @@ def test_world_resynthesis_keeps_voicing_and_moves_the_pitch_as_asked():
     f0_out, _ = pyworld.harvest(y.astype(np.float64), SAMPLE_RATE_HZ)
     assert (f0_out > 0).mean() > 0.8 * (f0_in > 0).mean()  # still voiced (at 8 kHz D4C would whisper it)
     assert abs(np.median(f0_out[f0_out > 0]) / np.median(f0_in[f0_in > 0]) - 1.5) < 0.08
+
+
+def test_validation_interval_in_training_cpu_seconds(corpus_dir, tmp_path):
+    small = ["--model", json.dumps({"hidden": 16, "layers": 1})]
+    every = tmp_path / "every" / "tf.pt"
+    _run(corpus_dir, every, tmp_path / "re", "--arch", "tfmask", "--max-steps", "4", "--valid-every-cpu-s", "0",
+         "--valid-every-s", "1e9", *small)
+    assert [h["step"] for h in torch.load(every, weights_only=False)["history"]] == [0, 1, 2, 3, 4]
+    never = tmp_path / "never" / "tf.pt"
+    _run(corpus_dir, never, tmp_path / "rn", "--arch", "tfmask", "--max-steps", "4", "--valid-every-cpu-s", "1e9",
+         "--valid-every-s", "0", *small)  # the CPU interval replaces the wall one: only the end validates
+    assert [h["step"] for h in torch.load(never, weights_only=False)["history"]] == [0, 4]
