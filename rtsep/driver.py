@@ -92,7 +92,7 @@ from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
 from rtsep.stream.denoised import DenoisedSteps
 from rtsep.stream.naming import VoiceMatcher, final_names
 from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
-from rtsep.stream.session import ChunkReady
+from rtsep.stream.session import ChunkReady, SamplesReady
 from rtsep.stream.turns import speaker_name
 
 log = logging.getLogger(__name__)
@@ -273,6 +273,12 @@ class SessionDriver:
         """Tell the client about the separated-source tracks (after ``ready``)."""
         await self._dispatch(self.core.announce())
 
+    async def feed_samples(self, block: SamplesReady, shed: bool = False) -> None:
+        """Input as it arrives, ahead of its step (the separator hears it now); it never waits for room: the
+        transport's next :meth:`feed` does, so the separator is at most one step ahead of the bound."""
+        self._raise_if_failed()
+        await self._dispatch(self.core.push_samples(block.start_sample, block.samples, shed))
+
     async def feed(self, step: ChunkReady, shed: bool = False) -> None:
         """One model-rate step (with ``--denoise``: a block of one): waits while the core has no room
         (backpressure); ``shed``: the transport fell behind and drops it (a marked gap; it needs no room)."""
@@ -289,6 +295,9 @@ class SessionDriver:
                 self.on_step(step)
             await self._dispatch(self.core.push_step(step, self.clock(), shed))
         else:
+            if not self.config.denoise.tracks:  # the separator hears the raw input: it need not wait
+                await self._dispatch(self.core.push_samples(step.chunk.start_sample,
+                                                            step.chunk.samples[: step.valid_samples], shed))
             # a shed block is still denoised (the denoiser's state follows every sample); its step is a gap
             samples = self._denoised.push_input(step, shed, self.clock())
             self._submit_denoise(lambda: self._denoise_submit(samples))

@@ -23,7 +23,7 @@ from rtsep.errors import IdleTimeout, ProtocolViolation, RtsepError, Unsupported
 from rtsep.protocol.messages import ErrorMessage, Ready, TrackAnnouncement, encode_message
 from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
-from rtsep.stream.session import ChunkReady, Phase, StopRequested, StreamSession
+from rtsep.stream.session import ChunkReady, Phase, SamplesReady, StopRequested, StreamSession
 from rtsep.transport.webrtc.events import DataChannelEvents
 from rtsep.transport.webrtc.media import SlotTrack, frame_to_mono
 from rtsep.transport.webrtc.playout import Playout, SlotAssignment, SlotMap
@@ -175,7 +175,7 @@ class WebRtcSession:
 
     def _queue_steps(self, events: list, shed: bool = False) -> None:
         for event in events:
-            if isinstance(event, ChunkReady):
+            if isinstance(event, (SamplesReady, ChunkReady)):  # (the input as it arrives, for the separator)
                 self._steps.put_nowait((event, shed))
 
     async def _feed(self) -> None:
@@ -187,7 +187,10 @@ class WebRtcSession:
                 if item is _END:
                     return
                 step, shed = item
-                await self.pipeline.feed(step, shed=shed)
+                if isinstance(step, SamplesReady):
+                    await self.pipeline.feed_samples(step, shed=shed)
+                else:
+                    await self.pipeline.feed(step, shed=shed)
         except RtsepError as exc:  # the pipeline failed; it has told the client already
             self.end(exc.error_code, exc)
 

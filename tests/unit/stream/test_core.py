@@ -354,3 +354,49 @@ def test_without_a_matcher_nothing_is_named():
     (due,) = of(c.push_step(step(0), 0.0), DiarizeDue)
     events = c.diarization_result(analysis(due), 0.1)
     assert of(events, SpeakerActivity)[0].voice is None and c.names == {}
+
+
+def test_input_pushed_as_it_arrives_reaches_the_separator_before_its_step_is_complete():
+    c, _ = separating()
+    block = np.full(1024, 0.1, np.float32)
+    assert of(c.push_samples(0, block), SeparateDue) == []  # half a separator step: nothing due yet
+    seps = of(c.push_samples(1024, block), SeparateDue)
+    assert [(s.step_index, s.start_sample) for s in seps] == [(0, 0)]
+    c.push_samples(2048, np.full(1024, 0.1, np.float32))
+    # the step brings the same samples again: the separator only hears what push_samples did not give it
+    seps = of(push(c, step(0), 0.0), SeparateDue)
+    assert [(s.step_index, s.start_sample, s.samples.size) for s in seps] == [(1, 2048, 2048)]
+    assert c._separator_fed == STEP
+
+
+def test_early_input_gives_the_separator_exactly_what_the_steps_alone_give_it():
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(3 * STEP).astype(np.float32) * 0.1
+    steps = [ChunkReady(AudioChunk(audio[i * STEP:(i + 1) * STEP], i * STEP, 16000), STEP) for i in range(3)]
+    by_steps, _ = separating()
+    heard_by_steps = [s.samples for st in steps for s in of(push(by_steps, st, 0.0), SeparateDue)]
+    early, _ = separating()
+    heard_early = []
+    cuts = [0, 700, 1500, 4096, 5000, 9000, 3 * STEP]
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        heard_early += [s.samples for s in of(early.push_samples(a, audio[a:b]), SeparateDue)]
+        for st in steps:  # a step follows the block that completes it
+            if st.chunk.start_sample + STEP == b:
+                heard_early += [s.samples for s in of(push(early, st, 0.0), SeparateDue)]
+    assert len(heard_early) == len(heard_by_steps) == 6
+    for x, y in zip(heard_early, heard_by_steps):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_early_input_must_not_leave_a_hole():
+    c, _ = separating()
+    c.push_samples(0, np.zeros(100, np.float32))
+    with pytest.raises(RuntimeError, match="from 200"):
+        c.push_samples(200, np.zeros(100, np.float32))
+    c.push_samples(50, np.zeros(100, np.float32))  # an overlap is skipped
+    assert c._separator_fed == 150
+
+
+def test_without_a_separator_early_input_is_ignored():
+    c, _ = core()
+    assert c.push_samples(0, np.zeros(100, np.float32)) == []
