@@ -1,6 +1,7 @@
 """Label latency and per-frame latency of a live session on loopback, and concurrent-session capacity.
 
-    python -m bench.streaming_latency latency [--runs 3] [--speed 1.0] [--wav FILE --rttm FILE]
+    python -m bench.streaming_latency latency [--runs 3] [--speed 1.0] [--config TOML] [--server-cwd CHECKOUT]
+                                              [--wav FILE --rttm FILE]
     python -m bench.streaming_latency capacity [--sessions 4 8 12 16] [--seconds 30] [--wav FILE --rttm FILE]
 
 latency: a real `rtsep serve` and the reference client streaming the pyannote sample paced in real time
@@ -43,7 +44,7 @@ def latency(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
         extra = ["--config", args.config] if args.config else []
-        with rtsep_server(tmp_path / "data", *extra) as (base, _):
+        with rtsep_server(tmp_path / "data", *extra, server_cwd=args.server_cwd) as (base, _):
             for i in range(args.runs):
                 result = asyncio.run(stream_file(wav, base.replace("http", "ws") + "/v1/stream",
                                                  tmp_path / f"run{i}", speed=args.speed))
@@ -65,7 +66,8 @@ def latency(args: argparse.Namespace) -> dict:
         metric_value(metrics, "rtsep_processing_latency_seconds_sum")
         / max(metric_value(metrics, "rtsep_processing_latency_seconds_count"), 1), 4)
     summary["server_rtf_gauge"] = round(metric_value(metrics, "rtsep_real_time_factor"), 4)
-    return {"runs": runs, "median": summary, "speed": args.speed, "config": args.config}
+    return {"runs": runs, "median": summary, "speed": args.speed, "config": args.config,
+            "server_cwd": str(args.server_cwd) if args.server_cwd else None}
 
 
 async def _capacity_level(ws_url: str, wav: Path, n: int, out: Path, speed: float) -> list:
@@ -124,6 +126,8 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--speed", type=float, default=1.0)
     p.add_argument("--config", help="TOML passed to rtsep serve --config")
+    p.add_argument("--server-cwd", type=Path, default=None,
+                   help="run the server from another checkout of rtsep, to compare versions side by side")
     add_audio_args(p)
     p = sub.add_parser("capacity")
     p.add_argument("--sessions", type=int, nargs="+", default=[4, 8, 12, 16])

@@ -471,11 +471,17 @@ class ConvTasNetSeparator(StreamingSeparator):
 
 
 def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None,
-                     norm_memory_s: float | None = None) -> ConvTasNetSeparator:
+                     norm_memory_s: float | None = None, step_s: float | None = None) -> ConvTasNetSeparator:
     """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=..., norm_memory_s=...)``.
-    Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet."""
+    Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet.
+    ``step_s`` (when ``step_samples`` is not given): the step in seconds, rounded down to a multiple of the hop
+    (at least one hop)."""
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-    return ConvTasNetSeparator(load_convtasnet(path, norm_memory_s), step_samples=step_samples)
+    model = load_convtasnet(path, norm_memory_s)
+    if step_samples is None and step_s is not None:
+        hop = model.config.hop_samples
+        step_samples = max(hop, int(step_s * model.config.sample_rate_hz + 1e-6) // hop * hop)
+    return ConvTasNetSeparator(model, step_samples=step_samples)
 
 
 __all__ = [

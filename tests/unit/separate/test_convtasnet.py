@@ -174,6 +174,10 @@ def test_separator_spec_and_process(tmp_path, model):
     save_convtasnet(model, path)
     made = create_separator("convtasnet", checkpoint=path, step_samples=160)
     assert made.spec.step_samples == 160
+    # [separator] step_s: seconds, rounded down to the hop (at least one hop)
+    hop = SMALL.hop_samples
+    assert create_separator("convtasnet", checkpoint=path, step_s=0.02).spec.step_samples == 160 // hop * hop
+    assert create_separator("convtasnet", checkpoint=path, step_s=1e-5).spec.step_samples == hop
 
 
 def test_registry():

@@ -400,3 +400,36 @@ def test_early_input_must_not_leave_a_hole():
 def test_without_a_separator_early_input_is_ignored():
     c, _ = core()
     assert c.push_samples(0, np.zeros(100, np.float32)) == []
+
+
+def test_a_separated_frame_leaves_at_most_one_client_message_after_its_last_sample():
+    """The input machine and the core together, on message counts rather than a clock: with every separation
+    answered at once, the source audio up to sample e is out by the message after the one that brought e (the
+    3 ms the rate converter holds back); before SamplesReady and the low-delay converter, up to 24 messages."""
+    import json
+
+    from rtsep.stream.session import SamplesReady, StreamConfig, StreamSession
+
+    layout = SeparatorLayout(sample_rate_hz=8000, step_samples=800, num_outputs=2, lookahead_samples=16)
+    c, _ = core(separator=layout)
+    stream = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=STEP, emit_samples=True))
+    stream.receive_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_f32le"}))
+    audio = np.random.default_rng(4).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    message = 320  # 20 ms
+    lags = []
+    for k, i in enumerate(range(0, audio.size, message)):
+        out = []
+        for event in stream.receive_samples(audio[i:i + message]):
+            if isinstance(event, SamplesReady):
+                out += c.push_samples(event.start_sample, event.samples)
+            elif isinstance(event, ChunkReady):
+                out += c.push_step(event, 0.0)
+        while out:
+            event = out.pop(0)
+            if isinstance(event, SeparateDue):
+                out += c.separation_result(event.step_index, event.start_sample - 16,
+                                           np.stack([event.samples, event.samples]))
+            elif isinstance(event, AudioOut) and event.index == SOURCE_TRACK_BASE:
+                last = event.start_sample + event.samples.size - 1
+                lags.append(k - last // message)  # messages since the one that brought its last sample
+    assert len(lags) >= 25 and max(lags) <= 1
