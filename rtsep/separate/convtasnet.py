@@ -23,7 +23,6 @@ any multiple of the hop gives the same output as one forward over the whole sign
 from __future__ import annotations
 
 import copy
-
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
