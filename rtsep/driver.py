@@ -660,7 +660,8 @@ class SessionDriver:
                 log.info("session %s: adaptation ended after its event loop closed", sid)
 
         try:
-            future = separation.adapt(self._separator_state, speech, self._adapt_config, stop=lambda: self.core.ended)
+            future = separation.adapt(self._separator_state, speech, self._adapt_config, stop=lambda: self.core.ended,
+                                      key=sid)
         except Exception:  # noqa: BLE001 - the session goes on with the shared model
             log.exception("session %s: could not start the separator's adaptation", sid)
             self.core.adaptation_done(False)
@@ -708,6 +709,8 @@ class SessionDriver:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.denoise is not None and self._denoise_stream is not None:
             self.denoise.close_stream(self._denoise_stream)
+        if self.separation is not None:  # a round of it still waiting in the server's queue will not run
+            self.separation.end_session(self.session_id)
         self.info.state = state
         self.info.outcome = outcome
         self.info.ended_at = time.time()

@@ -64,8 +64,17 @@ class AdaptationConfig:
     # rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; off by
     # default because it also drops clean speech (docs/models.md)
     min_periodicity: float = 0.0
+    # live rounds, server-wide: one runs at a time and keeps at most this share of one core's time (it rests between
+    # its steps); at most ``max_queued`` rounds wait, a session's newer round replaces its waiting one, and the session
+    # with the fewest rounds goes first (rtsep.runtime.adaptation)
+    cpu_share: float = 0.5
+    max_queued: int = 16
 
     def __post_init__(self) -> None:
+        if not 0 < self.cpu_share <= 1:
+            raise ConfigError(f"[adaptation] cpu_share must be within (0, 1], got {self.cpu_share!r}")
+        if self.max_queued < 1:
+            raise ConfigError(f"[adaptation] max_queued must be >= 1, got {self.max_queued}")
         if self.steps is not None and self.steps < 0:
             raise ConfigError(f"[adaptation] steps must be >= 0, got {self.steps}")
         if self.batch_size is not None and self.batch_size < 1:

@@ -74,6 +74,8 @@ class FakeSeparation:
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
         self.adapt_calls: list = []
+        self.adapt_keys: list = []
+        self.ended_sessions: list = []
 
     def new_state(self):
         return object()
@@ -87,10 +89,14 @@ class FakeSeparation:
                                             np.stack([request.samples, request.samples])))
         return future
 
-    def adapt(self, state, speech, config, stop=None) -> Future:
+    def adapt(self, state, speech, config, stop=None, key=None) -> Future:
         future: Future = Future()
         self.adapt_calls.append((future, stop))
+        self.adapt_keys.append(key)
         return future
+
+    def end_session(self, key) -> None:
+        self.ended_sessions.append(key)
 
     def purity_filter(self, config):
         return None
@@ -276,6 +282,8 @@ async def test_adaptation_results_come_back_on_the_event_loop(tmp_path):
     assert stop() is False
     await driver.finish()
     assert stop() is True  # a round still queued for this session would now be dropped before any work
+    # the round is the session's in the server's queue, and the session's end takes any waiting round out of it
+    assert separation.adapt_keys == [driver.session_id] and separation.ended_sessions == [driver.session_id]
     writer.close()
 
 
