@@ -163,6 +163,7 @@ def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
 
 
 _STOP = object()
+LATEST_MATERIAL_WAIT_S = 5.0  # how long a starting adaptation round waits for the event loop's newer material
 FINAL_WRITE_S = 10  # final tracks go to the store in writes of this many seconds (rows of a shared store)
 
 
@@ -647,11 +648,12 @@ class SessionDriver:
                  ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
         purity_config, model_rate = self.config.purity_config(), separation.spec.sample_rate_hz
 
-        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
-            purity = separation.purity_filter(purity_config) if purity_config is not None else None
-            return material.speech(model_rate, purity)
-
         loop = asyncio.get_running_loop()
+
+        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread, when the round starts
+            latest = self._latest_material(loop) or material  # it may have waited behind other sessions' rounds
+            purity = separation.purity_filter(purity_config) if purity_config is not None else None
+            return latest.speech(model_rate, purity)
 
         def finished(future: Future) -> None:  # in the adaptation thread: back to the event loop
             try:
@@ -667,6 +669,24 @@ class SessionDriver:
             self.core.adaptation_done(False)
             return
         future.add_done_callback(finished)
+
+    def _latest_material(self, loop: asyncio.AbstractEventLoop) -> AdaptationMaterial | None:
+        """From the adaptation thread: the core's newer material for the round about to start (on the event loop,
+        where the core lives); None when there is none, or the loop does not answer (it is closing)."""
+        answer: Future = Future()
+
+        def ask() -> None:
+            try:
+                answer.set_result(self.core.latest_adaptation_material())
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, which logs it
+                answer.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(ask)
+            return answer.result(timeout=LATEST_MATERIAL_WAIT_S)
+        except Exception:  # noqa: BLE001 - the round trains on the material it was queued with
+            log.warning("session %s: adapting on the material queued, not the latest", self.session_id, exc_info=True)
+            return None
 
     def _adaptation_finished(self, future: Future) -> None:
         adopted = False

@@ -529,12 +529,22 @@ class SessionCore:
     def _voice(self, speaker: int) -> str | None:
         return self.matcher.names.get(speaker) if self.matcher is not None else None
 
+    def latest_adaptation_material(self) -> AdaptationMaterial | None:
+        """When the session's round, queued behind other sessions' rounds, starts: the material it should train on
+        now, if the session has more single-talker speech than when the round was due (None: keep what it had)."""
+        if self.adaptation is None or self.ended:
+            return None
+        return self.adaptation.latest(self._segments_s())
+
+    def _segments_s(self) -> list[dict]:
+        rate = self.rate
+        return [{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate}
+                for a, b, k in self.closed_segments]
+
     def _adaptation_due(self) -> list[Event]:
         if self.adaptation is None or not self.adaptation.open or self.ended or self.input_ended:
             return []
-        rate = self.rate
-        material = self.adaptation.due([{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate}
-                                        for a, b, k in self.closed_segments])
+        material = self.adaptation.due(self._segments_s())
         return [AdaptationDue(material)] if material is not None else []
 
     # --- internals: separation ---

@@ -295,6 +295,32 @@ def test_adaptation_is_due_when_two_talkers_have_enough_speech_and_once_at_a_tim
     assert c.adaptations == 1
 
 
+def test_a_round_that_waited_trains_on_the_session_s_latest_material():
+    class Limits:
+        min_turn_s = 0.0
+        edge_trim_s = 0.0
+
+    schedule = AdaptationSchedule(16000, Limits(), min_speech_s=STEP * 2 / 16000 - 0.01)
+    pattern = {0: 0, 1: 0, 3: 1, 4: 1, 6: 0, 7: 0, 8: 0, 9: 0}
+    c, _ = separating(adaptation=schedule, diarizer=ScriptedDiarizer(lambda i: pattern[i]))
+    assert c.latest_adaptation_material() is None  # no round is out
+    latest = {}
+    for i in range(11):
+        events = push(c, step(i), 0.0)
+        for s in of(events, SeparateDue):
+            events += c.separation_result(s.step_index, s.start_sample - 512, np.zeros((2, 2048), np.float32))
+        for d in of(events, DiarizeDue):
+            events += c.diarization_result(analysis(d, speech=i in pattern), 0.0)
+        if of(events, AdaptationDue):
+            due = of(events, AdaptationDue)[0].material
+            assert c.latest_adaptation_material() is None  # at once: nothing more than the round has
+        latest[i] = c.latest_adaptation_material()
+    assert all(latest[i] is None for i in range(5, 10))  # talker 0's second turn is still open
+    seconds = {spk: sum(b - a for a, b in spans) for spk, spans in latest[10].spans.items()}
+    assert seconds["SPEAKER_00"] > sum(b - a for a, b in due.spans["SPEAKER_00"]) + 0.5  # its 4-step turn counts
+    assert c.latest_adaptation_material() is None  # taken: no more again until the session says more
+
+
 def test_no_adaptation_after_the_input_ended():
     class Limits:
         min_turn_s = 0.0
