@@ -8,7 +8,8 @@ transport builds it from the configuration) and the real output machine (rtsep.s
 pyannote sample in ``--frame-ms`` messages on a virtual clock, message k "sent" at k * frame (as the reference
 client paces them); every separation due is answered at once with the input step itself as both sources. A
 separated frame's wait = the virtual time it is released minus the time the client sent its last sample, the
-measure of the reference client (rtsep_client.stream_file). Runs against whatever rtsep is on PYTHONPATH, so an
+measure of the reference client (rtsep_client.stream_file); ``first_sample_wait``: the same for the frame's
+first sample (a listener waits this long for the start of each frame: the separator's step shows here). Runs against whatever rtsep is on PYTHONPATH, so an
 older checkout can be measured by the same script (``PYTHONPATH=OLD:OLD/clients/python``). The causes apart:
 ``--late`` gives the separator its input with the diarizer's steps only (as before SamplesReady), ``--soxr`` puts
 soxr's stream converter back on the separator's path (as before the low-delay FIR).
@@ -54,6 +55,7 @@ def measure(audio: np.ndarray, rate: int, step_s: float, frame_ms: float, early:
     frame = max(1, int(rate * frame_ms / 1000))
     sent_end, sent_at = [], []
     waits: list[float] = []
+    first_waits: list[float] = []  # the same for the frame's first sample: what a listener waits for each sample
     for k, i in enumerate(range(0, audio.size, frame)):
         now = k * frame / rate  # message k is sent at its first sample's time, as the reference client does
         events = stream.receive_samples(audio[i:i + frame])
@@ -74,11 +76,14 @@ def measure(audio: np.ndarray, rate: int, step_s: float, frame_ms: float, early:
             elif isinstance(event, AudioOut) and event.track.startswith("source_0"):
                 end = event.start_sample + event.samples.size  # at 16 kHz
                 j = int(np.searchsorted(sent_end, int(np.ceil(end * rate / 16000))))
+                first = int(np.searchsorted(sent_end, int(event.start_sample * rate / 16000) + 1))
                 if j < len(sent_at):
                     waits.append(now - sent_at[j])
+                    first_waits.append(now - sent_at[first])
     return {"step_s": step_samples / sep_rate, "frame_ms": frame_ms, "frames": len(waits),
             "wait_p50_s": round(pct(waits, 50), 4), "wait_p95_s": round(pct(waits, 95), 4),
-            "wait_max_s": round(max(waits), 4)}
+            "wait_max_s": round(max(waits), 4), "first_sample_wait_p50_s": round(pct(first_waits, 50), 4),
+            "first_sample_wait_p95_s": round(pct(first_waits, 95), 4)}
 
 
 def main() -> None:

@@ -307,3 +307,9 @@ def test_separated_buffering():
     report = last_json(run_module("bench.separated_buffering", "--step-s", "0.1", "--seconds", "3"))
     (row,) = report["rows"]
     assert row["step_s"] == pytest.approx(0.1) and row["frames"] > 0
+
+
+def test_adapted_batching():
+    report = last_json(run_module("bench.adapted_batching", "--sessions", "2", "--ticks", "2"))
+    (row,) = report["rows"]
+    assert row["sessions"] == 2 and row["adapted_stacked_ms"] > 0
