@@ -9,8 +9,9 @@ pyannote sample in ``--frame-ms`` messages on a virtual clock, message k "sent" 
 client paces them); every separation due is answered at once with the input step itself as both sources. A
 separated frame's wait = the virtual time it is released minus the time the client sent its last sample, the
 measure of the reference client (rtsep_client.stream_file); ``first_sample_wait``: the same for the frame's
-first sample (a listener waits this long for the start of each frame: the separator's step shows here). Runs against whatever rtsep is on PYTHONPATH, so an
-older checkout can be measured by the same script (``PYTHONPATH=OLD:OLD/clients/python``). The causes apart:
+first sample (a listener waits this long for the start of each frame: the separator's step shows here). Runs
+against whatever rtsep is on PYTHONPATH, so an older checkout can be measured by the same script
+(``PYTHONPATH=OLD:OLD/clients/python``). The causes apart:
 ``--late`` gives the separator its input with the diarizer's steps only (as before SamplesReady), ``--soxr`` puts
 soxr's stream converter back on the separator's path (as before the low-delay FIR).
 """
