@@ -132,7 +132,7 @@ class AdaptationWorker:
         self._cond = threading.Condition()
         self._closed = threading.Event()
         self._initializer = initializer
-        self.rested_s = 0.0  # in all, for the metrics and the bench
+        self.rested_s = 0.0  # seconds rested in all (the duty cycle at work)
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
