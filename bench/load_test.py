@@ -116,6 +116,7 @@ def main() -> None:
                 metrics = httpx.get(base + "/metrics").text
     ok = [r for r in results if not isinstance(r, BaseException)]
     frame_p95 = [pct(r.frame_latency_s, 95) for r in ok if r.frame_latency_s]
+    source_p95 = [pct(r.source_frame_latency_s, 95) for r in ok if r.source_frame_latency_s]
     label_p95 = [pct(r.label_latency_s, 95) for r in ok if r.label_latency_s]
     rss = [m for _, m in memory]
     warm = rss[len(rss) // 4:] if len(rss) >= 4 else rss
@@ -128,6 +129,8 @@ def main() -> None:
         "dropped_steps": metric_value(metrics, "rtsep_dropped_frames_total"),
         "frame_p95_s_median": round(statistics.median(frame_p95), 3) if frame_p95 else None,
         "frame_p95_s_worst": round(max(frame_p95), 3) if frame_p95 else None,
+        "source_frame_p95_s_median": round(statistics.median(source_p95), 3) if source_p95 else None,
+        "source_frame_p95_s_worst": round(max(source_p95), 3) if source_p95 else None,
         "label_p95_s_median": round(statistics.median(label_p95), 3) if label_p95 else None,
         "server_rss_mib_start_end_max": [rss[0], rss[-1], max(rss)],
         "server_rss_mib_growth_after_warmup": round(warm[-1] - warm[0], 1),

@@ -83,6 +83,9 @@ FLAGS: tuple[Flag, ...] = (
     Flag("--separator-checkpoint", ("separator", "checkpoint"),
          "convtasnet: a checkpoint file instead of the shipped one"),
     Flag("--separator-dir", ("separator", "dir"), "sepformer: a local SpeechBrain model directory"),
+    Flag("--separator-step-s", ("separator", "step_s"),
+         "convtasnet: input per streaming call; a separated frame leaves about this long after its first sample "
+         "(0.02: the low-latency setting, ~4x the CPU per session)", type=float),
     Flag("--adapt-steps", ("adaptation", "steps"),
          "convtasnet: fine-tuning steps on the session's own single-talker turns (0: off; default by device and "
          "use: docs/deploy.md)", type=int),

@@ -34,7 +34,8 @@ def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
     if config.separator.name is None:
         return None
     separator = create_separator(config.separator.name, **config.separator.options())
-    return SeparationRuntime(config.runtime, separator)
+    return SeparationRuntime(config.runtime, separator, adaptation_cpu_share=config.adaptation.cpu_share,
+                             adaptation_max_queued=config.adaptation.max_queued)
 
 
 def build_denoise(config: PipelineConfig) -> DenoiseRuntime | None:

@@ -92,7 +92,7 @@ from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
 from rtsep.stream.denoised import DenoisedSteps
 from rtsep.stream.naming import VoiceMatcher, final_names
 from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
-from rtsep.stream.session import ChunkReady
+from rtsep.stream.session import ChunkReady, SamplesReady
 from rtsep.stream.turns import speaker_name
 
 log = logging.getLogger(__name__)
@@ -163,6 +163,7 @@ def live_adapt_config(config: PipelineConfig) -> AdaptConfig | None:
 
 
 _STOP = object()
+LATEST_MATERIAL_WAIT_S = 5.0  # how long a starting adaptation round waits for the event loop's newer material
 FINAL_WRITE_S = 10  # final tracks go to the store in writes of this many seconds (rows of a shared store)
 
 
@@ -273,6 +274,12 @@ class SessionDriver:
         """Tell the client about the separated-source tracks (after ``ready``)."""
         await self._dispatch(self.core.announce())
 
+    async def feed_samples(self, block: SamplesReady, shed: bool = False) -> None:
+        """Input as it arrives, ahead of its step (the separator hears it now); it never waits for room: the
+        transport's next :meth:`feed` does, so the separator is at most one step ahead of the bound."""
+        self._raise_if_failed()
+        await self._dispatch(self.core.push_samples(block.start_sample, block.samples, shed))
+
     async def feed(self, step: ChunkReady, shed: bool = False) -> None:
         """One model-rate step (with ``--denoise``: a block of one): waits while the core has no room
         (backpressure); ``shed``: the transport fell behind and drops it (a marked gap; it needs no room)."""
@@ -289,6 +296,9 @@ class SessionDriver:
                 self.on_step(step)
             await self._dispatch(self.core.push_step(step, self.clock(), shed))
         else:
+            if not self.config.denoise.tracks:  # the separator hears the raw input: it need not wait
+                await self._dispatch(self.core.push_samples(step.chunk.start_sample,
+                                                            step.chunk.samples[: step.valid_samples], shed))
             # a shed block is still denoised (the denoiser's state follows every sample); its step is a gap
             samples = self._denoised.push_input(step, shed, self.clock())
             self._submit_denoise(lambda: self._denoise_submit(samples))
@@ -638,11 +648,12 @@ class SessionDriver:
                  ", ".join(f"{spk} {sum(b - a for a, b in items):.1f} s" for spk, items in material.spans.items()))
         purity_config, model_rate = self.config.purity_config(), separation.spec.sample_rate_hz
 
-        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread
-            purity = separation.purity_filter(purity_config) if purity_config is not None else None
-            return material.speech(model_rate, purity)
-
         loop = asyncio.get_running_loop()
+
+        def speech() -> dict[str, np.ndarray]:  # in the adaptation thread, when the round starts
+            latest = self._latest_material(loop) or material  # it may have waited behind other sessions' rounds
+            purity = separation.purity_filter(purity_config) if purity_config is not None else None
+            return latest.speech(model_rate, purity)
 
         def finished(future: Future) -> None:  # in the adaptation thread: back to the event loop
             try:
@@ -651,12 +662,31 @@ class SessionDriver:
                 log.info("session %s: adaptation ended after its event loop closed", sid)
 
         try:
-            future = separation.adapt(self._separator_state, speech, self._adapt_config, stop=lambda: self.core.ended)
+            future = separation.adapt(self._separator_state, speech, self._adapt_config, stop=lambda: self.core.ended,
+                                      key=sid)
         except Exception:  # noqa: BLE001 - the session goes on with the shared model
             log.exception("session %s: could not start the separator's adaptation", sid)
             self.core.adaptation_done(False)
             return
         future.add_done_callback(finished)
+
+    def _latest_material(self, loop: asyncio.AbstractEventLoop) -> AdaptationMaterial | None:
+        """From the adaptation thread: the core's newer material for the round about to start (on the event loop,
+        where the core lives); None when there is none, or the loop does not answer (it is closing)."""
+        answer: Future = Future()
+
+        def ask() -> None:
+            try:
+                answer.set_result(self.core.latest_adaptation_material())
+            except Exception as exc:  # noqa: BLE001 - handed to the waiting thread, which logs it
+                answer.set_exception(exc)
+
+        try:
+            loop.call_soon_threadsafe(ask)
+            return answer.result(timeout=LATEST_MATERIAL_WAIT_S)
+        except Exception:  # noqa: BLE001 - the round trains on the material it was queued with
+            log.warning("session %s: adapting on the material queued, not the latest", self.session_id, exc_info=True)
+            return None
 
     def _adaptation_finished(self, future: Future) -> None:
         adopted = False
@@ -699,6 +729,8 @@ class SessionDriver:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
         if self.denoise is not None and self._denoise_stream is not None:
             self.denoise.close_stream(self._denoise_stream)
+        if self.separation is not None:  # a round of it still waiting in the server's queue will not run
+            self.separation.end_session(self.session_id)
         self.info.state = state
         self.info.outcome = outcome
         self.info.ended_at = time.time()

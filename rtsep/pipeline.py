@@ -47,10 +47,12 @@ class PipelineConfig:
 
     def stream_config(self, max_message_bytes: int) -> StreamConfig:
         """The input machine's settings: with ``--denoise`` it cuts blocks for the denoiser (the driver re-assembles
-        the steps), otherwise the diarizer's steps."""
+        the steps), otherwise the diarizer's steps, and with a separator it also hands on the input as it arrives."""
         step = self.denoise.block_samples if self.denoise.enabled else self.diarization.step_samples
         return StreamConfig(
             model_sample_rate_hz=self.diarization.sample_rate_hz,
             step_samples=step,
             max_message_bytes=max_message_bytes,
+            # the separator hears the input as it arrives (with --denoise the blocks are short already)
+            emit_samples=self.separator.name is not None and not self.denoise.enabled,
         )

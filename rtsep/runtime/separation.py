@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from rtsep.runtime.adaptation import AdaptationWorker
 from rtsep.runtime.diarization import RuntimeConfig, resolve_device
 from rtsep.runtime.worker import BatchWorker
 from rtsep.separate.base import StreamingSeparator
@@ -43,20 +43,14 @@ class SeparatedStep:
     sources: np.ndarray
 
 
-def _lower_priority() -> None:
-    """Background adaptation yields the CPU to real-time inference (Linux: per-thread nice value)."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-    except (AttributeError, OSError):  # not Linux, or not permitted: it runs at the normal priority
-        log.debug("cannot lower the adaptation thread's priority", exc_info=True)
-
-
 class SeparationRuntime:
     def __init__(
         self,
         runtime_config: RuntimeConfig,
         separator: StreamingSeparator,
         on_batch: Callable[[int, float], object] | None = None,
+        adaptation_cpu_share: float = 0.5,
+        adaptation_max_queued: int = 16,
     ) -> None:
         if runtime_config.torch_threads:
             torch.set_num_threads(runtime_config.torch_threads)
@@ -67,7 +61,8 @@ class SeparationRuntime:
         self._worker: BatchWorker[SeparateRequest, SeparatedStep] = BatchWorker(
             self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch
         )
-        self._adapter: ThreadPoolExecutor | None = None
+        self._adapter: AdaptationWorker | None = None  # started with the first round
+        self._adapt_share, self._adapt_max_queued = adaptation_cpu_share, adaptation_max_queued
         self._speaker_encoder: Any = None  # for purity filters of adaptation material, loaded on first use
         self._closing = threading.Event()
 
@@ -77,30 +72,42 @@ class SeparationRuntime:
         return callable(getattr(self.separator, "adopt", None))
 
     def adapt(self, state: Any, speech: Mapping[str, np.ndarray] | Callable[[], Mapping[str, np.ndarray]],
-              config: Any, stop: Callable[[], bool] | None = None) -> Future:
+              config: Any, stop: Callable[[], bool] | None = None, key: Hashable | None = None) -> Future:
         """Fine-tune a copy of the shared model on ``speech`` (speaker -> single-talker audio at the separator's
         rate, or a function that returns it, called in the adaptation thread) in the background, then hand it to
-        the session of ``state``. One adaptation runs at a time, in a thread below the inference threads'
-        priority; the future's result is the :class:`AdaptReport`. It ends early, unused, when ``stop()`` says so
-        (e.g. the session ended) or the runtime closes."""
+        the session of ``state`` (``key``: the session, by default its state). Rounds run one at a time, server-wide,
+        in a thread below the inference threads' priority, within ``adaptation_cpu_share`` of one core, from a queue
+        of at most ``adaptation_max_queued`` rounds where a session's newer round replaces its waiting one and the
+        session with the fewest rounds goes first (rtsep.runtime.adaptation). The future's result is the
+        :class:`AdaptReport` (``skipped`` says why a round did not run). A round ends early, unused, when ``stop()``
+        says so (e.g. the session ended) or the runtime closes."""
         from rtsep.separate.adapt import AdaptReport, adapt_convtasnet
 
         if not self.supports_adaptation:
             raise RuntimeError(f"separator {self.spec.name!r} cannot be adapted")
         if self._adapter is None:
-            self._adapter = ThreadPoolExecutor(1, thread_name_prefix="rtsep-adapt", initializer=_lower_priority)
+            self._adapter = AdaptationWorker(self._adapt_max_queued, self._adapt_share)
 
-        def run():
+        def run(pace: Callable[[], None]) -> AdaptReport:
             stopped = (lambda: self._closing.is_set() or stop()) if stop is not None else self._closing.is_set
             if stopped():  # queued behind another session's round, and its own session ended meanwhile
                 return AdaptReport([], {}, skipped="the session ended before its adaptation started")
             material = speech() if callable(speech) else speech
-            model, report = adapt_convtasnet(self.separator.model, material, config, stop=stopped)
+            model, report = adapt_convtasnet(self.separator.model, material, config,
+                                             progress=lambda step, loss: pace(), stop=stopped)
             if report.skipped is None:
-                self.separator.adopt(state, model)
+                self.separator.adopt(state, model)  # (its warm-up runs here, in the adaptation thread)
             return report
 
-        return self._adapter.submit(run)
+        def skipped(reason: str) -> AdaptReport:
+            return AdaptReport([], {}, skipped=reason)
+
+        return self._adapter.submit(key if key is not None else id(state), run, skipped)
+
+    def end_session(self, key: Hashable) -> None:
+        """Session ``key`` ended: its waiting adaptation round, if any, will not run."""
+        if self._adapter is not None:
+            self._adapter.discard(key)
 
     def purity_filter(self, config: Any) -> Any:
         """A purity filter (rtsep.separate.purity) with ``config`` (AdaptationConfig.purity_config in
@@ -132,7 +139,7 @@ class SeparationRuntime:
         self._closing.set()
         self._worker.close()
         if self._adapter is not None:
-            self._adapter.shutdown(wait=True, cancel_futures=True)
+            self._adapter.close()
 
     def _process(self, requests: Sequence[SeparateRequest]) -> list[SeparatedStep]:
         chunks = torch.from_numpy(np.stack([r.samples for r in requests]).astype(np.float32, copy=False))

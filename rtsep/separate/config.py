@@ -22,19 +22,26 @@ class SeparatorConfig:
     # convtasnet: its layer norms pool a recent window rather than the whole session, so that a long session's
     # statistics do not drift from those of the short segments it was trained on (0: the whole session)
     norm_memory_s: float = 16.0
+    # convtasnet: how much input each streaming call takes (rounded down to its 2 ms hop). A separated frame leaves
+    # about one step after its first sample arrived: 0.1 s keeps one session at RTF < 0.1 on one core and batches
+    # well; 0.02 s is the low-latency setting (separated frames within ~0.05 s) at ~4x the CPU per session
+    # (bench/RESULTS.md "Separated frames on time")
+    step_s: float = 0.1
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str) and self.name.strip().lower() in ("", "none", "off"):
             object.__setattr__(self, "name", None)  # `--separator none`: route the input by speaker
         if not self.norm_memory_s >= 0:
             raise ConfigError(f"[separator] norm_memory_s must be >= 0, got {self.norm_memory_s!r}")
+        if not 0 < self.step_s <= 2.0:
+            raise ConfigError(f"[separator] step_s must be within (0, 2] s, got {self.step_s!r}")
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of rtsep.separate.base.create_separator for this separator."""
         if self.name == "sepformer":
             return {"separator_dir": self.dir}
         if self.name == "convtasnet":
-            return {"checkpoint": self.checkpoint, "norm_memory_s": self.norm_memory_s}
+            return {"checkpoint": self.checkpoint, "norm_memory_s": self.norm_memory_s, "step_s": self.step_s}
         return {}
 
 
@@ -57,8 +64,17 @@ class AdaptationConfig:
     # rtsep.separate.periodicity), which catches overlaps an embedding takes for the louder talker; off by
     # default because it also drops clean speech (docs/models.md)
     min_periodicity: float = 0.0
+    # live rounds, server-wide: one runs at a time and keeps at most this share of one core's time (it rests between
+    # its steps); at most ``max_queued`` rounds wait, a session's newer round replaces its waiting one, and the session
+    # with the fewest rounds goes first (rtsep.runtime.adaptation)
+    cpu_share: float = 0.5
+    max_queued: int = 16
 
     def __post_init__(self) -> None:
+        if not 0 < self.cpu_share <= 1:
+            raise ConfigError(f"[adaptation] cpu_share must be within (0, 1], got {self.cpu_share!r}")
+        if self.max_queued < 1:
+            raise ConfigError(f"[adaptation] max_queued must be >= 1, got {self.max_queued}")
         if self.steps is not None and self.steps < 0:
             raise ConfigError(f"[adaptation] steps must be >= 0, got {self.steps}")
         if self.batch_size is not None and self.batch_size < 1:

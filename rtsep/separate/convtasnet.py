@@ -22,6 +22,7 @@ any multiple of the hop gives the same output as one forward over the whole sign
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -381,6 +382,42 @@ def default_checkpoint_path() -> Path:
 DEFAULT_STEP_S = 0.1
 
 
+class _Runner(nn.Module):
+    """A model's streaming core as its forward, for torch.func.functional_call (parameters named ``inner.*``)."""
+
+    def __init__(self, inner: ConvTasNet) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor, caches: list[torch.Tensor], stats: torch.Tensor):
+        return self.inner._run(x, caches, stats)
+
+
+def stream_stacked(base: nn.Module, stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+                   chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
+    """:meth:`ConvTasNet.stream` of B sessions each on its own weights: ``stacked`` (parameters, buffers) hold the
+    B models' tensors stacked on a first dimension (torch.func.stack_module_state, named for ``base``, a
+    :class:`_Runner`); one vmapped call. Updates ``states`` in place; returns (B, C, T) as ``stream`` does."""
+    hop = base.inner.config.hop_samples
+    lookahead = base.inner.config.lookahead_samples
+    if chunks.shape[1] % hop:
+        raise ValueError(f"chunk length {chunks.shape[1]} is not a multiple of the hop ({hop})")
+    caches = [torch.stack(pieces) for pieces in zip(*(s.caches for s in states), strict=True)]
+    stats = torch.stack([s.stats for s in states])
+
+    def one(params, buffers, x, cache, stat):
+        out, pieces, new_stats = torch.func.functional_call(
+            base, (params, buffers), (x[None], [c[None] for c in cache], stat[None]))
+        return out[0], [piece[0] for piece in pieces], torch.stack([s[0] for s in new_stats])
+
+    out, pieces, new_stats = torch.func.vmap(one)(stacked[0], stacked[1], chunks, caches, stats)
+    pieces.append(out[:, :, out.shape[2] - lookahead :])
+    for i, state in enumerate(states):
+        state.caches = [piece[i] for piece in pieces]
+        state.stats = new_stats[i]
+    return out[:, :, : chunks.shape[1]]
+
+
 def low_latency_step_samples(config: ConvTasNetConfig, latency_s: float = 0.010) -> int:
     """The largest step (a multiple of the hop) whose step + look-ahead stays within ``latency_s``."""
     budget = int(latency_s * config.sample_rate_hz) - config.lookahead_samples
@@ -411,6 +448,12 @@ class ConvTasNetSeparator(StreamingSeparator):
             raise ConfigError(f"step_samples must be a positive multiple of the hop ({hop}), got {step_samples}")
         self.model = model.eval()
         self.warmup_samples = max(1, round(warmup_s * c.sample_rate_hz / step_samples)) * step_samples
+        # adapted sessions run through this copy with their own weights swapped in (torch.func.functional_call);
+        # never the shared model itself, which the adaptation thread copies meanwhile
+        self._functional_base = _Runner(copy.deepcopy(model).eval())
+        self._stacked_key: tuple[int, ...] | None = None
+        self._stacked_models: list[ConvTasNet] = []
+        self._stacked: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] = ({}, {})
         self.spec = ModelSpec(
             name=name,
             sample_rate_hz=c.sample_rate_hz,
@@ -428,54 +471,86 @@ class ConvTasNetSeparator(StreamingSeparator):
 
     def adopt(self, state: ConvTasNetState, model: ConvTasNet) -> None:
         """From its next step on, the session of ``state`` is separated by ``model`` (same config as the shared
-        one). Safe to call from any thread: the switch itself happens in :meth:`process`."""
+        one). Call it from the adaptation thread: the new model's warm-up on the session's recent input runs here,
+        outside the shared batch; the switch in :meth:`process` only catches up the steps that came meanwhile."""
         if model.config != self.model.config:
             raise ConfigError("an adopted model must have the shared model's configuration")
-        state.extra["pending_model"] = model.to(self.device).eval()
+        model = model.to(self.device).eval()
+        fresh = model.new_state(self.device)
+        recent, fed = state.extra.get("recent", (None, 0))  # (one reference, read at once: the batch thread swaps it)
+        if recent is not None:
+            with torch.inference_mode():
+                model.stream(recent[None], [fresh])
+        state.extra["pending_model"] = (model, fresh, fed)
 
     def process(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
         self.validate_batch(chunks, states)
         chunks = chunks.to(self.device, torch.float32)
         with torch.inference_mode():
-            groups: dict[int, list[int]] = {}
+            shared: list[int] = []
+            adapted: list[int] = []
             for i, state in enumerate(states):
                 if "pending_model" in state.extra:
-                    self._switch(state, state.extra.pop("pending_model"))
-                groups.setdefault(id(state.extra.get("model", self.model)), []).append(i)
-            if len(groups) == 1:
-                out = self._stream(chunks, states)
-            else:
+                    self._switch(state, *state.extra.pop("pending_model"))
+                (adapted if "model" in state.extra else shared).append(i)
+            if not adapted:
+                out = self.model.stream(chunks, states)
+            else:  # the shared model's sessions in one batch, the adapted ones in another (their weights stacked)
                 out = chunks.new_empty(len(states), self.spec.num_outputs, chunks.shape[1])
-                for index in groups.values():
-                    out[index] = self._stream(chunks[index], [states[i] for i in index])
+                if shared:
+                    out[shared] = self.model.stream(chunks[shared], [states[i] for i in shared])
+                out[adapted] = self._stream_adapted(chunks[adapted], [states[i] for i in adapted])
             for i, state in enumerate(states):  # the input tail that a model switch warms up on
-                recent = state.extra.get("recent")
+                recent, fed = state.extra.get("recent", (None, 0))
                 joined = chunks[i] if recent is None else torch.cat((recent, chunks[i]))
-                state.extra["recent"] = joined[-self.warmup_samples :]
+                state.extra["recent"] = (joined[-self.warmup_samples :], fed + chunks.shape[1])
             return out
 
-    def _stream(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
-        return states[0].extra.get("model", self.model).stream(chunks, states)
+    def _stream_adapted(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState]) -> torch.Tensor:
+        """Sessions each on its own adapted model, in one call: their weights stacked, the model vmapped over them
+        (torch.func), so that N adapted sessions cost about one batch rather than N calls."""
+        models = [state.extra["model"] for state in states]
+        if len(models) == 1:
+            return models[0].stream(chunks, states)
+        key = tuple(id(m) for m in models)
+        if self._stacked_key != key:  # the same sessions tick after tick: stack their weights once
+            params, buffers = torch.func.stack_module_state(models)
+            self._stacked = ({f"inner.{k}": v for k, v in params.items()},
+                             {f"inner.{k}": v for k, v in buffers.items()})
+            self._stacked_key, self._stacked_models = key, models  # (held: no id is reused while cached)
+        return stream_stacked(self._functional_base, self._stacked, chunks, states)
 
-    def _switch(self, state: ConvTasNetState, model: ConvTasNet) -> None:
-        fresh = model.new_state(self.device)
-        recent = state.extra.get("recent")
-        if recent is not None:
-            model.stream(recent[None], [fresh])
+    def _switch(self, state: ConvTasNetState, model: ConvTasNet, fresh: ConvTasNetState, fed_at: int) -> None:
+        recent, fed = state.extra.get("recent", (None, 0))
+        behind = fed - fed_at  # input the session took on the old model since the warm-up's snapshot
+        if behind > 0 and recent is not None and behind <= recent.shape[0]:
+            model.stream(recent[None, recent.shape[0] - behind:], [fresh])
+        elif behind > 0:  # (more than the kept tail: warm up on that tail instead)
+            fresh = model.new_state(self.device)
+            if recent is not None:
+                model.stream(recent[None], [fresh])
         state.caches, state.stats = fresh.caches, fresh.stats
         state.extra["model"] = model
 
     def to(self, device: torch.device | str) -> ConvTasNetSeparator:
         self.model.to(device)
+        self._functional_base.to(device)
+        self._stacked_key = None
         return self
 
 
 def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None,
-                     norm_memory_s: float | None = None) -> ConvTasNetSeparator:
+                     norm_memory_s: float | None = None, step_s: float | None = None) -> ConvTasNetSeparator:
     """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=..., norm_memory_s=...)``.
-    Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet."""
+    Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet.
+    ``step_s`` (when ``step_samples`` is not given): the step in seconds, rounded down to a multiple of the hop
+    (at least one hop)."""
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint_path()
-    return ConvTasNetSeparator(load_convtasnet(path, norm_memory_s), step_samples=step_samples)
+    model = load_convtasnet(path, norm_memory_s)
+    if step_samples is None and step_s is not None:
+        hop = model.config.hop_samples
+        step_samples = max(hop, int(step_s * model.config.sample_rate_hz + 1e-6) // hop * hop)
+    return ConvTasNetSeparator(model, step_samples=step_samples)
 
 
 __all__ = [

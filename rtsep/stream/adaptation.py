@@ -129,18 +129,37 @@ class AdaptationSchedule:
         :meth:`done`."""
         if not self.open or not self._pieces:
             return None
+        material, total = self._material(segments)
+        if material is None or total < self.growth * self._last_total_s:
+            return None
+        self.busy = True
+        self._last_total_s = total
+        return material
+
+    def latest(self, segments: Iterable[Mapping]) -> AdaptationMaterial | None:
+        """The round that is due, as of now: when a round waited in the server's queue, what it should train on once
+        it starts (the newer material replaces the queued one), or None when there is no more than it had."""
+        if not self.busy or not self._pieces:
+            return None
+        material, total = self._material(segments)
+        if material is None or total <= self._last_total_s:
+            return None
+        self._last_total_s = total
+        return material
+
+    def _material(self, segments: Iterable[Mapping]) -> tuple[AdaptationMaterial | None, float]:
+        """The talkers with at least ``min_speech_s`` of single-talker speech in the window (two or more), and
+        their seconds in all."""
         offset_s = self.start_sample / self.rate_hz
         recent = [s for s in segments if float(s["end_s"]) > offset_s]  # the work stays bounded by the window
         spans = single_talker_spans(recent, self.config.min_turn_s, self.config.edge_trim_s)
         kept = {spk: [(a - offset_s, b - offset_s) for a, b in items if a >= offset_s] for spk, items in spans.items()}
         seconds = {spk: sum(b - a for a, b in items) for spk, items in kept.items()}
         enough = [spk for spk, s in seconds.items() if s >= self.min_speech_s]
+        if len(enough) < 2:
+            return None, 0.0
         total = sum(seconds[spk] for spk in enough)
-        if len(enough) < 2 or total < self.growth * self._last_total_s:
-            return None
-        self.busy = True
-        self._last_total_s = total
-        return AdaptationMaterial(np.concatenate(self._pieces), self.rate_hz, {spk: kept[spk] for spk in enough})
+        return AdaptationMaterial(np.concatenate(self._pieces), self.rate_hz, {spk: kept[spk] for spk in enough}), total
 
     def done(self) -> None:
         self.busy = False

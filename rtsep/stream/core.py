@@ -29,7 +29,7 @@ from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
 from rtsep.stream.chunker import Chunker
 from rtsep.stream.history import SampleHistory
 from rtsep.stream.naming import VoiceMatcher
-from rtsep.stream.resample import StreamResampler
+from rtsep.stream.resample import low_delay_resampler
 from rtsep.stream.routing import route_by_labels
 from rtsep.stream.session import ChunkReady
 from rtsep.stream.turns import (
@@ -291,10 +291,13 @@ class SessionCore:
         self.error: RtsepError | None = None
         sep = config.separator
         if sep is not None:
-            self._down = StreamResampler(self.rate, sep.sample_rate_hz)
-            self._up = [StreamResampler(sep.sample_rate_hz, self.rate) for _ in range(sep.num_outputs)]
+            # low-delay converters: a separated frame is out a few ms after its input, not soxr's ~90 ms each way
+            self._down = low_delay_resampler(self.rate, sep.sample_rate_hz)
+            self._up = [low_delay_resampler(sep.sample_rate_hz, self.rate) for _ in range(sep.num_outputs)]
             self._sep_chunker = Chunker(sep.step_samples)
             self._written = [0] * sep.num_outputs  # model-rate samples out per source
+        # input samples (session rate) the separator has been given, early by push_samples or with their step
+        self._separator_fed = 0
 
     # --- state ---
 
@@ -335,6 +338,22 @@ class SessionCore:
         return [TrackAnnounced(source_name(k), SOURCE_TRACK_BASE + k, track_url(sid, source_name(k)), "source")
                 for k in range(sep.num_outputs)]
 
+    def push_samples(self, start_sample: int, samples: np.ndarray, shed: bool = False) -> list[Event]:
+        """Input as it arrives, before its step is complete (rtsep.stream.session.SamplesReady): the separator
+        hears it now, so that a separated frame does not wait for the diarizer's step (256 ms) to fill. The same
+        samples come again with their step (:meth:`push_step`), which then gives the separator only the rest.
+        ``samples`` are the input from ``start_sample`` on (session rate), with no hole after what the separator has
+        (what it has already is skipped); ``shed`` as in :meth:`push_step`."""
+        if self.config.separator is None or self.ended:
+            return []
+        if self.input_ended:
+            raise RuntimeError("push_samples after end_input")
+        if start_sample > self._separator_fed:
+            raise RuntimeError(f"samples from {start_sample} pushed, the separator has up to {self._separator_fed}")
+        new = np.asarray(samples, np.float32)[self._separator_fed - start_sample:]  # (a step may have given some)
+        self._separator_fed += new.size
+        return self._feed_separator(new, shed)
+
     def push_step(self, step: ChunkReady, now_s: float, shed: bool = False) -> list[Event]:
         """One model-rate step in. ``shed``: the transport could not keep up and drops it before analysis (a gap,
         like a drop by the overflow policy). The diarizer hears ``step.analysis`` where there is one (the step
@@ -350,7 +369,9 @@ class SessionCore:
         valid = chunk.samples[: step.valid_samples]
         events: list[Event] = [InputAudio(chunk.start_sample, valid)] if valid.size else []
         if self.config.separator is not None:
-            events += self._feed_separator(valid, shed)
+            new = valid[max(0, self._separator_fed - chunk.start_sample):]  # what push_samples has not given it
+            self._separator_fed = max(self._separator_fed, chunk.start_sample + valid.size)
+            events += self._feed_separator(new, shed)
         if self.adaptation is not None:
             self.adaptation.push(valid)
         if shed or self._full(self._diar):
@@ -508,12 +529,22 @@ class SessionCore:
     def _voice(self, speaker: int) -> str | None:
         return self.matcher.names.get(speaker) if self.matcher is not None else None
 
+    def latest_adaptation_material(self) -> AdaptationMaterial | None:
+        """When the session's round, queued behind other sessions' rounds, starts: the material it should train on
+        now, if the session has more single-talker speech than when the round was due (None: keep what it had)."""
+        if self.adaptation is None or self.ended:
+            return None
+        return self.adaptation.latest(self._segments_s())
+
+    def _segments_s(self) -> list[dict]:
+        rate = self.rate
+        return [{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate}
+                for a, b, k in self.closed_segments]
+
     def _adaptation_due(self) -> list[Event]:
         if self.adaptation is None or not self.adaptation.open or self.ended or self.input_ended:
             return []
-        rate = self.rate
-        material = self.adaptation.due([{"speaker": speaker_name(k), "start_s": a / rate, "end_s": b / rate}
-                                        for a, b, k in self.closed_segments])
+        material = self.adaptation.due(self._segments_s())
         return [AdaptationDue(material)] if material is not None else []
 
     # --- internals: separation ---

@@ -28,6 +28,9 @@ class StreamConfig:
     model_sample_rate_hz: int = 16000
     step_samples: int = 4096
     max_message_bytes: int = 1 << 20
+    # also emit every block of model-rate input as it arrives (SamplesReady), before the steps it completes: the
+    # separator's path takes it at once instead of waiting for a whole step
+    emit_samples: bool = False
 
 
 class Phase(enum.Enum):
@@ -53,11 +56,20 @@ class ChunkReady:
 
 
 @dataclass(frozen=True)
+class SamplesReady:
+    """Model-rate input as it arrived (``emit_samples``): ``samples`` from position ``start_sample``; the same
+    samples come again in the steps they complete (:class:`ChunkReady`), which follow it."""
+
+    start_sample: int
+    samples: np.ndarray
+
+
+@dataclass(frozen=True)
 class StopRequested:
     total_samples: int  # model-rate samples received in all
 
 
-Event = StartAccepted | ChunkReady | StopRequested
+Event = StartAccepted | SamplesReady | ChunkReady | StopRequested
 
 
 class StreamSession:
@@ -133,8 +145,11 @@ class StreamSession:
         return events
 
     def _emit(self, resampled: np.ndarray) -> list[Event]:
+        events: list[Event] = []
+        if self.config.emit_samples and resampled.size:
+            events.append(SamplesReady(self.model_samples, resampled))
         self.model_samples += resampled.size
         rate = self.config.model_sample_rate_hz
-        return [
+        return events + [
             ChunkReady(AudioChunk(chunk, start, rate), chunk.size) for start, chunk in self._chunker.push(resampled)
         ]

@@ -16,7 +16,7 @@ from rtsep.protocol.messages import ErrorMessage, Ready, encode_message
 from rtsep.sessions import SessionManager
 from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
-from rtsep.stream.session import ChunkReady, StartAccepted, StopRequested, StreamSession
+from rtsep.stream.session import ChunkReady, SamplesReady, StartAccepted, StopRequested, StreamSession
 from rtsep.transport.auth import api_key_of
 
 log = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
                               cfg.diarization.step_s, separator=cfg.separator.name)
                     )
                     await pipeline.announce_sources()
+                elif isinstance(event, SamplesReady):
+                    assert pipeline is not None
+                    await pipeline.feed_samples(event)
                 elif isinstance(event, ChunkReady):
                     assert pipeline is not None
                     await pipeline.feed(event)

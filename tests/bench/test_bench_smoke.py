@@ -95,6 +95,7 @@ def test_streaming_latency(clip):
     report = last_json(run_module("bench.streaming_latency", "latency", "--runs", "1", "--speed", "2",
                                   "--wav", clip[0], "--rttm", clip[1]))
     assert report["runs"][0]["frames"] > 0 and report["median"]["frame_p95_s"] is not None
+    assert report["runs"][0]["source_frames"] > 0 and report["median"]["source_frame_p95_s"] is not None
 
 
 def test_streaming_capacity(clip):
@@ -300,3 +301,15 @@ def test_voice_match(sample_paths, tmp_path):
     assert "chosen on dev" in out
     report = json.loads((tmp_path / "match.json").read_text())
     assert set(report["pairs"]) == {"dev/dry", "dev/room"} and report["pairs"]["dev/dry"]["same"]
+
+
+def test_separated_buffering():
+    report = last_json(run_module("bench.separated_buffering", "--step-s", "0.1", "--seconds", "3"))
+    (row,) = report["rows"]
+    assert row["step_s"] == pytest.approx(0.1) and row["frames"] > 0
+
+
+def test_adapted_batching():
+    report = last_json(run_module("bench.adapted_batching", "--sessions", "2", "--ticks", "2"))
+    (row,) = report["rows"]
+    assert row["sessions"] == 2 and row["adapted_stacked_ms"] > 0

@@ -74,6 +74,9 @@ class FakeSeparation:
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
         self.adapt_calls: list = []
+        self.adapt_keys: list = []
+        self.adapt_speech: list = []
+        self.ended_sessions: list = []
 
     def new_state(self):
         return object()
@@ -87,10 +90,15 @@ class FakeSeparation:
                                             np.stack([request.samples, request.samples])))
         return future
 
-    def adapt(self, state, speech, config, stop=None) -> Future:
+    def adapt(self, state, speech, config, stop=None, key=None) -> Future:
         future: Future = Future()
         self.adapt_calls.append((future, stop))
+        self.adapt_keys.append(key)
+        self.adapt_speech.append(speech)
         return future
+
+    def end_session(self, key) -> None:
+        self.ended_sessions.append(key)
 
     def purity_filter(self, config):
         return None
@@ -276,6 +284,35 @@ async def test_adaptation_results_come_back_on_the_event_loop(tmp_path):
     assert stop() is False
     await driver.finish()
     assert stop() is True  # a round still queued for this session would now be dropped before any work
+    # the round is the session's in the server's queue, and the session's end takes any waiting round out of it
+    assert separation.adapt_keys == [driver.session_id] and separation.ended_sessions == [driver.session_id]
+    writer.close()
+
+
+async def test_a_starting_round_asks_the_event_loop_for_the_latest_material(tmp_path):
+    separation = FakeSeparation()
+    config = replace(make_config(), separator=SeparatorConfig(name="fake"),
+                     adaptation=AdaptationConfig(min_speech_s=0.1))
+    driver, *_, writer = await open_driver(tmp_path, FakeDiarization(), config, separation)
+    from rtsep.stream.adaptation import AdaptationMaterial
+
+    queued = AdaptationMaterial(np.ones(16000, np.float32), 16000, {"A": [(0.0, 0.5)], "B": [(0.5, 1.0)]})
+    newer = AdaptationMaterial(np.ones(32000, np.float32), 16000, {"A": [(0.0, 1.0)], "B": [(1.0, 2.0)]})
+    driver._adapt(queued)
+    (speech,) = separation.adapt_speech
+    asked = []
+
+    def latest():
+        asked.append(threading.get_ident())
+        return newer if len(asked) == 1 else None
+
+    driver.core.latest_adaptation_material = latest
+    got = await asyncio.to_thread(speech)  # as the adaptation thread calls it when the round starts
+    assert asked == [threading.get_ident()]  # answered on the event loop
+    assert {k: v.size for k, v in got.items()} == {"A": 16000, "B": 16000}  # the newer material's seconds
+    got = await asyncio.to_thread(speech)  # nothing newer: the material it was queued with
+    assert {k: v.size for k, v in got.items()} == {"A": 8000, "B": 8000}
+    await driver.finish()
     writer.close()
 
 

@@ -50,8 +50,11 @@ class StreamResult:
     speakers: list[str]
     events: list[dict[str, Any]] = field(default_factory=list)
     label_latency_s: list[float] = field(default_factory=list)
-    frame_latency_s: list[float] = field(default_factory=list)
+    frame_latency_s: list[float] = field(default_factory=list)  # every audio frame (speakers and sources)
     timeline: dict[str, Any] | None = None
+    # the same per kind of track: gated speaker tracks, and separated sources (tracks announced as "source")
+    speaker_frame_latency_s: list[float] = field(default_factory=list)
+    source_frame_latency_s: list[float] = field(default_factory=list)
 
 
 def http_base(ws_url: str) -> str:
@@ -108,6 +111,7 @@ async def stream_file(
     sources: set[int] = set()  # track indices of separated sources (announced with kind "source")
     label_latency: list[float] = []
     frame_latency: list[float] = []
+    by_kind: dict[str, list[float]] = {"speaker": [], "source": []}
     async with websockets.connect(url, max_size=None) as ws:
         start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers, voices=voices)
         await ws.send(encode_message(start))
@@ -148,6 +152,7 @@ async def stream_file(
                     sent = clock.sent_at(int(np.ceil(end * rate / header.sample_rate_hz)))
                     if sent is not None:
                         frame_latency.append(now - sent)
+                        by_kind["source" if header.track in sources else "speaker"].append(now - sent)
                     continue
                 msg = parse_server_message(message)
                 events.append({"t_wall": now, "type": msg.type, **{k: v for k, v in vars(msg).items()}})
@@ -188,10 +193,11 @@ async def stream_file(
     (out / "timeline.rttm").write_text(tl_rttm.text)
     (out / "events.json").write_text(json.dumps(events, indent=1))
     latency = {"label_latency": _percentiles(label_latency), "frame_latency": _percentiles(frame_latency),
-               "speed": speed, "frame_ms": frame_ms}
+               "speaker_frame_latency": _percentiles(by_kind["speaker"]),
+               "source_frame_latency": _percentiles(by_kind["source"]), "speed": speed, "frame_ms": frame_ms}
     (out / "latency.json").write_text(json.dumps(latency, indent=1))
     return StreamResult(ready.session_id, ready.token, out, list(done.speakers), events, label_latency,
-                        frame_latency, tl_json.json())
+                        frame_latency, tl_json.json(), by_kind["speaker"], by_kind["source"])
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:

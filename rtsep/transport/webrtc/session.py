@@ -23,7 +23,7 @@ from rtsep.errors import IdleTimeout, ProtocolViolation, RtsepError, Unsupported
 from rtsep.protocol.messages import ErrorMessage, Ready, TrackAnnouncement, encode_message
 from rtsep.stream.core import AudioOut
 from rtsep.stream.limits import RealtimeGuard
-from rtsep.stream.session import ChunkReady, Phase, StopRequested, StreamSession
+from rtsep.stream.session import ChunkReady, Phase, SamplesReady, StopRequested, StreamSession
 from rtsep.transport.webrtc.events import DataChannelEvents
 from rtsep.transport.webrtc.media import SlotTrack, frame_to_mono
 from rtsep.transport.webrtc.playout import Playout, SlotAssignment, SlotMap
@@ -83,6 +83,7 @@ class WebRtcSession:
         self.pipeline: SessionDriver | None = None
         self.token = ""
         self._steps: asyncio.Queue[Any] = asyncio.Queue()
+        self._queued_steps = 0  # the steps (ChunkReady) in it: the input as it arrives (SamplesReady) is not counted
         self._tasks: list[asyncio.Task] = []
         self._feeder: asyncio.Task | None = None
         self._end_task: asyncio.Task | None = None
@@ -163,7 +164,7 @@ class WebRtcSession:
                                    f"negotiated {self.stream.start.sample_rate} Hz", error_code="unsupported_rate")
         # always through the stream session, so that positions follow the audio received; when the steps queue
         # up (the session waits for inference), the new ones are shed: a marked gap, counted (see the driver)
-        shed = self._steps.qsize() >= self._max_pending_blocks
+        shed = self._queued_steps >= self._max_pending_blocks
         if shed and not self.discarded_input_samples:
             log.warning("session %s: inference is behind; shedding incoming audio (marked gaps)", self.session_id)
         if shed:
@@ -175,7 +176,8 @@ class WebRtcSession:
 
     def _queue_steps(self, events: list, shed: bool = False) -> None:
         for event in events:
-            if isinstance(event, ChunkReady):
+            if isinstance(event, (SamplesReady, ChunkReady)):  # (the input as it arrives, for the separator)
+                self._queued_steps += isinstance(event, ChunkReady)
                 self._steps.put_nowait((event, shed))
 
     async def _feed(self) -> None:
@@ -187,7 +189,11 @@ class WebRtcSession:
                 if item is _END:
                     return
                 step, shed = item
-                await self.pipeline.feed(step, shed=shed)
+                self._queued_steps -= isinstance(step, ChunkReady)
+                if isinstance(step, SamplesReady):
+                    await self.pipeline.feed_samples(step, shed=shed)
+                else:
+                    await self.pipeline.feed(step, shed=shed)
         except RtsepError as exc:  # the pipeline failed; it has told the client already
             self.end(exc.error_code, exc)
 

@@ -174,6 +174,10 @@ def test_separator_spec_and_process(tmp_path, model):
     save_convtasnet(model, path)
     made = create_separator("convtasnet", checkpoint=path, step_samples=160)
     assert made.spec.step_samples == 160
+    # [separator] step_s: seconds, rounded down to the hop (at least one hop)
+    hop = SMALL.hop_samples
+    assert create_separator("convtasnet", checkpoint=path, step_s=0.02).spec.step_samples == 160 // hop * hop
+    assert create_separator("convtasnet", checkpoint=path, step_s=1e-5).spec.step_samples == hop
 
 
 def test_registry():
@@ -224,3 +228,66 @@ def test_adopted_model_takes_over_one_session_after_a_warm_up(model):
     assert torch.allclose(out[1, :, switch_step * step :], taken, atol=1e-4)
     with pytest.raises(ConfigError):
         sep.adopt(states[0], ConvTasNet(ConvTasNetConfig()))
+
+
+def test_adapted_sessions_are_batched_with_their_own_weights_as_if_each_ran_alone(model):
+    torch.manual_seed(3)
+    adapted = []
+    for scale in (0.05, 0.1, 0.2):
+        other = ConvTasNet(SMALL).eval()
+        other.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            for p in other.parameters():
+                p.add_(scale * torch.randn_like(p))
+        adapted.append(other)
+    step = 80
+    sep = ConvTasNetSeparator(model, step_samples=step, warmup_s=0.01)
+    x = 0.3 * torch.randn(5, 10 * step)
+    states = [sep.new_state() for _ in range(5)]
+    alone = [sep.new_state() for _ in range(5)]  # the same sessions, each separated by its model alone
+    owners = [model, adapted[0], model, adapted[1], adapted[2]]
+    for i in (1, 3, 4):
+        sep.adopt(states[i], owners[i])
+        states[i].extra["pending_model"][1].caches = [torch.zeros_like(c) for c in alone[i].caches]  # no warm-up
+    outs, refs = [], []
+    for k in range(10):
+        chunk = x[:, k * step:(k + 1) * step]
+        outs.append(sep.process(chunk, states))
+        with torch.inference_mode():
+            refs.append(torch.cat([owners[i].stream(chunk[i:i + 1], [alone[i]]) for i in range(5)]))
+    out, ref = torch.cat(outs, -1), torch.cat(refs, -1)
+    assert sep._stacked_key is not None  # the three adapted sessions went through one stacked call
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert (out[1] - out[0]).abs().max() > 1e-3  # (the weights do differ)
+
+
+def test_the_warm_up_runs_at_adopt_and_the_switch_catches_up_the_steps_since(model):
+    torch.manual_seed(4)
+    other = ConvTasNet(SMALL).eval()
+    step = 80
+    sep = ConvTasNetSeparator(model, step_samples=step, warmup_s=0.03)  # 3 steps
+    x = 0.3 * torch.randn(1, 12 * step)
+    state = sep.new_state()
+    outs = []
+    for k in range(12):
+        if k == 5:
+            sep.adopt(state, other)  # warmed on steps 2-4 here, in the caller's thread
+        outs.append(sep.process(x[:, k * step:(k + 1) * step], [state]))  # switches at step 5
+    late = sep.new_state()
+    outs_late = []
+    for k in range(12):
+        if k == 5:
+            sep.adopt(late, other)
+        if k in (5, 6):  # two steps pass on the shared model before the session's next batch
+            with torch.inference_mode():
+                sep.model.stream(x[:, k * step:(k + 1) * step], [late])
+            late.extra["recent"] = (torch.cat((late.extra["recent"][0], x[0, k * step:(k + 1) * step]))[-240:],
+                                    late.extra["recent"][1] + step)
+            outs_late.append(None)
+            continue
+        outs_late.append(sep.process(x[:, k * step:(k + 1) * step], [late]))
+    with torch.no_grad():
+        taken = stream(other, x[:, 2 * step:], [step])  # the warm-up from step 2 on, then straight on
+    assert torch.allclose(torch.cat(outs[5:], -1)[0], taken[0, :, 3 * step:], atol=1e-4)
+    # the switch two steps late: the new model heard steps 5-6 in the catch-up, so step 7 on matches
+    assert torch.allclose(torch.cat(outs_late[7:], -1)[0], taken[0, :, 5 * step:], atol=1e-4)

@@ -295,6 +295,32 @@ def test_adaptation_is_due_when_two_talkers_have_enough_speech_and_once_at_a_tim
     assert c.adaptations == 1
 
 
+def test_a_round_that_waited_trains_on_the_session_s_latest_material():
+    class Limits:
+        min_turn_s = 0.0
+        edge_trim_s = 0.0
+
+    schedule = AdaptationSchedule(16000, Limits(), min_speech_s=STEP * 2 / 16000 - 0.01)
+    pattern = {0: 0, 1: 0, 3: 1, 4: 1, 6: 0, 7: 0, 8: 0, 9: 0}
+    c, _ = separating(adaptation=schedule, diarizer=ScriptedDiarizer(lambda i: pattern[i]))
+    assert c.latest_adaptation_material() is None  # no round is out
+    latest = {}
+    for i in range(11):
+        events = push(c, step(i), 0.0)
+        for s in of(events, SeparateDue):
+            events += c.separation_result(s.step_index, s.start_sample - 512, np.zeros((2, 2048), np.float32))
+        for d in of(events, DiarizeDue):
+            events += c.diarization_result(analysis(d, speech=i in pattern), 0.0)
+        if of(events, AdaptationDue):
+            due = of(events, AdaptationDue)[0].material
+            assert c.latest_adaptation_material() is None  # at once: nothing more than the round has
+        latest[i] = c.latest_adaptation_material()
+    assert all(latest[i] is None for i in range(5, 10))  # talker 0's second turn is still open
+    seconds = {spk: sum(b - a for a, b in spans) for spk, spans in latest[10].spans.items()}
+    assert seconds["SPEAKER_00"] > sum(b - a for a, b in due.spans["SPEAKER_00"]) + 0.5  # its 4-step turn counts
+    assert c.latest_adaptation_material() is None  # taken: no more again until the session says more
+
+
 def test_no_adaptation_after_the_input_ended():
     class Limits:
         min_turn_s = 0.0
@@ -354,3 +380,82 @@ def test_without_a_matcher_nothing_is_named():
     (due,) = of(c.push_step(step(0), 0.0), DiarizeDue)
     events = c.diarization_result(analysis(due), 0.1)
     assert of(events, SpeakerActivity)[0].voice is None and c.names == {}
+
+
+def test_input_pushed_as_it_arrives_reaches_the_separator_before_its_step_is_complete():
+    c, _ = separating()
+    block = np.full(1024, 0.1, np.float32)
+    assert of(c.push_samples(0, block), SeparateDue) == []  # half a separator step: nothing due yet
+    seps = of(c.push_samples(1024, block), SeparateDue)
+    assert [(s.step_index, s.start_sample) for s in seps] == [(0, 0)]
+    c.push_samples(2048, np.full(1024, 0.1, np.float32))
+    # the step brings the same samples again: the separator only hears what push_samples did not give it
+    seps = of(push(c, step(0), 0.0), SeparateDue)
+    assert [(s.step_index, s.start_sample, s.samples.size) for s in seps] == [(1, 2048, 2048)]
+    assert c._separator_fed == STEP
+
+
+def test_early_input_gives_the_separator_exactly_what_the_steps_alone_give_it():
+    rng = np.random.default_rng(1)
+    audio = rng.standard_normal(3 * STEP).astype(np.float32) * 0.1
+    steps = [ChunkReady(AudioChunk(audio[i * STEP:(i + 1) * STEP], i * STEP, 16000), STEP) for i in range(3)]
+    by_steps, _ = separating()
+    heard_by_steps = [s.samples for st in steps for s in of(push(by_steps, st, 0.0), SeparateDue)]
+    early, _ = separating()
+    heard_early = []
+    cuts = [0, 700, 1500, 4096, 5000, 9000, 3 * STEP]
+    for i, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        heard_early += [s.samples for s in of(early.push_samples(a, audio[a:b]), SeparateDue)]
+        for st in steps:  # a step follows the block that completes it
+            if st.chunk.start_sample + STEP == b:
+                heard_early += [s.samples for s in of(push(early, st, 0.0), SeparateDue)]
+    assert len(heard_early) == len(heard_by_steps) == 6
+    for x, y in zip(heard_early, heard_by_steps):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_early_input_must_not_leave_a_hole():
+    c, _ = separating()
+    c.push_samples(0, np.zeros(100, np.float32))
+    with pytest.raises(RuntimeError, match="from 200"):
+        c.push_samples(200, np.zeros(100, np.float32))
+    c.push_samples(50, np.zeros(100, np.float32))  # an overlap is skipped
+    assert c._separator_fed == 150
+
+
+def test_without_a_separator_early_input_is_ignored():
+    c, _ = core()
+    assert c.push_samples(0, np.zeros(100, np.float32)) == []
+
+
+def test_a_separated_frame_leaves_at_most_one_client_message_after_its_last_sample():
+    """The input machine and the core together, on message counts rather than a clock: with every separation
+    answered at once, the source audio up to sample e is out by the message after the one that brought e (the
+    3 ms the rate converter holds back); before SamplesReady and the low-delay converter, up to 24 messages."""
+    import json
+
+    from rtsep.stream.session import SamplesReady, StreamConfig, StreamSession
+
+    layout = SeparatorLayout(sample_rate_hz=8000, step_samples=800, num_outputs=2, lookahead_samples=16)
+    c, _ = core(separator=layout)
+    stream = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=STEP, emit_samples=True))
+    stream.receive_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_f32le"}))
+    audio = np.random.default_rng(4).standard_normal(16000 * 3).astype(np.float32) * 0.1
+    message = 320  # 20 ms
+    lags = []
+    for k, i in enumerate(range(0, audio.size, message)):
+        out = []
+        for event in stream.receive_samples(audio[i:i + message]):
+            if isinstance(event, SamplesReady):
+                out += c.push_samples(event.start_sample, event.samples)
+            elif isinstance(event, ChunkReady):
+                out += c.push_step(event, 0.0)
+        while out:
+            event = out.pop(0)
+            if isinstance(event, SeparateDue):
+                out += c.separation_result(event.step_index, event.start_sample - 16,
+                                           np.stack([event.samples, event.samples]))
+            elif isinstance(event, AudioOut) and event.index == SOURCE_TRACK_BASE:
+                last = event.start_sample + event.samples.size - 1
+                lags.append(k - last // message)  # messages since the one that brought its last sample
+    assert len(lags) >= 25 and max(lags) <= 1

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from rtsep.errors import MessageTooBig, ProtocolViolation
-from rtsep.stream.session import ChunkReady, Phase, StartAccepted, StopRequested, StreamConfig, StreamSession
+from rtsep.stream.session import (
+    ChunkReady,
+    Phase,
+    SamplesReady,
+    StartAccepted,
+    StopRequested,
+    StreamConfig,
+    StreamSession,
+)
 
 FRAME_SIZES = [1, 7, 160, 333, 960, 4096, 10**6]  # samples per client message
 
@@ -38,6 +46,27 @@ def test_output_does_not_depend_on_client_framing(rate):
                 assert (a.chunk.start_sample, a.valid_samples, a.is_last) == (
                     b.chunk.start_sample, b.valid_samples, b.is_last)
                 np.testing.assert_array_equal(a.chunk.samples, b.chunk.samples)
+
+
+def test_with_emit_samples_the_input_comes_as_it_arrives_ahead_of_the_steps_it_completes():
+    session = StreamSession(StreamConfig(model_sample_rate_hz=16000, step_samples=4096, emit_samples=True))
+    session.receive_text(json.dumps({"type": "start", "sample_rate": 16000, "encoding": "pcm_f32le"}))
+    audio = np.random.default_rng(3).standard_normal(10000).astype(np.float32) * 0.1
+    events = []
+    for i in range(0, audio.size, 320):  # 20 ms messages
+        events += session.receive_bytes(audio[i:i + 320].astype("<f4").tobytes())
+    events += session.receive_text('{"type":"stop"}')
+    blocks = [e for e in events if isinstance(e, SamplesReady)]
+    assert [b.start_sample for b in blocks] == list(range(0, audio.size, 320))  # every message, at its position
+    np.testing.assert_array_equal(np.concatenate([b.samples for b in blocks]), audio)
+    seen = 0  # a step never comes before the block that completes it
+    for event in events:
+        if isinstance(event, SamplesReady):
+            seen = event.start_sample + event.samples.size
+        elif isinstance(event, ChunkReady):
+            assert event.chunk.start_sample + event.valid_samples <= seen
+    plain = _run(audio.astype("<f4").tobytes(), 16000, 320, 4, encoding="pcm_f32le")
+    assert not any(isinstance(e, SamplesReady) for e in plain)  # off by default
 
 
 def test_stereo_f32_is_downmixed():
