@@ -39,6 +39,7 @@ import numpy as np
 from rtsep.diarize import pyannote_stream
 from rtsep.diarize.offline import final_segments
 from rtsep.diarize.online import OnlineDiarizer
+from rtsep.diarize.overlap import detect_overlaps
 from rtsep.diarize.timeline import annotation_from_segments, to_json
 from rtsep.diarize.vad import VadState
 from rtsep.errors import ConfigError, RtsepError
@@ -199,8 +200,11 @@ class SessionDriver:
         self.output_encoding = output_encoding
         self.clock = clock
         self._vad_state = VadState.initial()
-        # the session's audio at the model rate, kept only for a final pipeline (it needs the whole session)
+        # the session's audio at the model rate, kept only for a final pipeline or the overlap detector (they
+        # need the whole session; 64 kB per second of audio)
         self._final_pipeline = getattr(runtime, "final_pipeline", None)
+        self._overlap = getattr(runtime, "overlap_detector", None)
+        self._keep_audio = self._final_pipeline is not None or self._overlap is not None
         self._audio: list[np.ndarray] = []
         self._separator_state = separation.new_state() if separation is not None else None
         self._adapt_config = live_adapt_config(config)
@@ -282,7 +286,7 @@ class SessionDriver:
             await self._room.wait()
             self._raise_if_failed()
         self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
-        if self._final_pipeline is not None:  # the recording itself (a final pipeline does its own cleaning)
+        if self._keep_audio:  # the recording itself (a final pipeline does its own cleaning)
             self._audio.append(np.array(step.chunk.samples[: step.valid_samples], np.float32))
         if self._denoised is None:
             if self.on_step is not None:
@@ -358,9 +362,9 @@ class SessionDriver:
         return await asyncio.to_thread(self._final_from, records, labels, live, self._audio_snapshot())
 
     def _audio_snapshot(self) -> np.ndarray | None:
-        """For a final pipeline (None without one): the session's audio so far (taken on the event loop; the
-        pipeline runs in a thread)."""
-        if self._final_pipeline is None:
+        """For a final pipeline or the overlap detector (None without either): the session's audio so far (taken
+        on the event loop; they run in a thread)."""
+        if not self._keep_audio:
             return None
         return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
 
@@ -374,7 +378,10 @@ class SessionDriver:
         elif diar.backend == "pyannote":
             segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
         else:
-            segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments)
+            overlaps: list[tuple[int, int]] = []
+            if self._overlap is not None and audio is not None and audio.size:
+                overlaps = detect_overlaps(self._overlap, audio, rate, diar.overlap)
+            segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments, overlaps)
         timeline = to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
                                                     self.session_id), "final")
         matcher = self.core.matcher
