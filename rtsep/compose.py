@@ -61,7 +61,7 @@ def build_diarization(config: PipelineConfig, metrics: Metrics | None = None
 
         final = load_final_pipeline(diarization.final_pipeline, config.runtime.device)
     overlap = None
-    if diarization.overlap.enabled:
+    if diarization.overlap.enabled and final is None:  # (a final pipeline makes its own overlap-aware timeline)
         from rtsep.runtime.overlap import OverlapDetector
 
         overlap = OverlapDetector.load(diarization.overlap.weights, config.runtime.device)

@@ -244,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.state.exists() and not args.resume:
+        parser.error(f"{args.state} exists: --resume continues it (a new run never overwrites a state)")
     torch.set_num_threads(args.threads)
     export = args.export or args.state.with_name(args.state.stem + ".best.safetensors")
     net_config = OverlapNetConfig()
