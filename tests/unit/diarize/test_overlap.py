@@ -112,12 +112,13 @@ def _records(config, speakers_per_step, embeddings):
 
 
 def test_final_segments_adds_the_second_speaker_only_with_the_switch_on():
+    assert OverlapConfig().enabled  # the default (chosen on the dev meetings)
     import dataclasses
 
     from rtsep.diarize.offline import final_segments
     from rtsep.diarize.online import DiarizationConfig
 
-    base = DiarizationConfig()
+    base = dataclasses.replace(DiarizationConfig(), overlap=OverlapConfig(enabled=False))
     step = base.step_samples
     records = _records(base, [0] * 20 + [1] * 20, {0: np.array([1.0, 0, 0]), 1: np.array([0, 1.0, 0])})
     off = final_segments(records, {}, base, 8, ())
