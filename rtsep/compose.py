@@ -61,7 +61,13 @@ def build_diarization(config: PipelineConfig, metrics: Metrics | None = None
         from rtsep.runtime.pyannote import load_final_pipeline
 
         final = load_final_pipeline(diarization.final_pipeline, config.runtime.device)
-    return DiarizationRuntime(config.runtime, diarization, on_batch=on_batch, final_pipeline=final)
+    overlap = None
+    if diarization.overlap.enabled and final is None:  # (a final pipeline makes its own overlap-aware timeline)
+        from rtsep.runtime.overlap import OverlapDetector
+
+        overlap = OverlapDetector.load(diarization.overlap.weights, config.runtime.device)
+    return DiarizationRuntime(config.runtime, diarization, on_batch=on_batch, final_pipeline=final,
+                              overlap_detector=overlap)
 
 
 def cpu_times() -> tuple[float, float] | None:

@@ -9,6 +9,7 @@ section            dataclass                                      read by
 ``[diarization]``  rtsep.diarize.online.DiarizationConfig         the diarizer
 ``[clustering]``   rtsep.diarize.clustering.ClusteringConfig      the diarizer's clustering
 ``[pyannote]``     rtsep.diarize.pyannote_stream.PyannoteStreamConfig  ``--diarizer pyannote``
+``[overlap]``      rtsep.diarize.overlap.OverlapConfig            the overlap-aware final timeline
 ``[runtime]``      rtsep.runtime.diarization.RuntimeConfig        the inference runtimes
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
@@ -32,6 +33,7 @@ from typing import Any
 
 from rtsep.diarize.clustering import ClusteringConfig
 from rtsep.diarize.online import DiarizationConfig
+from rtsep.diarize.overlap import OverlapConfig
 from rtsep.diarize.pyannote_stream import PyannoteStreamConfig
 from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
@@ -102,14 +104,14 @@ class AppConfig:
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "pipeline", "separator", "adaptation",
-            "tracks", "denoise", "offline", "voices", "webrtc")
+SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "overlap", "pipeline", "separator",
+            "adaptation", "tracks", "denoise", "offline", "voices", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
-    "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "pipeline": PipelineConfig,
-    "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig, "denoise": DenoiseConfig,
-    "offline": OfflineConfig, "voices": VoicesConfig,
+    "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "overlap": OverlapConfig,
+    "pipeline": PipelineConfig, "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig,
+    "denoise": DenoiseConfig, "offline": OfflineConfig, "voices": VoicesConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -228,8 +230,10 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
     try:
         clustering = ClusteringConfig(**_coerce("clustering", sections["clustering"]))
         pyannote = PyannoteStreamConfig(**_coerce("pyannote", sections["pyannote"]))
+        overlap = OverlapConfig(**_coerce("overlap", sections["overlap"]))
         diarization = DiarizationConfig(
-            **_coerce("diarization", sections["diarization"]), clustering=clustering, pyannote=pyannote
+            **_coerce("diarization", sections["diarization"]), clustering=clustering, pyannote=pyannote,
+            overlap=overlap,
         )
         runtime = RuntimeConfig(**_coerce("runtime", sections["runtime"]))
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))

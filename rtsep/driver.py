@@ -39,6 +39,7 @@ import numpy as np
 from rtsep.diarize import pyannote_stream
 from rtsep.diarize.offline import final_segments
 from rtsep.diarize.online import OnlineDiarizer
+from rtsep.diarize.overlap import detect_overlaps
 from rtsep.diarize.timeline import annotation_from_segments, to_json
 from rtsep.diarize.vad import VadState
 from rtsep.errors import ConfigError, RtsepError
@@ -200,8 +201,11 @@ class SessionDriver:
         self.output_encoding = output_encoding
         self.clock = clock
         self._vad_state = VadState.initial()
-        # the session's audio at the model rate, kept only for a final pipeline (it needs the whole session)
+        # the session's audio at the model rate, kept only for a final pipeline (float32, 64 kB per second) or the
+        # overlap detector (int16, 32 kB per second): they need the whole session
         self._final_pipeline = getattr(runtime, "final_pipeline", None)
+        self._overlap = getattr(runtime, "overlap_detector", None)
+        self._keep_audio = self._final_pipeline is not None or self._overlap is not None
         self._audio: list[np.ndarray] = []
         self._separator_state = separation.new_state() if separation is not None else None
         self._adapt_config = live_adapt_config(config)
@@ -289,8 +293,10 @@ class SessionDriver:
             await self._room.wait()
             self._raise_if_failed()
         self.metrics.audio_in_seconds.inc(step.valid_samples / self.rate)
-        if self._final_pipeline is not None:  # the recording itself (a final pipeline does its own cleaning)
-            self._audio.append(np.array(step.chunk.samples[: step.valid_samples], np.float32))
+        if self._keep_audio:  # the recording itself (a final pipeline does its own cleaning)
+            samples = step.chunk.samples[: step.valid_samples]
+            self._audio.append(np.array(samples, np.float32) if self._final_pipeline is not None
+                               else np.round(np.clip(samples, -1.0, 1.0) * 32767).astype(np.int16))
         if self._denoised is None:
             if self.on_step is not None:
                 self.on_step(step)
@@ -368,11 +374,14 @@ class SessionDriver:
         return await asyncio.to_thread(self._final_from, records, labels, live, self._audio_snapshot())
 
     def _audio_snapshot(self) -> np.ndarray | None:
-        """For a final pipeline (None without one): the session's audio so far (taken on the event loop; the
-        pipeline runs in a thread)."""
-        if self._final_pipeline is None:
+        """For a final pipeline or the overlap detector (None without either): the session's audio so far (taken
+        on the event loop; they run in a thread)."""
+        if not self._keep_audio:
             return None
-        return np.concatenate(self._audio) if self._audio else np.zeros(0, np.float32)
+        if not self._audio:
+            return np.zeros(0, np.float32)
+        audio = np.concatenate(self._audio)
+        return audio if audio.dtype == np.float32 else audio.astype(np.float32) / 32767
 
     def _final_from(self, records: list, embedding_labels: dict[int, int], live_segments: list[tuple[int, int, int]],
                     audio: np.ndarray | None = None) -> dict[str, Any]:
@@ -384,7 +393,14 @@ class SessionDriver:
         elif diar.backend == "pyannote":
             segments = pyannote_stream.final_segments(records[0], diar.pyannote) if records else []
         else:
-            segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments)
+            overlaps: list[tuple[int, int]] = []
+            if self._overlap is not None and audio is not None and audio.size:
+                try:
+                    overlaps = detect_overlaps(self._overlap, audio, rate, diar.overlap)
+                except Exception:  # noqa: BLE001 - the timeline without second speakers is still the timeline
+                    log.exception("session %s: the overlap detector failed; the final timeline has one speaker "
+                                  "at a time", self.session_id)
+            segments = final_segments(records, embedding_labels, diar, self.max_speakers, live_segments, overlaps)
         timeline = to_json(annotation_from_segments([(s / rate, e / rate, speaker_name(k)) for s, e, k in segments],
                                                     self.session_id), "final")
         matcher = self.core.matcher

@@ -198,6 +198,41 @@ def activity_mask(annotation: Annotation, samples: int, rate_hz: int, label: str
     return count if label is None else np.minimum(count, 1)
 
 
+def overlap_regions_of(annotation: Annotation) -> list[tuple[float, float]]:
+    """(start_s, end_s) of the stretches where two or more of the annotation's talkers speak."""
+    bounds = sorted({t for segment in annotation.itersegments() for t in (segment.start, segment.end)})
+    out: list[tuple[float, float]] = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        middle = (a + b) / 2
+        speaking = sum(1 for segment in annotation.itersegments() if segment.start <= middle < segment.end)
+        if speaking >= 2 and b > a:
+            if out and abs(out[-1][1] - a) < 1e-9:
+                out[-1] = (out[-1][0], b)
+            else:
+                out.append((a, b))
+    return out
+
+
+def score_overlap_detection(reference: Annotation, detected_s: list[tuple[float, float]], duration_s: float,
+                            frame_s: float = 0.01) -> dict[str, Any]:
+    """Frame-level (``frame_s``) precision / recall / F1 of ``detected_s`` ((start_s, end_s) regions, e.g. an
+    overlap detector's, or :func:`overlap_regions_of` a hypothesis) against the reference's overlapped speech
+    (two or more talkers)."""
+    frames = max(0, int(round(duration_s / frame_s)))
+    truth = activity_mask(reference, frames, int(round(1 / frame_s))) >= 2
+    found = np.zeros(frames, bool)
+    for a, b in detected_s:
+        found[max(0, int(round(a / frame_s))) : min(frames, int(round(b / frame_s)))] = True
+    hits = int((truth & found).sum())
+    precision = hits / int(found.sum()) if found.any() else None
+    recall = hits / int(truth.sum()) if truth.any() else None
+    f1 = (2 * precision * recall / (precision + recall)
+          if precision is not None and recall is not None and precision + recall > 0 else None)
+    return {"precision": _round(precision), "recall": _round(recall), "f1": _round(f1),
+            "reference_overlap_s": round(float(truth.sum()) * frame_s, 2),
+            "detected_overlap_s": round(float(found.sum()) * frame_s, 2), "hits_s": round(hits * frame_s, 2)}
+
+
 @dataclass(frozen=True)
 class Track:
     audio: np.ndarray

@@ -16,6 +16,7 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
 from rtsep.diarize.online import DiarizationConfig, StepRecord
+from rtsep.diarize.overlap import add_second_speakers
 
 
 def recluster(embeddings: np.ndarray, distance_threshold: float, max_speakers: int, min_size: int) -> np.ndarray:
@@ -107,10 +108,12 @@ def name_by_live(final: Sequence[tuple[int, int, int]], live: Sequence[tuple[int
 def final_segments(
     records: Sequence[StepRecord], embedding_live_labels: dict[int, int], config: DiarizationConfig,
     max_speakers: int, live_segments: Sequence[tuple[int, int, int]] = (),
+    overlaps: Sequence[tuple[int, int]] = (),
 ) -> list[tuple[int, int, int]]:
     """(start_sample, end_sample, speaker) of the final timeline, its speakers named after the live ones
     (``live_segments``: the live timeline's closed turns, (start_sample, end_sample, speaker); see
-    :func:`name_by_live`)."""
+    :func:`name_by_live`). With ``[overlap] enabled``, ``overlaps`` (the detector's (start_sample, end_sample)
+    regions) get a second speaker (rtsep.diarize.overlap.add_second_speakers)."""
     with_emb = [r for r in records if r.embedding is not None]
     if not with_emb:
         return []
@@ -142,4 +145,8 @@ def final_segments(
     if current is not None:
         segments.append((current[0], current[1], current[2]))
     names = name_by_live(segments, live_segments, embedding_live_labels.values(), config.sample_rate_hz)
-    return [(start, end, names[cluster]) for start, end, cluster in segments]
+    named = [(start, end, names[cluster]) for start, end, cluster in segments]
+    if config.overlap.enabled and overlaps:
+        named = add_second_speakers(named, overlaps, embeddings, centres, [names.get(int(c)) for c in ids],
+                                    config.overlap.method, round(config.overlap.max_gap_s * config.sample_rate_hz))
+    return named

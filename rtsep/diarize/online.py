@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from rtsep.diarize.clustering import ClusteringConfig, OnlineClustering
+from rtsep.diarize.overlap import OverlapConfig
 from rtsep.diarize.pyannote_stream import PyannoteStreamConfig
 from rtsep.stream.turns import (  # noqa: F401 - the diarizer's input and output types, re-exported
     DiarizationEvent,
@@ -64,6 +65,8 @@ class DiarizationConfig:
     # pyannote.audio.Pipeline on the whole session's audio instead of rtsep's own (with either backend)
     final_pipeline: str | None = None
     pyannote: PyannoteStreamConfig = field(default_factory=PyannoteStreamConfig)
+    # [overlap]: the overlapped-speech detector and a second speaker in the final timeline (rtsep.diarize.overlap)
+    overlap: OverlapConfig = field(default_factory=OverlapConfig)
 
     def __post_init__(self) -> None:
         from rtsep.errors import ConfigError

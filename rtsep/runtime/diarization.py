@@ -69,6 +69,7 @@ class DiarizationRuntime:
         encoder: nn.Module | None = None,
         on_batch: Callable[[int, float], object] | None = None,
         final_pipeline: Any = None,
+        overlap_detector: Any = None,
     ) -> None:
         from rtsep.diarize.embedding import load_speaker_encoder
         from rtsep.diarize.vad import load_silero_vad
@@ -80,6 +81,8 @@ class DiarizationRuntime:
         self.device = resolve_device(runtime_config.device)
         # --final-pipeline: rtsep.runtime.pyannote.FinalPipeline, which makes the final timeline instead
         self.final_pipeline = final_pipeline
+        # [overlap] enabled: rtsep.runtime.overlap.OverlapDetector, run on the whole session for the final timeline
+        self.overlap_detector = overlap_detector
         self.vad = (vad if vad is not None else load_silero_vad()).to(self.device).eval()
         self.encoder = (encoder if encoder is not None else load_speaker_encoder()).to(self.device).eval()
         self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(
