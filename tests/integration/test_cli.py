@@ -49,7 +49,8 @@ def start_server(data_dir: Path, port: int) -> subprocess.Popen:
 def test_process_writes_every_output(meeting_wav, tmp_path):
     out = tmp_path / "out"
     # the default separator (the shipped Conv-TasNet), adapting a fixed 4 plain steps and 2 passes (not its time budget)
-    quick = ["--adapt-steps", "4", "--no-adapt-compile", "--ensemble", "2", "--ensemble-budget-rtf", "0", "--no-wiener"]
+    quick = ["--adapt-steps", "4", "--adapt-budget-rtf", "0", "--no-adapt-compile", "--ensemble", "2",
+             "--ensemble-budget-rtf", "0", "--no-wiener"]
     run = subprocess.run(RTSEP + ["process", str(meeting_wav), "--out", str(out), "--quiet", *quick],
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
