@@ -65,6 +65,7 @@ from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.store.writer import StoreWriter
 from rtsep.stream.acks import Acknowledgements, TrackMark
 from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
+from rtsep.stream.attribution import attribute
 from rtsep.stream.core import (
     AdaptationDue,
     AudioOut,
@@ -91,9 +92,9 @@ from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
 from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
 from rtsep.stream.denoised import DenoisedSteps
 from rtsep.stream.naming import VoiceMatcher, final_names
-from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
+from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks, segment_spans
 from rtsep.stream.session import ChunkReady
-from rtsep.stream.turns import speaker_name
+from rtsep.stream.turns import source_name, speaker_name
 
 log = logging.getLogger(__name__)
 
@@ -555,7 +556,39 @@ class SessionDriver:
         """In a worker thread: the stored input, and the final tracks to render from it (rtsep.stream.render)."""
         pcm = self.store.read_track(self.session_id, INPUT_TRACK)
         audio = pcm.astype(np.float32) / 32768.0 if pcm is not None else np.zeros(0, np.float32)
-        return final_tracks(audio, self.rate, segments, self.config.tracks, self.core.processed_samples)
+        total = self.core.processed_samples
+        sources = self._stored_sources(total)
+        attribution = None
+        if sources is not None:
+            embed = getattr(self.runtime, "embed_windows", None)
+            if embed is None:
+                log.info("session %s: the diarizer has no speaker encoder for the sources: the final tracks are "
+                         "the gated input", self.session_id)
+            else:
+                padded = np.zeros(total, np.float32)
+                padded[: min(total, audio.size)] = audio[:total]
+                attribution = attribute(padded, sources, self.rate, segment_spans(segments, self.rate),
+                                        self.config.attribution, embed)
+                log.info("session %s: attribution of the separated sources per speaker and block: %s",
+                         self.session_id, attribution.summary())
+        return final_tracks(audio, self.rate, segments, self.config.tracks, total, sources=sources,
+                            attribution=attribution, source_fade_s=self.config.attribution.crossfade_s)
+
+    def _stored_sources(self, total: int) -> np.ndarray | None:
+        """The separated sources as stored (K, total) at the session's rate, when the final tracks carry them
+        (a separator, ``[attribution] enabled``); None otherwise or when one is missing."""
+        if self.separation is None or not self.config.attribution.enabled:
+            return None
+        out = np.zeros((self.separation.spec.num_outputs, total), np.float32)
+        for k in range(out.shape[0]):
+            pcm = self.store.read_track(self.session_id, source_name(k))
+            if pcm is None:
+                log.warning("session %s: source %d was not stored: the final tracks are the gated input",
+                            self.session_id, k)
+                return None
+            n = min(total, pcm.size)
+            out[k, :n] = pcm[:n].astype(np.float32) / 32768.0
+        return out
 
     async def _store(self, number: int, write: Callable[..., Any], *args: Any) -> None:
         """Queue store write ``number`` (from ``self._acks.issue()``, in order) for the writer's thread."""
