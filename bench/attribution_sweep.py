@@ -50,7 +50,7 @@ GRID = {
     "solo": ("input", "overlap", "source"),
     "min_similarity": (0.5, 0.65),
     "min_margin": (0.0, 0.03),
-    "solo_other_share": (0.1, 0.25),
+    "solo_other_share": (0.05, 0.1, 0.2),
 }
 
 

@@ -7,13 +7,16 @@ whoever is loudest of several. So the sources are attributed per *block* (a stre
 of active speakers does not change, at most ``block_s`` long), by comparing the speaker embedding of each source's
 audio around the block with the centroids of the speakers the timeline says are active:
 
+- each (speaker, source) pair has a *contrast*: the cosine similarity of the source's embedding with the
+  speaker's centroid minus its best similarity with any other speaker of the session (the encoder finds every
+  voice somewhat alike; what identifies a talker is being closer to them than to anyone else);
 - every injective assignment of active speakers to the sources that carry audio in the block is scored by the
-  sum of the cosine similarities (source embedding, speaker centroid), plus ``continuity`` for each speaker kept
-  in the source it had in its previous block when no pause longer than ``pause_s`` came between (the prior lapses
-  after a pause: the talker may move);
+  sum of its contrasts, plus ``continuity`` for each speaker kept in the source it had in its previous block when
+  no pause longer than ``pause_s`` came between (the prior lapses after a pause: the talker may move);
 - a speaker gets the best assignment's source only when it is *confident*: the similarity is at least
-  ``min_similarity`` and the best assignment beats every assignment that gives the speaker another source by at
-  least ``min_margin``; otherwise the speaker's block falls back to the gated input (``unsure``);
+  ``min_similarity``, the contrast at least ``min_contrast``, and the best assignment beats every assignment that
+  gives the speaker another source by at least ``min_margin``; otherwise the speaker's block falls back to the
+  gated input (``unsure``);
 - with one active speaker the input is already that speaker alone wherever the timeline is right; by
   ``solo`` the block keeps the gated input (``input``), takes the confident source (``source``), or takes it only
   when the other sources carry at least ``solo_other_share`` of the block's separated energy, i.e. where the
@@ -47,6 +50,8 @@ class AttributionConfig:
     window_s: float = 1.5  # the audio embedded per block and source (centred on the block; live: ending with it)
     min_similarity: float = 0.5  # below it a source is nobody's (cosine, speaker embedding vs centroid)
     min_margin: float = 0.02  # the best assignment must beat the next one giving the speaker another source by this
+    # the source must sound more like the speaker than like any other speaker of the session by this (cosine)
+    min_contrast: float = 0.0
     continuity: float = 0.05  # bonus for keeping a speaker in its previous source (no pause in between)
     pause_s: float = 0.5  # a silence this long lets a speaker move to another source
     min_source_share: float = 0.05  # a source with less of the block's separated energy carries nobody
@@ -61,6 +66,8 @@ class AttributionConfig:
         for name in ("block_s", "window_s", "max_gain"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"[attribution] {name} must be > 0, got {getattr(self, name)!r}")
+        if not -1 <= self.min_contrast <= 1:
+            raise ConfigError(f"[attribution] min_contrast must be within -1..1, got {self.min_contrast!r}")
         for name in ("min_margin", "continuity", "pause_s", "crossfade_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"[attribution] {name} must be >= 0, got {getattr(self, name)!r}")
@@ -85,7 +92,8 @@ class Assignment:
     speaker: Hashable
     source: int | None
     similarity: float  # cosine of the chosen (or best) source with the speaker's centroid; nan when none
-    margin: float  # of the best assignment over the next best giving the speaker another source; nan when none
+    margin: float  # of the best assignment's score (sum of contrasts) over the next best giving the speaker another
+    # source; nan when none
     reason: str  # attributed | solo | unsure | no_centroid | no_source
 
     @property
@@ -132,15 +140,20 @@ class Attributor:
         present = [k for k, s in enumerate(sources)
                    if s.embedding is not None and total > 0 and shares[k] >= cfg.min_source_share]
         known = [a for a in active if a in centroids]
-        sim = {(a, k): _cosine(np.asarray(sources[k].embedding), np.asarray(centroids[a]))
-               for a in known for k in present}
+        every = {(b, k): _cosine(np.asarray(sources[k].embedding), np.asarray(centroids[b]))
+                 for b in centroids for k in present}
+        sim = {(a, k): every[(a, k)] for a in known for k in present}
+        # how much more the source sounds like the speaker than like anybody else known: a source carrying another
+        # talker is nobody's best match even when the encoder finds every voice somewhat alike
+        contrast = {(a, k): sim[(a, k)] - max((every[(b, k)] for b in centroids if b != a), default=0.0)
+                    for a in known for k in present}
         priors = {a: self.prior(a, start_sample) for a in known}
         out: dict[Hashable, Assignment] = {}
         for a in active:
             if a not in centroids:
                 out[a] = Assignment(a, None, float("nan"), float("nan"), "no_centroid")
         if known and present:
-            best, scores = _assignments(known, present, sim, priors, cfg.continuity)
+            best, scores = _assignments(known, present, contrast, priors, cfg.continuity)
             for i, a in enumerate(known):
                 k = best[i]
                 if k is None:
@@ -149,13 +162,15 @@ class Attributor:
                 others = [s for choice, s in scores if choice[i] != k]
                 margin = scores[0][1] - max(others) if others else float("inf")
                 similarity = sim[(a, k)]
-                if similarity < cfg.min_similarity or margin < cfg.min_margin:
+                sure = (similarity >= cfg.min_similarity and margin >= cfg.min_margin
+                        and contrast[(a, k)] >= cfg.min_contrast)
+                if not sure:
                     out[a] = Assignment(a, None, similarity, margin, "unsure")
                 elif len(active) == 1 and not self._solo_takes_source(k, shares):
                     out[a] = Assignment(a, None, similarity, margin, "solo")
                 else:
                     out[a] = Assignment(a, k, similarity, margin, "attributed")
-                if similarity >= cfg.min_similarity and margin >= cfg.min_margin:
+                if sure:
                     self._prior[a] = _Prior(k, end_sample)  # confident: the talker is in source k now
         else:
             for a in known:

@@ -58,8 +58,8 @@ def test_a_swap_after_a_pause_is_followed():
 
 
 def test_the_prior_keeps_a_talker_in_their_source_through_ambiguous_blocks_but_not_after_a_pause():
-    ambiguous = views(like(("A", 0.52), ("B", 0.48)), like(("A", 0.48), ("B", 0.52)))  # slightly favours a swap
-    a = attributor(continuity=0.1, min_margin=0.02, pause_s=0.5, min_similarity=0.3)
+    ambiguous = views(like(("A", 0.51), ("B", 0.49)), like(("A", 0.49), ("B", 0.51)))  # slightly favours a swap
+    a = attributor(continuity=0.1, min_margin=0.02, pause_s=0.5, min_similarity=0.3, min_contrast=-0.1)
     a.decide(0, 1000, ["A", "B"], views(BASIS["B"], BASIS["A"]), BASIS)  # A in source 1
     out = a.decide(1000, 2000, ["A", "B"], ambiguous, BASIS)  # continuous speech: the prior outweighs
     assert out["A"].source == 1 and out["B"].source == 0
