@@ -115,6 +115,15 @@ def _median(values: list[float | None]) -> float | None:
     return round(m, 3) if math.isfinite(m) else None
 
 
+def _mean(values: list[float | None]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return round(statistics.fmean(finite), 3) if finite else None
+
+
+def _paired(values: list[float | None], baseline: list[float | None]) -> list[float]:
+    return [v - b for v, b in zip(values, baseline, strict=True) if v is not None and b is not None]
+
+
 def _scores(scored: dict[str, Any]) -> dict[str, list[float | None]]:
     rows = scored["references"]
     return {"overlap": [r.get("overlap_si_sdr_db") for r in rows if r.get("overlap_s")],
@@ -179,16 +188,23 @@ def sweep(args: argparse.Namespace) -> int:
     with out_path.open("w") as f:
         for key, value in results.items():
             row = {"setting": key, "overlap_median_db": _median(value["overlap"]),
-                   "meeting_median_db": _median(value["meeting"]), "talkers": len(value["meeting"]),
+                   "meeting_median_db": _median(value["meeting"]),
+                   "overlap_mean_db": _mean(value["overlap"]), "meeting_mean_db": _mean(value["meeting"]),
+                   # per talker, this setting's tracks minus the gated input's (where both are defined)
+                   "overlap_vs_gated_median_db": _median(_paired(value["overlap"], results["gated_input"]["overlap"])),
+                   "meeting_vs_gated_median_db": _median(_paired(value["meeting"], results["gated_input"]["meeting"])),
+                   "talkers": len(value["meeting"]),
                    "overlap_talkers": len(value["overlap"]), "decisions": counts.get(key),
                    "meetings": len(meetings), "cache": str(args.cache), "date": started, "machine": note}
             f.write(json.dumps(row) + "\n")
             lines.append(row)
     print(f"\n{len(meetings)} meetings of {args.cache}, {started}, {note}; medians over talkers (dB)\n")
-    print("| setting | in overlaps | over the meeting | decisions |\n|---|---|---|---|")
+    print("| setting | in overlaps: median / mean | vs gated input (paired median) | over the meeting: median / mean "
+          "| vs gated input | decisions |\n|---|---|---|---|---|---|")
     for row in lines:
-        print(f"| {row['setting']} | {row['overlap_median_db']} | {row['meeting_median_db']} | "
-              f"{row['decisions'] or ''} |")
+        print(f"| {row['setting']} | {row['overlap_median_db']} / {row['overlap_mean_db']} | "
+              f"{row['overlap_vs_gated_median_db']} | {row['meeting_median_db']} / {row['meeting_mean_db']} | "
+              f"{row['meeting_vs_gated_median_db']} | {row['decisions'] or ''} |")
     return 0
 
 

@@ -80,6 +80,7 @@ from rtsep.stream.core import (
     SeparateDue,
     SeparatorLayout,
     SessionCore,
+    SourcesEmbedDue,
     StatsDue,
     StepDropped,
     StepLatency,
@@ -142,11 +143,17 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         if adapt is not None and separation.supports_adaptation:
             # the schedule keeps the input at the session's rate: the purity filter's speaker encoder needs 16 kHz
             schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adaptation.min_speech_s)
+    attribution = config.attribution
+    # live attribution compares the sources with the online centroids: the embedded diarizer's (the encoder the
+    # runtime embeds the sources with); pyannote's centroids are in another space
+    live_attribution = (attribution if layout is not None and attribution.enabled and attribution.live
+                        and diar.backend != "pyannote" and callable(getattr(diarization, "embed_windows", None))
+                        else None)
     core_config = CoreConfig(
         session_id=session_id, sample_rate_hz=diar.sample_rate_hz, step_samples=diar.step_samples,
         frame_samples=diar.frame_samples, embedding_window_samples=window_samples,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
-        overflow=config.runtime.overflow, separator=layout,
+        overflow=config.runtime.overflow, separator=layout, attribution=live_attribution,
     )
     # (with the pyannote backend the session manager refuses voices before a core is built: rtsep.sessions)
     matcher = VoiceMatcher(voices, config.voices) if voices and diar.backend != "pyannote" else None
@@ -459,6 +466,10 @@ class SessionDriver:
                 request = DiarizeRequest(event.step_index, event.start_sample, event.valid_samples, event.samples,
                                          event.window, self._vad_state)
                 self._submit("diarization", lambda r=request: self.runtime.submit(sid, r))
+            elif isinstance(event, SourcesEmbedDue):
+                task = asyncio.create_task(self._embed_sources(event.windows), name=f"rtsep-embed-sources-{sid}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             elif isinstance(event, SeparateDue):
                 separation = self.separation
                 assert separation is not None
@@ -527,6 +538,21 @@ class SessionDriver:
                     self._finished.set_result(event)
             elif isinstance(event, Failed):
                 await self._failed(event.error)
+
+    async def _embed_sources(self, windows: np.ndarray) -> None:
+        """The sources' recent audio through the diarizer's speaker encoder, off the event loop; a failure leaves the
+        live attribution with the embeddings it had (logged)."""
+        embed = getattr(self.runtime, "embed_windows", None)
+        embeddings = None
+        try:
+            if embed is not None:
+                embeddings = await asyncio.to_thread(embed, windows)
+        except Exception:  # noqa: BLE001 - the tracks fall back to what the attribution knew; the session goes on
+            log.exception("session %s: embedding the separated sources failed", self.session_id)
+        try:
+            await self._dispatch(self.core.sources_embedded(embeddings))
+        except RtsepError as exc:
+            self._fail(exc)
 
     async def _store_final_tracks(self, timeline: dict[str, Any]) -> None:
         """One track per final speaker, rendered from the stored input in a thread (one speaker at a time, so that a

@@ -46,6 +46,8 @@ class AttributionConfig:
     """Section ``[attribution]``: separated sources in the speaker tracks (rtsep.stream.attribution)."""
 
     enabled: bool = True  # with a separator: the final speaker tracks carry the attributed sources
+    # with a separator and the embedded diarizer: the live speaker tracks too (their frames wait for the separator)
+    live: bool = True
     block_s: float = 1.0  # the longest stretch decided at once
     window_s: float = 1.5  # the audio embedded per block and source (centred on the block; live: ending with it)
     min_similarity: float = 0.5  # below it a source is nobody's (cosine, speaker embedding vs centroid)
