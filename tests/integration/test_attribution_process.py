@@ -111,12 +111,12 @@ def run(meeting_path, out, talkers, attribution: bool):
         separation.close()
 
 
-def overlap_gain_db(out, talkers, overlap):
-    """For each final track: inside the overlaps where it is on, SI-SDR of the track minus the mixture's, against
-    the talker it carries best there."""
+def overlap_gain_db(folder, talkers, overlap):
+    """For each track in ``folder``: inside the overlaps where it is on, SI-SDR of the track minus the mixture's,
+    against the talker it carries best there."""
     mix = talkers["A"] + talkers["B"]
     gains = {}
-    for path in sorted((out / "tracks").glob("*.wav")):
+    for path in sorted(folder.glob("*.wav")):
         track, _ = sf.read(str(path), dtype="float32")
         track = np.pad(track, (0, max(0, mix.size - track.size)))[: mix.size]
         region = overlap & (np.abs(track) > 0)
@@ -135,13 +135,18 @@ def test_process_tracks_carry_the_attributed_sources_inside_overlaps(meeting, tm
     for track in (tmp_path / "attributed" / "tracks").glob("*.wav"):
         audio, rate = sf.read(str(track))
         assert rate == RATE and audio.size == round(result.duration_s * RATE)
-    gains = overlap_gain_db(tmp_path / "attributed", talkers, overlap)
+    gains = overlap_gain_db(tmp_path / "attributed" / "tracks", talkers, overlap)
     assert gains and all(g >= 6.0 for g in gains.values()), gains  # the right talker, much better than the mix
+    # live: the speaker frames as a live client got them (decided causally, by the sources' recent audio)
+    live = overlap_gain_db(tmp_path / "attributed" / "tracks" / "live", talkers, overlap)
+    assert live and np.median(list(live.values())) >= 3.0, live
 
     plain = run(path, tmp_path / "gated", talkers, attribution=False)
     assert plain.speakers == result.speakers
-    gated = overlap_gain_db(tmp_path / "gated", talkers, overlap)
+    gated = overlap_gain_db(tmp_path / "gated" / "tracks", talkers, overlap)
     assert gated and all(abs(g) < 1.0 for g in gated.values()), gated  # the gated input is the mixture there
+    live = overlap_gain_db(tmp_path / "gated" / "tracks" / "live", talkers, overlap)
+    assert live and all(abs(g) < 1.0 for g in live.values()), live
 
 
 def test_process_with_the_adaptive_separator_writes_attributed_tracks_and_their_decisions(meeting, tmp_path):

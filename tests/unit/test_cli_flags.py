@@ -102,5 +102,6 @@ def test_each_flag_sets_its_field(tmp_path):
             owner = {"server": config.server, "pipeline": config.pipeline, "runtime": config.pipeline.runtime,
                      "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
                      "offline": config.offline, "diarization": config.pipeline.diarization,
-                     "tracks": config.pipeline.tracks, "denoise": config.pipeline.denoise}[section]
+                     "tracks": config.pipeline.tracks, "denoise": config.pipeline.denoise,
+                     "attribution": config.pipeline.attribution}[section]
             assert getattr(owner, key) == expected, (command, flag.name)
