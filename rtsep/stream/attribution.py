@@ -280,6 +280,14 @@ def cut_windows(audio: np.ndarray, windows: Sequence[tuple[int, int]], window_sa
 
 
 Embed = Callable[[np.ndarray], np.ndarray]  # (n, window_samples) float32 -> (n, dim) unit embeddings
+EMBED_BATCH = 128  # windows cut and embedded at once (a long session's windows do not all sit in memory)
+
+
+def embed_all(audio: np.ndarray, windows: Sequence[tuple[int, int]], window_samples: int, embed: Embed) -> np.ndarray:
+    """The embeddings of ``windows`` of ``audio``, ``EMBED_BATCH`` at a time."""
+    parts = [embed(cut_windows(audio, windows[i:i + EMBED_BATCH], window_samples))
+             for i in range(0, len(windows), EMBED_BATCH)]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
 @dataclass(frozen=True)
@@ -311,7 +319,7 @@ def speaker_centroids(audio: np.ndarray, blocks: Sequence[Block], embed: Embed, 
     if not solo:
         return {}
     total = audio.size
-    embeddings = embed(cut_windows(audio, [window_around(b, total, window_samples) for b in solo], window_samples))
+    embeddings = embed_all(audio, [window_around(b, total, window_samples) for b in solo], window_samples, embed)
     sums: dict[str, np.ndarray] = {}
     for b, e in zip(solo, embeddings, strict=True):
         sums[b.speakers[0]] = sums.get(b.speakers[0], 0) + b.samples * np.asarray(e, np.float64)
@@ -341,7 +349,7 @@ def attribute(audio: np.ndarray, sources: np.ndarray, rate_hz: int, spans: Mappi
     if not blocks:
         return Attribution(decisions, centroids)
     windows = [window_around(b, total, window) for b in blocks]
-    embedded = [embed(cut_windows(source, windows, window)) for source in sources]  # (K, blocks, dim)
+    embedded = [embed_all(source, windows, window, embed) for source in sources]  # (K, blocks, dim)
     for i, block in enumerate(blocks):
         lo, hi = block.start_sample, block.end_sample
         views = [SourceView(embedded[k][i], float(np.mean(np.square(sources[k, lo:hi], dtype=np.float64))))

@@ -142,8 +142,9 @@ async def run_file_session(
         report = result.report
         embed = getattr(manager.runtime, "embed_windows", None)
         if manager.config.attribution.enabled and embed is not None and final.get("segments"):
-            await asyncio.to_thread(write_attributed, out_dir, audio, result.sources, pipeline.rate, final,
-                                    manager.config, embed, round(done.duration_s * pipeline.rate))
+            written = await asyncio.to_thread(write_attributed, out_dir, audio, result.sources, pipeline.rate, final,
+                                              manager.config, embed, round(done.duration_s * pipeline.rate))
+            files += [p for p in written if p not in files]  # the tracks were written before: the same paths
     return ProcessResult(sid, done.duration_s, list(final.get("speakers", [])), live, final, files, report,
                          list(done.speakers))
 
