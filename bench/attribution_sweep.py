@@ -4,6 +4,7 @@
         --config bench/configs/convtasnet-unadapted.toml --cache /work/runs/attrib/dev-unadapted [--limit N]
     python -m bench.attribution_sweep sweep --meetings /work/runs/meetings/dev \
         --cache /work/runs/attrib/dev-unadapted [--out bench/results/attribution-dev-unadapted.jsonl]
+    python -m bench.attribution_sweep compare BEFORE.jsonl AFTER.jsonl   # two bench.meeting_eval runs, per talker
 
 ``cache`` runs ``rtsep process`` (rtsep.compose.process_file, the config's separator, ``[attribution]`` as
 configured) once per meeting and keeps what the attribution starts from: the final timeline and the separated
@@ -208,6 +209,31 @@ def sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare(args: argparse.Namespace) -> int:
+    """Two bench.meeting_eval result files of the same split and timelines: per talker, the tracks' SI-SDR of the
+    second minus the first's (inside the overlaps and over the meeting), medians and means."""
+    def talkers(path: Path) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            if row.get("kind") == "meeting" and row.get("tracks"):
+                for ref in row["tracks"]["per_reference"]:
+                    out[(row["id"], ref["reference"])] = {**ref, "der": row["final"]["der"]}
+        return out
+
+    before, after = talkers(args.before), talkers(args.after)
+    same = [k for k in before if k in after and before[k]["der"] == after[k]["der"]]
+    print(f"{len(same)} talkers in both with the same final DER (the same timeline) of {len(after)}")
+    for key, name in (("overlap_si_sdr_db", "in overlaps"), ("si_sdr_db", "over the meeting")):
+        diffs = [after[k][key] - before[k][key] for k in same
+                 if after[k].get(key) is not None and before[k].get(key) is not None]
+        if diffs:
+            print(f"{name}: {len(diffs)} talkers, paired median {statistics.median(diffs):+.2f} dB, mean "
+                  f"{statistics.fmean(diffs):+.2f} dB, better for {sum(d > 0.05 for d in diffs)}, worse for "
+                  f"{sum(d < -0.05 for d in diffs)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.attribution_sweep", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -222,9 +248,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cache", required=True, type=Path)
     p.add_argument("--limit", type=int)
     p.add_argument("--out", type=Path)
+    p = sub.add_parser("compare", help="per talker: two bench.meeting_eval runs' tracks, paired")
+    p.add_argument("before", type=Path)
+    p.add_argument("after", type=Path)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    return cache(args) if args.command == "cache" else sweep(args)
+    return {"cache": cache, "sweep": sweep, "compare": compare}[args.command](args)
 
 
 if __name__ == "__main__":
