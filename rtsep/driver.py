@@ -66,6 +66,7 @@ from rtsep.store.base import SessionInfo, SessionStore
 from rtsep.store.writer import StoreWriter
 from rtsep.stream.acks import Acknowledgements, TrackMark
 from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
+from rtsep.stream.attribution import attribute
 from rtsep.stream.core import (
     AdaptationDue,
     AudioOut,
@@ -80,6 +81,7 @@ from rtsep.stream.core import (
     SeparateDue,
     SeparatorLayout,
     SessionCore,
+    SourcesEmbedDue,
     StatsDue,
     StepDropped,
     StepLatency,
@@ -92,9 +94,9 @@ from rtsep.stream.core import SpeakerActivity as SpeakerActivityEvent
 from rtsep.stream.core import SpeakerNamed as SpeakerNamedEvent
 from rtsep.stream.denoised import DenoisedSteps
 from rtsep.stream.naming import VoiceMatcher, final_names
-from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks
+from rtsep.stream.render import INPUT_TRACK, FinalTrack, final_tracks, segment_spans
 from rtsep.stream.session import ChunkReady, SamplesReady
-from rtsep.stream.turns import speaker_name
+from rtsep.stream.turns import source_name, speaker_name
 
 log = logging.getLogger(__name__)
 
@@ -142,11 +144,17 @@ def build_core(session_id: str, config: PipelineConfig, max_speakers: int,
         if adapt is not None and separation.supports_adaptation:
             # the schedule keeps the input at the session's rate: the purity filter's speaker encoder needs 16 kHz
             schedule = AdaptationSchedule(diar.sample_rate_hz, adapt, min_speech_s=config.adaptation.min_speech_s)
+    attribution = config.attribution
+    # live attribution compares the sources with the online centroids: the embedded diarizer's (the encoder the
+    # runtime embeds the sources with); pyannote's centroids are in another space
+    live_attribution = (attribution if layout is not None and attribution.enabled and attribution.live
+                        and diar.backend != "pyannote" and callable(getattr(diarization, "embed_windows", None))
+                        else None)
     core_config = CoreConfig(
         session_id=session_id, sample_rate_hz=diar.sample_rate_hz, step_samples=diar.step_samples,
         frame_samples=diar.frame_samples, embedding_window_samples=window_samples,
         stats_interval_s=config.stats_interval_s, max_in_flight_steps=config.runtime.max_in_flight_steps,
-        overflow=config.runtime.overflow, separator=layout,
+        overflow=config.runtime.overflow, separator=layout, attribution=live_attribution,
     )
     # (with the pyannote backend the session manager refuses voices before a core is built: rtsep.sessions)
     matcher = VoiceMatcher(voices, config.voices) if voices and diar.backend != "pyannote" else None
@@ -484,6 +492,10 @@ class SessionDriver:
                 request = DiarizeRequest(event.step_index, event.start_sample, event.valid_samples, event.samples,
                                          event.window, self._vad_state)
                 self._submit("diarization", lambda r=request: self.runtime.submit(sid, r))
+            elif isinstance(event, SourcesEmbedDue):
+                task = asyncio.create_task(self._embed_sources(event.windows), name=f"rtsep-embed-sources-{sid}")
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             elif isinstance(event, SeparateDue):
                 separation = self.separation
                 assert separation is not None
@@ -553,6 +565,21 @@ class SessionDriver:
             elif isinstance(event, Failed):
                 await self._failed(event.error)
 
+    async def _embed_sources(self, windows: np.ndarray) -> None:
+        """The sources' recent audio through the diarizer's speaker encoder, off the event loop; a failure leaves the
+        live attribution with the embeddings it had (logged)."""
+        embed = getattr(self.runtime, "embed_windows", None)
+        embeddings = None
+        try:
+            if embed is not None:
+                embeddings = await asyncio.to_thread(embed, windows)
+        except Exception:  # noqa: BLE001 - the tracks fall back to what the attribution knew; the session goes on
+            log.exception("session %s: embedding the separated sources failed", self.session_id)
+        try:
+            await self._dispatch(self.core.sources_embedded(embeddings))
+        except RtsepError as exc:
+            self._fail(exc)
+
     async def _store_final_tracks(self, timeline: dict[str, Any]) -> None:
         """One track per final speaker, rendered from the stored input in a thread (one speaker at a time, so that a
         long session holds one rendered track at once), stored beside the live tracks (queued before the final
@@ -581,7 +608,39 @@ class SessionDriver:
         """In a worker thread: the stored input, and the final tracks to render from it (rtsep.stream.render)."""
         pcm = self.store.read_track(self.session_id, INPUT_TRACK)
         audio = pcm.astype(np.float32) / 32768.0 if pcm is not None else np.zeros(0, np.float32)
-        return final_tracks(audio, self.rate, segments, self.config.tracks, self.core.processed_samples)
+        total = self.core.processed_samples
+        sources = self._stored_sources(total)
+        attribution = None
+        if sources is not None:
+            embed = getattr(self.runtime, "embed_windows", None)
+            if embed is None:
+                log.info("session %s: the diarizer has no speaker encoder for the sources: the final tracks are "
+                         "the gated input", self.session_id)
+            else:
+                padded = np.zeros(total, np.float32)
+                padded[: min(total, audio.size)] = audio[:total]
+                attribution = attribute(padded, sources, self.rate, segment_spans(segments, self.rate),
+                                        self.config.attribution, embed)
+                log.info("session %s: attribution of the separated sources per speaker and block: %s",
+                         self.session_id, attribution.summary())
+        return final_tracks(audio, self.rate, segments, self.config.tracks, total, sources=sources,
+                            attribution=attribution, source_fade_s=self.config.attribution.crossfade_s)
+
+    def _stored_sources(self, total: int) -> np.ndarray | None:
+        """The separated sources as stored (K, total) at the session's rate, when the final tracks carry them
+        (a separator, ``[attribution] enabled``); None otherwise or when one is missing."""
+        if self.separation is None or not self.config.attribution.enabled:
+            return None
+        out = np.zeros((self.separation.spec.num_outputs, total), np.float32)
+        for k in range(out.shape[0]):
+            pcm = self.store.read_track(self.session_id, source_name(k))
+            if pcm is None:
+                log.warning("session %s: source %d was not stored: the final tracks are the gated input",
+                            self.session_id, k)
+                return None
+            n = min(total, pcm.size)
+            out[k, :n] = pcm[:n].astype(np.float32) / 32768.0
+        return out
 
     async def _store(self, number: int, write: Callable[..., Any], *args: Any) -> None:
         """Queue store write ``number`` (from ``self._acks.issue()``, in order) for the writer's thread."""

@@ -1,5 +1,5 @@
 """The settings a live session reads (section ``[pipeline]``, with ``[diarization]``, ``[runtime]``, ``[separator]``,
-``[adaptation]``, ``[tracks]`` and ``[denoise]`` as its parts). ``rtsep process``'s own settings are
+``[adaptation]``, ``[tracks]``, ``[attribution]`` and ``[denoise]`` as its parts). ``rtsep process``'s own settings are
 rtsep.offline.OfflineConfig.
 
 The session itself is rtsep.stream.core.SessionCore (its behaviour) driven by rtsep.driver.SessionDriver.
@@ -15,6 +15,7 @@ from rtsep.enhance.config import DenoiseConfig
 from rtsep.errors import ConfigError
 from rtsep.runtime.diarization import RuntimeConfig
 from rtsep.separate.config import AdaptationConfig, SeparatorConfig
+from rtsep.stream.attribution import AttributionConfig
 from rtsep.stream.naming import VoicesConfig
 from rtsep.stream.render import TracksConfig
 from rtsep.stream.session import StreamConfig
@@ -27,6 +28,7 @@ class PipelineConfig:
     separator: SeparatorConfig = field(default_factory=SeparatorConfig)
     adaptation: AdaptationConfig = field(default_factory=AdaptationConfig)
     tracks: TracksConfig = field(default_factory=TracksConfig)
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     voices: VoicesConfig = field(default_factory=VoicesConfig)
     max_speakers: int = 8  # a client may ask for fewer, never more

@@ -110,6 +110,20 @@ class DiarizationRuntime:
                                     window_samples=self.diarization.embedding_window_samples,
                                     min_speech_s=min_speech_s, vad_onset=self.diarization.vad_onset)
 
+    def embed_windows(self, windows: np.ndarray, batch: int = 64) -> np.ndarray:
+        """(n, samples) float32 windows at the diarizer's rate -> (n, dim) unit speaker embeddings, with this
+        runtime's speaker encoder (read-only forwards beside the batch worker's; what the attribution of separated
+        sources compares). Blocking: call it off the event loop."""
+        windows = np.asarray(windows, np.float32)
+        if windows.ndim != 2:
+            raise ValueError(f"windows must be (n, samples), got shape {windows.shape}")
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, windows.shape[0], batch):
+                part = torch.from_numpy(np.ascontiguousarray(windows[lo:lo + batch])).to(self.device)
+                out.append(self.encoder(part).float().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
     def _process(self, requests: Sequence[DiarizeRequest]) -> list[StepAnalysis]:
         cfg = self.diarization
         dev = self.device

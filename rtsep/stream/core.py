@@ -26,8 +26,10 @@ import numpy as np
 
 from rtsep.errors import ConfigError, RtsepError
 from rtsep.stream.adaptation import AdaptationMaterial, AdaptationSchedule
+from rtsep.stream.attribution import AttributionConfig
 from rtsep.stream.chunker import Chunker
 from rtsep.stream.history import SampleHistory
+from rtsep.stream.live_attribution import LiveAttribution
 from rtsep.stream.naming import VoiceMatcher
 from rtsep.stream.resample import low_delay_resampler
 from rtsep.stream.routing import route_by_labels
@@ -95,6 +97,9 @@ class CoreConfig:
     max_in_flight_steps: int = 16  # per path
     overflow: str = "backpressure"
     separator: SeparatorLayout | None = None
+    # with a separator: the live speaker tracks carry the attributed sources (rtsep.stream.live_attribution); their
+    # frames then wait for the separator's output of the same samples. None: the gated input, sent at once
+    attribution: AttributionConfig | None = None
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
@@ -128,6 +133,14 @@ class SeparateDue:
     step_index: int
     start_sample: int
     samples: np.ndarray
+
+
+@dataclass(frozen=True)
+class SourcesEmbedDue:
+    """Embed these windows of the sources' recent audio (``(num_sources, samples)``, the session's rate) with the
+    diarizer's speaker encoder; report back with :meth:`SessionCore.sources_embedded`."""
+
+    windows: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -245,8 +258,9 @@ class Failed:
     error: RtsepError
 
 
-Event = (DiarizeDue | SeparateDue | StepDropped | AudioOut | InputAudio | TrackAnnounced | SpeakerActivity | TurnClosed
-         | SpeakerNamed | StepLatency | StatsDue | AdaptationDue | FinalTimelineDue | FinalTimeline | Finished | Failed)
+Event = (DiarizeDue | SeparateDue | SourcesEmbedDue | StepDropped | AudioOut | InputAudio | TrackAnnounced
+         | SpeakerActivity | TurnClosed | SpeakerNamed | StepLatency | StatsDue | AdaptationDue | FinalTimelineDue
+         | FinalTimeline | Finished | Failed)
 
 
 @dataclass
@@ -298,6 +312,8 @@ class SessionCore:
             self._written = [0] * sep.num_outputs  # model-rate samples out per source
         # input samples (session rate) the separator has been given, early by push_samples or with their step
         self._separator_fed = 0
+        self.live_attribution = (LiveAttribution(config.attribution, sep.num_outputs, self.rate)
+                                 if sep is not None and config.attribution is not None else None)
 
     # --- state ---
 
@@ -438,6 +454,13 @@ class SessionCore:
             self.adaptations += 1
         return []
 
+    def sources_embedded(self, embeddings: np.ndarray | None) -> list[Event]:
+        """The embeddings of a :class:`SourcesEmbedDue` (None: they failed; the attribution keeps the ones before)."""
+        if self.live_attribution is None or self.ended:
+            return []
+        self.live_attribution.embedded(embeddings)
+        return self._embed_due()
+
     def final_timeline_ready(self, timeline: dict[str, Any]) -> list[Event]:
         if self.ended or not self.final_requested:
             return []
@@ -507,7 +530,13 @@ class SessionCore:
                 samples, arrived_s = self._chunks.pop(event.step_index)
                 for run in route_by_labels(samples, event.start_sample, event.labels, self.config.frame_samples,
                                            event.valid_samples):
-                    events.append(AudioOut(speaker_name(run.speaker), run.speaker, run.start_sample, run.samples))
+                    if self.live_attribution is not None:  # out once the sources cover it
+                        events += self._speaker_audio(self.live_attribution.push_run(run, self._centroids))
+                    else:
+                        events.append(AudioOut(speaker_name(run.speaker), run.speaker, run.start_sample,
+                                               run.samples))
+                if self.live_attribution is not None:
+                    self.live_attribution.labelled(event.start_sample + event.valid_samples)
                 if now_s is not None:
                     events.append(StepLatency(now_s - arrived_s))
             elif isinstance(event, NewSpeaker):
@@ -525,6 +554,17 @@ class SessionCore:
                                          event.end_sample / self.rate, self._voice(event.speaker)))
                 events += self._adaptation_due()
         return events
+
+    def _centroids(self) -> dict[int, np.ndarray]:
+        """The live speakers' centroids (row k: speaker k), what the sources are attributed by."""
+        return dict(enumerate(np.asarray(self.diarizer.centroids())))
+
+    def _speaker_audio(self, pieces: list) -> list[Event]:
+        return [AudioOut(speaker_name(p.speaker), p.speaker, p.start_sample, p.samples) for p in pieces]
+
+    def _embed_due(self) -> list[Event]:
+        windows = self.live_attribution.embed_due() if self.live_attribution is not None else None
+        return [SourcesEmbedDue(windows)] if windows is not None and not self.ended else []
 
     def _voice(self, speaker: int) -> str | None:
         return self.matcher.names.get(speaker) if self.matcher is not None else None
@@ -598,7 +638,12 @@ class SessionCore:
             return []
         start = self._written[k]
         self._written[k] += samples.size
-        return [AudioOut(source_name(k), SOURCE_TRACK_BASE + k, start, samples)] if emit else []
+        events: list[Event] = [AudioOut(source_name(k), SOURCE_TRACK_BASE + k, start, samples)] if emit else []
+        if self.live_attribution is not None:  # a gap counts as silence
+            heard = samples if emit else np.zeros(samples.size, np.float32)
+            events += self._speaker_audio(self.live_attribution.push_source(k, heard, self._centroids))
+            events += self._embed_due()
+        return events
 
     # --- the end ---
 
@@ -610,5 +655,7 @@ class SessionCore:
         if self.config.separator is not None:
             for k, up in enumerate(self._up):
                 events += self._source_out(k, up.flush(), True)
+        if self.live_attribution is not None:
+            events += self._speaker_audio(self.live_attribution.flush(self._centroids))
         records, labels, live = self.snapshot()
         return events + [FinalTimelineDue(records, labels, live)]

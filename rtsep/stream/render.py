@@ -5,7 +5,9 @@ rendered here from the stored input (the ``input`` track): each speaker's track 
 speaker's segments, with short raised-cosine crossfades at every turn edge (no clicks). The fades are
 complementary: where one speaker's turn ends as the next one's starts, the two gains sum to one, so the tracks
 still add up to the input. Where the timeline has two speakers at once (an overlap-aware timeline), both tracks
-carry the input there.
+carry the input there, unless the session was separated: then each block where the attribution
+(rtsep.stream.attribution) is sure which source carries a speaker, that speaker's track carries the source,
+crossfaded with the input at the block's edges (:func:`iter_attributed`).
 
 Track names in the store (one namespace per session):
 
@@ -127,6 +129,56 @@ def iter_speakers(audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping[st
         yield speaker, source * speaker_gains(spans, total, fade)
 
 
+def block_weight(lo: int, hi: int, start: int, end: int, total_samples: int, fade_samples: int) -> np.ndarray:
+    """The weight of block ``[start, end)`` over samples ``[lo, hi)``: 1 inside, a raised-cosine fade centred on
+    each edge (none at the session's start and end). Adjacent blocks' weights sum to one."""
+    centres = np.arange(lo, hi, dtype=np.float64) + 0.5
+    shape = ((ramp(centres - start, fade_samples) if start > 0 else 1.0)
+             * (ramp(end - centres, fade_samples) if end < total_samples else 1.0))
+    return np.broadcast_to(np.asarray(shape, np.float32), (hi - lo,))
+
+
+def iter_attributed(audio: np.ndarray, sources: np.ndarray, rate_hz: int, segments: Iterable[Mapping[str, Any]],
+                    attribution: Any, crossfade_s: float = 0.01, source_fade_s: float = 0.02,
+                    total_samples: int | None = None) -> Iterator[tuple[str, np.ndarray]]:
+    """:func:`iter_speakers` with separated sources: in each block that ``attribution``
+    (rtsep.stream.attribution.Attribution) gives a speaker a source, that speaker's track carries the source
+    (times the block's level-matching gain) instead of the input, crossfaded with the input over ``source_fade_s``
+    at the block's edges; everywhere else it is the gated input. ``sources``: (K, T) on the input's timeline."""
+    total = audio.size if total_samples is None else int(total_samples)
+    source = _fit(audio, total)
+    separated = np.stack([_fit(s, total) for s in sources]) if len(sources) else np.zeros((0, total), np.float32)
+    fade = round(crossfade_s * rate_hz)
+    source_fade = round(source_fade_s * rate_hz)
+    half = (source_fade + 1) // 2
+    by_speaker: dict[str, list[tuple[int, int, int, float]]] = {}
+    for decision in attribution.decisions:
+        for speaker, a in decision.assignments.items():
+            if a.source is not None:
+                by_speaker.setdefault(speaker, []).append((decision.block.start_sample, decision.block.end_sample,
+                                                           a.source, decision.gains.get(a.source, 1.0)))
+    for speaker, spans in segment_spans(segments, rate_hz).items():
+        track = source.copy()
+        for start, end, k, gain in by_speaker.get(speaker, []):
+            start, end = max(0, start), min(total, end)
+            if end <= start:
+                continue
+            lo, hi = max(0, start - half), min(total, end + half)
+            weight = block_weight(lo, hi, start, end, total, source_fade)
+            track[lo:hi] += weight * (gain * separated[k, lo:hi] - source[lo:hi])
+        yield speaker, track * speaker_gains(spans, total, fade)
+
+
+def _fit(samples: np.ndarray, total: int) -> np.ndarray:
+    """float32, exactly ``total`` long (cut, or padded with silence)."""
+    if samples.ndim != 1:
+        raise ValueError(f"a track must be mono (one dimension), got shape {samples.shape}")
+    out = np.zeros(total, np.float32)
+    n = min(total, samples.size)
+    out[:n] = samples[:n]
+    return out
+
+
 @dataclass(frozen=True)
 class FinalTrack:
     speaker: str  # as in the final timeline
@@ -136,13 +188,20 @@ class FinalTrack:
 
 
 def final_tracks(audio: np.ndarray, rate_hz: int, segments: Iterable[Mapping[str, Any]], config: TracksConfig,
-                 total_samples: int | None = None) -> Iterator[FinalTrack]:
-    """The final speaker tracks of a session, one at a time: rendered (:func:`iter_speakers`), then
-    loudness-normalised as ``config`` says (rtsep.stream.loudness: one gain per track; a silent track stays as it
-    is)."""
+                 total_samples: int | None = None, sources: np.ndarray | None = None, attribution: Any = None,
+                 source_fade_s: float = 0.02) -> Iterator[FinalTrack]:
+    """The final speaker tracks of a session, one at a time: rendered (:func:`iter_speakers`, or with ``sources``
+    and their ``attribution`` :func:`iter_attributed`), then loudness-normalised as ``config`` says
+    (rtsep.stream.loudness: one gain per track; a silent track stays as it is)."""
     from rtsep.stream.loudness import normalize
 
-    for speaker, samples in iter_speakers(audio, rate_hz, segments, config.crossfade_s, total_samples):
+    segments = list(segments)
+    if sources is not None and attribution is not None:
+        rendered = iter_attributed(audio, sources, rate_hz, segments, attribution, config.crossfade_s, source_fade_s,
+                                   total_samples)
+    else:
+        rendered = iter_speakers(audio, rate_hz, segments, config.crossfade_s, total_samples)
+    for speaker, samples in rendered:
         result = None
         if config.normalize_loudness:
             samples, result = normalize(samples, rate_hz, config.loudness_lufs, config.peak_dbtp)

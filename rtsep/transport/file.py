@@ -21,11 +21,13 @@ from rtsep.audio import float_to_s16, wav_bytes
 from rtsep.diarize.timeline import annotation_from_json, to_rttm
 from rtsep.driver import NullSink
 from rtsep.errors import ClientError, StoreError
+from rtsep.pipeline import PipelineConfig
 from rtsep.protocol.messages import MAX_SAMPLE_RATE_HZ, MIN_SAMPLE_RATE_HZ, Start
 from rtsep.separate.adapt import AdaptedSeparation, AdaptiveSeparator, AdaptReport
 from rtsep.sessions import SessionManager
 from rtsep.store.base import SessionStore
-from rtsep.stream.render import speaker_of, track_kind
+from rtsep.stream.attribution import Attribution, attribute
+from rtsep.stream.render import final_tracks, segment_spans, speaker_of, track_kind
 from rtsep.stream.session import ChunkReady, StreamSession
 
 BLOCK_S = 0.5
@@ -138,6 +140,11 @@ async def run_file_session(
             stop.set()
         files += await asyncio.to_thread(write_separated, out_dir, result)
         report = result.report
+        embed = getattr(manager.runtime, "embed_windows", None)
+        if manager.config.attribution.enabled and embed is not None and final.get("segments"):
+            written = await asyncio.to_thread(write_attributed, out_dir, audio, result.sources, pipeline.rate, final,
+                                              manager.config, embed, round(done.duration_s * pipeline.rate))
+            files += [p for p in written if p not in files]  # the tracks were written before: the same paths
     return ProcessResult(sid, done.duration_s, list(final.get("speakers", [])), live, final, files, report,
                          list(done.speakers))
 
@@ -160,6 +167,45 @@ def write_separated(out_dir: Path, result: AdaptedSeparation) -> list[Path]:
         "wiener_postfilter": asdict(result.postfilter) if result.postfilter is not None else None,
     }, indent=1))
     return files + [info]
+
+
+def write_attributed(out_dir: Path, audio: np.ndarray, sources: np.ndarray, rate: int, final: dict,
+                     config: PipelineConfig, embed: Callable[[np.ndarray], np.ndarray], total: int) -> list[Path]:
+    """tracks/<speaker>.wav again, now carrying the separated sources where the attribution
+    (rtsep.stream.attribution) is sure who is in which (the gated input elsewhere), and tracks/attribution.json
+    (how each block was decided)."""
+    audio = np.asarray(audio, np.float32)
+    fitted = np.zeros(total, np.float32)
+    fitted[: min(total, audio.size)] = audio[:total]
+    separated = np.zeros((len(sources), total), np.float32)
+    for k, source in enumerate(sources):
+        separated[k, : min(total, source.size)] = source[:total]
+    attribution = attribute(fitted, separated, rate, segment_spans(final["segments"], rate), config.attribution,
+                            embed)
+    log.info("attribution of the separated sources per speaker and block: %s", attribution.summary())
+    tracks = out_dir / "tracks"
+    tracks.mkdir(exist_ok=True)
+    files = []
+    for track in final_tracks(fitted, rate, final["segments"], config.tracks, total, sources=separated,
+                              attribution=attribution, source_fade_s=config.attribution.crossfade_s):
+        path = tracks / f"{track.speaker}.wav"
+        path.write_bytes(wav_bytes(float_to_s16(track.samples), rate))
+        files.append(path)
+    info = tracks / "attribution.json"
+    info.write_text(json.dumps(attribution_json(attribution, rate), indent=1))
+    return files + [info]
+
+
+def attribution_json(attribution: Attribution, rate: int) -> dict[str, Any]:
+    """The attribution's decisions as JSON: per block, its span and each active speaker's source (null: input)."""
+    def number(value: float) -> float | None:
+        return round(value, 4) if np.isfinite(value) else None
+
+    return {"summary": attribution.summary(), "blocks": [
+        {"start_s": round(d.block.start_sample / rate, 3), "end_s": round(d.block.end_sample / rate, 3),
+         "speakers": {spk: {"source": a.source, "reason": a.reason, "similarity": number(a.similarity),
+                            "margin": number(a.margin)} for spk, a in d.assignments.items()}}
+        for d in attribution.decisions]}
 
 
 def write_outputs(out_dir: Path, store: SessionStore, session_id: str, live: dict, final: dict,

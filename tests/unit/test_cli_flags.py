@@ -103,5 +103,6 @@ def test_each_flag_sets_its_field(tmp_path):
                      "separator": config.pipeline.separator, "adaptation": config.pipeline.adaptation,
                      "offline": config.offline, "diarization": config.pipeline.diarization,
                      "tracks": config.pipeline.tracks, "denoise": config.pipeline.denoise,
-                     "overlap": config.pipeline.diarization.overlap}[section]
+                     "overlap": config.pipeline.diarization.overlap,
+                     "attribution": config.pipeline.attribution}[section]
             assert getattr(owner, key) == expected, (command, flag.name)
