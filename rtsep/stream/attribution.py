@@ -45,8 +45,11 @@ MIN_GAIN = 0.05  # a source matched to the input by a smaller gain is not in it
 class AttributionConfig:
     """Section ``[attribution]``: separated sources in the speaker tracks (rtsep.stream.attribution)."""
 
-    enabled: bool = True  # with a separator: the final speaker tracks carry the attributed sources
-    # with a separator and the embedded diarizer: the live speaker tracks too (their frames wait for the separator)
+    # with a separator: the final speaker tracks carry the attributed sources. Off by default, decided on the dev
+    # meetings: with the shipped separator every setting tried made the tracks worse over the meeting than the gated
+    # input (best row -0.80 dB; +0.22 dB inside overlaps), bench/RESULTS.md "Attribution"; on when a separator earns it
+    enabled: bool = False
+    # when enabled, with the embedded diarizer: the live speaker tracks too (their frames wait for the separator)
     live: bool = True
     block_s: float = 1.0  # the longest stretch decided at once
     window_s: float = 1.5  # the audio embedded per block and source (centred on the block; live: ending with it)
