@@ -71,11 +71,12 @@ def fold_small(unit: np.ndarray, ids: np.ndarray, min_size: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def spectral_cluster(unit: np.ndarray, max_speakers: int, pruning: float, seed: int = 0) -> np.ndarray:
+def spectral_cluster(unit: np.ndarray, max_speakers: int, pruning: float, min_neighbours: int = 0,
+                     seed: int = 0) -> np.ndarray:
     """Spectral clustering of unit embeddings, the speaker count from the largest eigengap.
 
-    Affinity: cosine similarity, each row keeping only its ``pruning`` share of largest entries (the rest 0),
-    symmetrised; count: the k (1..max_speakers) with the largest gap between the k-th and (k+1)-th smallest
+    Affinity: cosine similarity, each row keeping only its ``pruning`` share of largest entries, and at least
+    ``min_neighbours`` of them (the rest 0), symmetrised; count: the k (1..max_speakers) with the largest gap between the k-th and (k+1)-th smallest
     eigenvalues of the normalised Laplacian; ids from k-means on the rows of the first k eigenvectors."""
     from scipy.cluster.vq import kmeans2
 
@@ -83,7 +84,7 @@ def spectral_cluster(unit: np.ndarray, max_speakers: int, pruning: float, seed: 
     if n < 3 or max_speakers < 2:
         return np.zeros(n, np.int64)
     affinity = np.clip(unit @ unit.T, 0.0, None)
-    keep = max(1, int(np.ceil(pruning * n)))
+    keep = min(n, max(1, int(np.ceil(pruning * n)), min_neighbours))
     cut = np.partition(affinity, n - keep, axis=1)[:, n - keep][:, None]
     affinity = np.where(affinity >= cut, affinity, 0.0)
     affinity = (affinity + affinity.T) / 2
@@ -120,7 +121,7 @@ def spectral_cluster(unit: np.ndarray, max_speakers: int, pruning: float, seed: 
 
 
 def recluster(embeddings: np.ndarray, distance_threshold: float, max_speakers: int, min_size: int,
-              method: str = "ahc", pruning: float = 0.2) -> np.ndarray:
+              method: str = "ahc", pruning: float = 0.2, min_neighbours: int = 0) -> np.ndarray:
     """Cluster ids 0..K-1 for each embedding (K <= max_speakers): ``method`` "ahc" (average linkage cut at
     ``distance_threshold`` cosine distance) or "spectral" (:func:`spectral_cluster`); then :func:`fold_small`."""
     n = len(embeddings)
@@ -128,7 +129,7 @@ def recluster(embeddings: np.ndarray, distance_threshold: float, max_speakers: i
         return np.zeros(n, np.int64)
     unit = unit_rows(embeddings)
     if method == "spectral":
-        ids = spectral_cluster(unit, max_speakers, pruning)
+        ids = spectral_cluster(unit, max_speakers, pruning, min_neighbours)
     elif method == "ahc":
         tree = linkage(unit, method="average", metric="cosine")
         ids = fcluster(tree, t=distance_threshold, criterion="distance") - 1
@@ -302,7 +303,7 @@ def final_segments(
     unit = average_neighbours(np.stack([r.embedding for r in with_emb]),
                               np.array([r.step_index for r in with_emb]), config.final_average_radius_steps)
     ids = recluster(unit, config.final_distance_threshold, max_speakers, config.final_min_cluster_steps,
-                    config.final_clustering, config.final_spectral_pruning)
+                    config.final_clustering, config.final_spectral_pruning, config.final_spectral_min_neighbours)
     # centre (in samples) of each embedding's window: it ends where its step ends
     centres = np.array(
         [r.start_sample + config.step_samples - config.embedding_window_samples / 2 for r in with_emb]

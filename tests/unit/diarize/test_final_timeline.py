@@ -101,6 +101,15 @@ def test_spectral_clustering_finds_the_talkers_and_their_count(talkers):
     assert same_partition(ids, truth)
 
 
+def test_spectral_clustering_keeps_at_least_min_neighbours_edges_per_embedding():
+    emb, truth = voices([45, 45], noise=0.6, seed=1)
+    unit_emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    # one edge per embedding cuts the graph into small pieces: the talkers are not found
+    assert not same_partition(spectral_cluster(unit_emb, 8, pruning=0.01), truth)
+    ids = spectral_cluster(unit_emb, 8, pruning=0.01, min_neighbours=20)
+    assert same_partition(ids, truth)
+
+
 def test_spectral_clustering_of_one_talker_is_one_cluster():
     emb, _ = voices([60])
     assert set(spectral_cluster(emb / np.linalg.norm(emb, axis=1, keepdims=True), 8, 0.2).tolist()) == {0}
