@@ -76,8 +76,9 @@ def spectral_cluster(unit: np.ndarray, max_speakers: int, pruning: float, min_ne
     """Spectral clustering of unit embeddings, the speaker count from the largest eigengap.
 
     Affinity: cosine similarity, each row keeping only its ``pruning`` share of largest entries, and at least
-    ``min_neighbours`` of them (the rest 0), symmetrised; count: the k (1..max_speakers) with the largest gap between the k-th and (k+1)-th smallest
-    eigenvalues of the normalised Laplacian; ids from k-means on the rows of the first k eigenvectors."""
+    ``min_neighbours`` of them (the rest 0), symmetrised; count: the k (1..max_speakers) with the largest gap
+    between the k-th and (k+1)-th smallest eigenvalues of the normalised Laplacian; ids from k-means on the rows
+    of the first k eigenvectors."""
     from scipy.cluster.vq import kmeans2
 
     n = len(unit)
