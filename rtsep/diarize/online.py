@@ -51,7 +51,7 @@ class DiarizationConfig:
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     # the final timeline (rtsep.diarize.offline.final_segments, at session end), chosen on the meeting set's dev
-    # split (bench/RESULTS.md "The final timeline on dev"): pooled final DER 43.9 % -> 24.0 % there
+    # split (bench/RESULTS.md "The final timeline chosen on dev"): pooled final DER 43.9 % -> 24.2 % there
     final_average_radius_steps: int = 4  # each step embedding averaged with those this many steps either side
     # "spectral": normalised-Laplacian spectral clustering, the speaker count from the largest eigengap (dev 24.0 %);
     # "ahc": average linkage cut at final_distance_threshold (the former default; dev 36.9 %, 32.3 % at its best, 0.25)
