@@ -2,6 +2,8 @@
 
 :func:`final_segments` makes it, in this order (each a function of its own, tested alone):
 
+0. sessions shorter than ``final_short_session_s`` are clustered as before these settings (ahc on the
+   unaveraged embeddings): the settings were chosen on meetings of 71-119 s;
 1. the step embeddings, each optionally averaged with its neighbours in time (:func:`average_neighbours`: the
    live path's 1 s windows are noisy; the session end knows the steps on both sides);
 2. clustering of all of them at once (:func:`recluster`): agglomerative (average linkage, cosine distance, a
@@ -291,6 +293,11 @@ def speech_frames(records: Sequence[StepRecord], frame_samples: int) -> tuple[np
     return np.array(starts, np.int64), np.array(ends, np.int64)
 
 
+def session_samples(records: Sequence[StepRecord]) -> int:
+    """The session's length in samples: where its last step's valid audio ends."""
+    return max((r.start_sample + r.valid_samples for r in records), default=0)
+
+
 def final_segments(
     records: Sequence[StepRecord], embedding_live_labels: dict[int, int], config: DiarizationConfig,
     max_speakers: int, live_segments: Sequence[tuple[int, int, int]] = (),
@@ -301,10 +308,13 @@ def final_segments(
     with_emb = [r for r in records if r.embedding is not None]
     if not with_emb:
         return []
+    method, radius = config.final_clustering, config.final_average_radius_steps
+    if session_samples(records) < config.final_short_session_s * config.sample_rate_hz:
+        method, radius = "ahc", 0  # shorter than any session the settings were chosen on: clustered as before
     unit = average_neighbours(np.stack([r.embedding for r in with_emb]),
-                              np.array([r.step_index for r in with_emb]), config.final_average_radius_steps)
+                              np.array([r.step_index for r in with_emb]), radius)
     ids = recluster(unit, config.final_distance_threshold, max_speakers, config.final_min_cluster_steps,
-                    config.final_clustering, config.final_spectral_pruning, config.final_spectral_min_neighbours)
+                    method, config.final_spectral_pruning, config.final_spectral_min_neighbours)
     # centre (in samples) of each embedding's window: it ends where its step ends
     centres = np.array(
         [r.start_sample + config.step_samples - config.embedding_window_samples / 2 for r in with_emb]

@@ -62,6 +62,9 @@ class DiarizationConfig:
     # (the 30 s sample: 88 embeddings) is not cut into runs of neighbouring steps (dev: no change up to 27, +0.2 at 36)
     final_spectral_min_neighbours: int = 36
     final_min_cluster_steps: int = 12  # clusters with less speech (~3 s) fold into the nearest speaker
+    # sessions shorter than this keep the former clustering (ahc at final_distance_threshold, no averaging): the
+    # settings above were chosen on meetings of 71-119 s; on 20-30 s the eigengap is unreliable (bench/RESULTS.md)
+    final_short_session_s: float = 60.0
     # None: each speech frame takes the cluster of the nearest embedding; a number: Viterbi over the frames'
     # similarities to the cluster centroids, this much similarity lost per speaker change (dev: 0.3 points better at
     # 0.5, under the 1 point a step had to win to be turned on)
@@ -96,8 +99,8 @@ class DiarizationConfig:
             raise ConfigError(f"final_clustering must be 'ahc' or 'spectral', got {self.final_clustering!r}")
         if not 0 < self.final_spectral_pruning <= 1:
             raise ConfigError("final_spectral_pruning must be within (0, 1]")
-        if self.final_spectral_min_neighbours < 0:
-            raise ConfigError("final_spectral_min_neighbours must be >= 0")
+        if self.final_spectral_min_neighbours < 0 or self.final_short_session_s < 0:
+            raise ConfigError("final_spectral_min_neighbours and final_short_session_s must be >= 0")
         if self.final_average_radius_steps < 0 or self.final_min_gap_s < 0 or self.final_min_duration_on_s < 0:
             raise ConfigError("final_average_radius_steps, final_min_gap_s and final_min_duration_on_s must be >= 0")
         if self.final_switch_penalty is not None and self.final_switch_penalty < 0:

@@ -11,6 +11,7 @@ from rtsep.diarize.offline import (
     fold_small,
     frame_speakers,
     recluster,
+    session_samples,
     spectral_cluster,
     speech_frames,
     turns_from_frames,
@@ -168,7 +169,7 @@ def test_final_segments_fills_a_pause_and_names_after_the_live_speakers():
 
 
 def test_final_segments_with_the_defaults_finds_three_talkers_taking_turns():
-    cfg = DiarizationConfig()
+    cfg = DiarizationConfig(final_short_session_s=0)  # (23 s: the defaults' spectral path, not the short-session one)
     step = cfg.step_samples
     emb, truth = voices([30] * 3, dim=32, noise=0.3, seed=3)
     # six turns of 15 steps each: A B C A B C
@@ -188,6 +189,26 @@ def test_final_segments_with_the_defaults_finds_three_talkers_taking_turns():
     assert all(len(v) == 1 for v in names.values()) and len(names) == 3
     changes = [s for s, _, _ in segments[1:]]
     assert all(min(abs(c - 15 * i * step) for i in range(1, 6)) <= window for c in changes)
+
+
+def three_talker_records(cfg: DiarizationConfig) -> list[StepRecord]:
+    step = cfg.step_samples
+    emb, truth = voices([30] * 3, dim=32, noise=0.3, seed=3)
+    order = np.concatenate([np.flatnonzero(truth == k)[:15] if i < 3 else np.flatnonzero(truth == k)[15:]
+                            for i, k in enumerate((0, 1, 2, 0, 1, 2))])
+    speech = np.ones(cfg.frames_per_step, bool)
+    return [StepRecord(i, i * step, step, speech, emb[j]) for i, j in enumerate(order)]
+
+
+def test_a_session_shorter_than_final_short_session_s_is_clustered_by_ahc_without_averaging():
+    # an ahc threshold that merges everything tells which clustering ran
+    records = three_talker_records(DiarizationConfig())
+    length_s = session_samples(records) / 16000
+    assert length_s == pytest.approx(90 * 0.256)
+    long_enough = DiarizationConfig(final_distance_threshold=2.0, final_short_session_s=length_s)
+    assert len({k for _, _, k in final_segments(records, {}, long_enough, 8)}) == 3  # spectral
+    too_short = DiarizationConfig(final_distance_threshold=2.0, final_short_session_s=length_s + 0.1)
+    assert len({k for _, _, k in final_segments(records, {}, too_short, 8)}) == 1  # ahc
 
 
 def test_final_settings_are_validated():
