@@ -51,8 +51,29 @@ class DiarizationConfig:
     hangover_frames: int = 5  # non-speech frames before a turn is closed (160 ms)
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
-    final_distance_threshold: float = 0.32
+    # the final timeline (rtsep.diarize.offline.final_segments, at session end), chosen on the meeting set's dev
+    # split (bench/RESULTS.md "The final timeline chosen on dev"): pooled final DER 43.9 % -> 24.2 % there
+    final_average_radius_steps: int = 4  # each step embedding averaged with those this many steps either side
+    # "spectral": normalised-Laplacian spectral clustering, the speaker count from the largest eigengap (dev 24.0 %);
+    # "ahc": average linkage cut at final_distance_threshold (the former default; dev 36.9 %, 32.3 % at its best, 0.25)
+    final_clustering: str = "spectral"
+    final_distance_threshold: float = 0.32  # ahc: cosine distance at which clusters stop merging
+    final_spectral_pruning: float = 0.15  # spectral: share of each embedding's most similar others kept as edges
+    # spectral: and at least this many of them: four averaging windows (2 * 4 + 1 steps each), so that a short session
+    # (the 30 s sample: 88 embeddings) is not cut into runs of neighbouring steps (dev: no change up to 27, +0.2 at 36)
+    final_spectral_min_neighbours: int = 36
     final_min_cluster_steps: int = 12  # clusters with less speech (~3 s) fold into the nearest speaker
+    # sessions shorter than this keep the former clustering (ahc at final_distance_threshold, no averaging): the
+    # settings above were chosen on meetings of 71-119 s; on 20-30 s the eigengap is unreliable (bench/RESULTS.md)
+    final_short_session_s: float = 60.0
+    # None: each speech frame takes the cluster of the nearest embedding; a number: Viterbi over the frames'
+    # similarities to the cluster centroids, this much similarity lost per speaker change (dev: 0.3 points better at
+    # 0.5, under the 1 point a step had to win to be turned on)
+    final_switch_penalty: float | None = None
+    # a speaker's pauses shorter than this are filled (pyannote's min_duration_off): silero leaves holes inside
+    # turns that the reference (pauses < 0.3 s bridged) counts as speech; dev: 43.9 -> 36.9 % alone
+    final_min_gap_s: float = 0.75
+    final_min_duration_on_s: float = 0.0  # final turns shorter than this are dropped (dev: no change at 0.3 s)
     embedding_source: str = "speech"  # "speech": the session's most recent speech only; "window": the raw window
     min_embed_speech_s: float = 0.5  # speech needed in the buffer before an embedding is computed
     speech_reset_gap_s: float | None = None  # a pause longer than this empties the speech buffer
@@ -77,6 +98,16 @@ class DiarizationConfig:
             raise ConfigError(f"embedding_source must be 'speech' or 'window', got {self.embedding_source!r}")
         if not 0 <= self.lookahead_steps <= 4:
             raise ConfigError("lookahead_steps must be within 0..4")
+        if self.final_clustering not in ("ahc", "spectral"):
+            raise ConfigError(f"final_clustering must be 'ahc' or 'spectral', got {self.final_clustering!r}")
+        if not 0 < self.final_spectral_pruning <= 1:
+            raise ConfigError("final_spectral_pruning must be within (0, 1]")
+        if self.final_spectral_min_neighbours < 0 or self.final_short_session_s < 0:
+            raise ConfigError("final_spectral_min_neighbours and final_short_session_s must be >= 0")
+        if self.final_average_radius_steps < 0 or self.final_min_gap_s < 0 or self.final_min_duration_on_s < 0:
+            raise ConfigError("final_average_radius_steps, final_min_gap_s and final_min_duration_on_s must be >= 0")
+        if self.final_switch_penalty is not None and self.final_switch_penalty < 0:
+            raise ConfigError("final_switch_penalty must be >= 0 (or unset)")
 
     @property
     def min_embed_speech_samples(self) -> int:
