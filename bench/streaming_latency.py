@@ -5,8 +5,10 @@
 
 latency: a real `rtsep serve` and the reference client streaming the pyannote sample paced in real time
 (20 ms frames). Label latency = arrival of a `speaker started` event minus the moment the client had sent
-the audio at the event's time; frame latency = arrival of a per-speaker audio frame minus the moment the
-client had sent its last sample. Medians over runs of the per-run p50/p95.
+the audio at the event's time; turn-end latency = the same for a `speaker stopped` event (a live turn's end is
+known only after the live hangover: the label of the frames after its last speech arrives then); frame latency =
+arrival of a per-speaker audio frame minus the moment the client had sent its last sample. Medians over runs of
+the per-run p50/p95.
 
 capacity: N clients stream the sample at once, paced in real time, against one server whose overflow
 policy is `drop`; a level holds when no step was dropped and every session's frame latency p95 stays
@@ -44,11 +46,15 @@ def latency(args: argparse.Namespace) -> dict:
                 runs.append({
                     "label_p50_s": pct(result.label_latency_s, 50), "label_p95_s": pct(result.label_latency_s, 95),
                     "frame_p50_s": pct(result.frame_latency_s, 50), "frame_p95_s": pct(result.frame_latency_s, 95),
+                    "turn_end_p50_s": pct(result.turn_end_latency_s, 50),
+                    "turn_end_p95_s": pct(result.turn_end_latency_s, 95),
                     "labels": len(result.label_latency_s), "frames": len(result.frame_latency_s),
+                    "turn_ends": len(result.turn_end_latency_s),
                 })
             metrics = httpx.get(base + "/metrics").text
     summary = {k: round(statistics.median(r[k] for r in runs), 3)
-               for k in ("label_p50_s", "label_p95_s", "frame_p50_s", "frame_p95_s")}
+               for k in ("label_p50_s", "label_p95_s", "frame_p50_s", "frame_p95_s", "turn_end_p50_s",
+                         "turn_end_p95_s")}
     summary["server_processing_latency_mean_s"] = round(
         metric_value(metrics, "rtsep_processing_latency_seconds_sum")
         / max(metric_value(metrics, "rtsep_processing_latency_seconds_count"), 1), 4)
