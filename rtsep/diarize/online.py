@@ -47,7 +47,11 @@ class DiarizationConfig:
     # there; test 43.1 -> 40.1 %, live 46.4 -> 41.4 %; bench/RESULTS.md "Diarization on many voices")
     vad_onset: float = 0.25
     vad_offset: float = 0.15
-    hangover_frames: int = 5  # non-speech frames before a turn is closed (160 ms)
+    # the final timeline's gap: speech frames of one speaker this close (frames) are one turn (160 ms)
+    hangover_frames: int = 5
+    # live turns: non-speech frames before a live turn is closed; a shorter hole inside a turn stays part of it.
+    # Its end is known this much later (the `stopped` event): live_hangover_frames * 32 ms + up to one step
+    live_hangover_frames: int = 5
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     final_distance_threshold: float = 0.32
@@ -74,6 +78,8 @@ class DiarizationConfig:
             raise ConfigError(f"embedding_source must be 'speech' or 'window', got {self.embedding_source!r}")
         if not 0 <= self.lookahead_steps <= 4:
             raise ConfigError("lookahead_steps must be within 0..4")
+        if self.hangover_frames < 0 or self.live_hangover_frames < 0:
+            raise ConfigError("hangover_frames and live_hangover_frames must be >= 0")
 
     @property
     def min_embed_speech_samples(self) -> int:
@@ -220,7 +226,7 @@ class OnlineDiarizer:
                 self._last_speech_end = min(frame_end, record.start_sample + record.valid_samples)
             elif self._active is not None:
                 self._silence_frames += 1
-                if self._silence_frames > cfg.hangover_frames:
+                if self._silence_frames > cfg.live_hangover_frames:
                     events.extend(self._close(self._last_speech_end))
         events.append(FrameLabels(record.step_index, record.start_sample, record.valid_samples, labels))
         return events
