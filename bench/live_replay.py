@@ -2,7 +2,7 @@
 
     python -m bench.live_replay capture --meetings /work/runs/meetings/dev --out /work/runs/live-replay/dev
     python -m bench.live_replay sweep --meetings /work/runs/meetings/dev --cache /work/runs/live-replay/dev \
-        --set hangover_frames=5,10 --set clustering.new_speaker_distance=0.25,0.3 [--limit N]
+        --set live_hangover_frames=5,7 --set clustering.split_distance=0.33,0.4 [--limit N]
 
 ``capture`` runs each meeting through ``rtsep.compose.process_file`` (what ``rtsep process`` and
 ``bench.meeting_eval`` run, ``--separator none``) and records every :class:`StepAnalysis` the session core pushes
