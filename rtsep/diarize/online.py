@@ -51,8 +51,9 @@ class DiarizationConfig:
     hangover_frames: int = 5
     # live turns: non-speech frames before a live turn is closed; a shorter hole inside a turn stays part of it.
     # Its end is reported at worst (live_hangover_frames + 8) * 32 ms after it (the `stopped` event): 7 keeps that
-    # within 0.5 s with the server's ~20 ms; chosen on the meeting set's dev split (live DER 49.0 -> 47.3 % pooled,
-    # longer ones gain more but report turn ends later: bench/RESULTS.md "The live timeline")
+    # within 0.5 s with the server's ~20 ms; chosen on the meeting set's dev split (live DER 49.0 -> 47.3 % pooled
+    # there, test 41.4 -> 40.3 %; longer ones gain more but report turn ends later: bench/RESULTS.md "The live
+    # timeline on dev")
     live_hangover_frames: int = 7
     min_embed_speech_frames: int = 2  # speech frames in the step needed to compute an embedding
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
