@@ -6,9 +6,11 @@
 
 latency: a real `rtsep serve` and the reference client streaming the pyannote sample paced in real time
 (20 ms frames). Label latency = arrival of a `speaker started` event minus the moment the client had sent
-the audio at the event's time; frame latency = arrival of a per-speaker audio frame minus the moment the
-client had sent its last sample, for every frame and separately for the gated speaker tracks and for the
-separated sources (tracks announced with kind "source"). Medians over runs of the per-run p50/p95.
+the audio at the event's time; turn-end latency = the same for a `speaker stopped` event (a live turn's end is
+known only after the live hangover: the label of the frames after its last speech arrives then); frame latency =
+arrival of a per-speaker audio frame minus the moment the client had sent its last sample, for every frame and
+separately for the gated speaker tracks and for the separated sources (tracks announced with kind "source").
+Medians over runs of the per-run p50/p95.
 
 capacity: N clients stream the sample at once, paced in real time, against one server whose overflow
 policy is `drop`; a level holds when no step was dropped and every session's frame latency p95 stays
@@ -55,12 +57,15 @@ def latency(args: argparse.Namespace) -> dict:
                     "speaker_frame_p95_s": pct(result.speaker_frame_latency_s, 95),
                     "source_frame_p50_s": pct(result.source_frame_latency_s, 50),
                     "source_frame_p95_s": pct(result.source_frame_latency_s, 95),
+                    "turn_end_p50_s": pct(result.turn_end_latency_s, 50),
+                    "turn_end_p95_s": pct(result.turn_end_latency_s, 95),
                     "labels": len(result.label_latency_s), "frames": len(result.frame_latency_s),
                     "source_frames": len(result.source_frame_latency_s),
+                    "turn_ends": len(result.turn_end_latency_s),
                 })
             metrics = httpx.get(base + "/metrics").text
     keys = ("label_p50_s", "label_p95_s", "frame_p50_s", "frame_p95_s", "speaker_frame_p50_s", "speaker_frame_p95_s",
-            "source_frame_p50_s", "source_frame_p95_s")
+            "source_frame_p50_s", "source_frame_p95_s", "turn_end_p50_s", "turn_end_p95_s")
     summary = {k: _median(r[k] for r in runs) for k in keys}
     summary["server_processing_latency_mean_s"] = round(
         metric_value(metrics, "rtsep_processing_latency_seconds_sum")

@@ -39,6 +39,9 @@ class ClusteringConfig:
     split_check_every: int = 4
     split_min_members: int = 8
     split_distance: float = 0.33  # average cross-group cosine distance needed to split
+    # two live speakers whose centroids come closer than this (cosine distance) are one: the younger is merged
+    # into the older and never assigned again (its past labels stay; later embeddings go to the older); 0: never
+    merge_distance: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.new_speaker_distance < 2.0:
@@ -47,6 +50,8 @@ class ClusteringConfig:
             raise ConfigError("max_speakers, new_speaker_patience and memory must be >= 1")
         if self.refine_iterations < 0:
             raise ConfigError("refine_iterations must be >= 0")
+        if not 0.0 <= self.merge_distance < 2.0:
+            raise ConfigError("merge_distance must be within [0, 2)")
 
 
 _WEAK_WEIGHT = 1e-3  # weight of an embedding from a window with too little speech
@@ -68,6 +73,7 @@ class OnlineClustering:
         self._labels: list[int] = []  # current cluster of each remembered embedding (-1: none yet)
         self._next_id = 0
         self._far: list[int] = []  # positions (in memory) of the current run of far embeddings
+        self._merged: dict[int, int] = {}  # speaker -> the older speaker it was merged into
 
     @property
     def num_speakers(self) -> int:
@@ -76,10 +82,19 @@ class OnlineClustering:
     def centroids(self) -> np.ndarray:
         return self._centroids.copy()
 
+    @property
+    def merged(self) -> dict[int, int]:
+        """Speakers merged into an older one (speaker -> the one it became); they get no more embeddings."""
+        return dict(self._merged)
+
     def distances(self, embedding: np.ndarray) -> np.ndarray:
+        """Cosine distance to each speaker's centroid (infinite for merged speakers)."""
         if not self._num:
             return np.zeros(0, np.float32)
-        return 1.0 - self._centroids @ _unit(np.asarray(embedding, np.float32))
+        dists = 1.0 - self._centroids @ _unit(np.asarray(embedding, np.float32))
+        for k in self._merged:
+            dists[k] = np.inf
+        return dists
 
     def labels(self) -> dict[int, int]:
         """Current cluster of each remembered embedding, by its position in the stream (0, 1, ...)."""
@@ -102,6 +117,7 @@ class OnlineClustering:
             self._refine()
             if cfg.split_check_every and self._next_id % cfg.split_check_every == 0:
                 self._split_mixed()
+            self._merge_close()
             return int(self._labels[pos])
         if speech_ratio >= cfg.min_speech_ratio_new and self._num < cfg.max_speakers:
             self._far.append(pos)
@@ -136,11 +152,37 @@ class OnlineClustering:
             del self._embs[0], self._weights[0], self._ids[0], self._labels[0]
             self._far = [p - 1 for p in self._far if p > 0]
 
+    def _merge_close(self) -> None:
+        """Merge the younger of the closest pair of live speakers into the older while they are closer than
+        ``merge_distance``: its remembered embeddings and history join the older one."""
+        cfg = self.config
+        while cfg.merge_distance > 0 and self._num - len(self._merged) >= 2:
+            alive = [k for k in range(self._num) if k not in self._merged]
+            cents = self._centroids[alive]
+            dists = 1.0 - cents @ cents.T
+            np.fill_diagonal(dists, np.inf)
+            i, j = np.unravel_index(int(np.argmin(dists)), dists.shape)
+            if dists[i, j] >= cfg.merge_distance:
+                return
+            older, younger = alive[min(i, j)], alive[max(i, j)]
+            self._merged[younger] = older
+            for k, target in self._merged.items():  # chains: a speaker merged into one merged now
+                if target == younger:
+                    self._merged[k] = older
+            for p, lab in enumerate(self._labels):
+                if lab == younger:
+                    self._labels[p] = older
+            self._old_sums[older] = self._old_sums[older] + self._old_sums[younger]
+            self._old_sums[younger] = np.zeros_like(self._old_sums[younger])
+            self._update_centroids()
+
     def _provisional(self) -> int | None:
         """A speaker whose centroid rests on weak windows only (e.g. the first one, founded at once from a
         mostly silent window), if any."""
         weights, labels = np.asarray(self._weights), np.asarray(self._labels)
         for k in range(self._num):
+            if k in self._merged:
+                continue
             if not np.any(self._old_sums[k]) and weights[labels == k].sum() < 0.5:
                 return k
         return None
@@ -182,8 +224,11 @@ class OnlineClustering:
         embs = np.stack(self._embs)
         pending = set(self._far)
         movable = np.array([lab >= 0 and p not in pending for p, lab in enumerate(self._labels)])
+        merged = list(self._merged)
         for _ in range(self.config.refine_iterations):
-            new = np.argmax(embs @ self._centroids.T, axis=1)
+            sims = embs @ self._centroids.T
+            sims[:, merged] = -np.inf  # a merged speaker takes no embedding back
+            new = np.argmax(sims, axis=1)
             labels = np.asarray(self._labels)
             changed = movable & (new != labels)
             if not changed.any():

@@ -55,6 +55,8 @@ class StreamResult:
     # the same per kind of track: gated speaker tracks, and separated sources (tracks announced as "source")
     speaker_frame_latency_s: list[float] = field(default_factory=list)
     source_frame_latency_s: list[float] = field(default_factory=list)
+    # arrival of a `speaker stopped` event minus the moment the client had sent the audio at the turn's end
+    turn_end_latency_s: list[float] = field(default_factory=list)
 
 
 def http_base(ws_url: str) -> str:
@@ -112,6 +114,7 @@ async def stream_file(
     label_latency: list[float] = []
     frame_latency: list[float] = []
     by_kind: dict[str, list[float]] = {"speaker": [], "source": []}
+    turn_end_latency: list[float] = []
     async with websockets.connect(url, max_size=None) as ws:
         start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers, voices=voices)
         await ws.send(encode_message(start))
@@ -162,10 +165,9 @@ async def stream_file(
                         sources.add(msg.index)
                 elif isinstance(msg, SpeakerActivity):
                     names.setdefault(msg.index, msg.speaker)
-                    if msg.event == "started":
-                        sent = clock.sent_at(int(np.ceil(msg.time_s * rate)))
-                        if sent is not None:
-                            label_latency.append(now - sent)
+                    sent = clock.sent_at(int(np.ceil(msg.time_s * rate)))
+                    if sent is not None:
+                        (label_latency if msg.event == "started" else turn_end_latency).append(now - sent)
                 elif isinstance(msg, ErrorMessage):
                     raise ServerError(msg.code, msg.message, msg.close_code)
                 elif isinstance(msg, Done):
@@ -194,10 +196,11 @@ async def stream_file(
     (out / "events.json").write_text(json.dumps(events, indent=1))
     latency = {"label_latency": _percentiles(label_latency), "frame_latency": _percentiles(frame_latency),
                "speaker_frame_latency": _percentiles(by_kind["speaker"]),
-               "source_frame_latency": _percentiles(by_kind["source"]), "speed": speed, "frame_ms": frame_ms}
+               "source_frame_latency": _percentiles(by_kind["source"]),
+               "turn_end_latency": _percentiles(turn_end_latency), "speed": speed, "frame_ms": frame_ms}
     (out / "latency.json").write_text(json.dumps(latency, indent=1))
     return StreamResult(ready.session_id, ready.token, out, list(done.speakers), events, label_latency,
-                        frame_latency, tl_json.json(), by_kind["speaker"], by_kind["source"])
+                        frame_latency, tl_json.json(), by_kind["speaker"], by_kind["source"], turn_end_latency)
 
 
 def read_audio(path: Path) -> tuple[np.ndarray, int]:

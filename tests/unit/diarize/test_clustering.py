@@ -110,3 +110,38 @@ def test_a_centroid_between_two_talkers_is_split():
     assert n_with == 2
     tail = labels[-20:]  # after the split, the two talkers get different labels
     assert len(set(tail[0::2])) == 1 and len(set(tail[1::2])) == 1 and tail[0] != tail[1]
+
+
+def _merging_run(merge_distance: float) -> tuple[OnlineClustering, list[int]]:
+    """Talker a; then 4 windows 0.3 away (a level or channel change: they found speaker 1); then the voice drifts
+    back to a, and speaker 1's centroid follows it towards speaker 0's; then the changed voice once more."""
+    rng = np.random.default_rng(3)
+    a = np.zeros(256)
+    a[0] = 1.0
+    b = np.zeros(256)
+    b[0], b[1] = 0.7, np.sqrt(1 - 0.7**2)  # cosine distance 0.3 > new_speaker_distance
+    c = OnlineClustering(ClusteringConfig(merge_distance=merge_distance, split_check_every=0))
+    for _ in range(10):
+        c.assign(_near(a, rng, 0.005), 1.0)
+    for _ in range(4):
+        c.assign(_near(b, rng, 0.005), 1.0)
+    assert c.num_speakers == 2
+    for t in np.linspace(0, 1, 40):
+        c.assign(_near((1 - t) * b + t * a, rng, 0.005), 1.0)
+    return c, [c.assign(_near(b, rng, 0.005), 1.0) for _ in range(3)]
+
+
+def test_converged_speakers_are_merged_into_the_older():
+    without, labels = _merging_run(0.0)
+    cents = without.centroids()
+    assert without.merged == {} and 1.0 - float(cents[0] @ cents[1]) < 0.15 and labels == [1, 1, 1]
+    c, labels = _merging_run(0.15)
+    assert c.merged == {1: 0}
+    assert labels == [0, 0, 0]  # speaker 1 takes no embedding again: the talker goes on as speaker 0
+    assert np.isinf(c.distances(c.centroids()[1])[1])
+    assert c.num_speakers == 2  # its index stays taken (its past turns keep their label)
+
+
+def test_merge_distance_validation():
+    with pytest.raises(ConfigError):
+        ClusteringConfig(merge_distance=-0.1)
