@@ -99,6 +99,14 @@ def plan_speakers(splits: dict) -> dict[str, dict]:
     return plan
 
 
+def save_speaker(out: Path, name: str, utts: list[np.ndarray]) -> dict:
+    """One speaker's utterances, concatenated as int16 into ``out/<name>.npy``; its index fields."""
+    pcm = np.clip(np.concatenate(utts) * 32767, -32768, 32767).astype(np.int16)
+    np.save(out / f"{name}.npy", pcm)
+    return {"offsets": np.cumsum([0] + [len(u) for u in utts]).tolist(), "seconds": len(pcm) / SAMPLE_RATE_HZ,
+            "utterances": len(utts)}
+
+
 def build_speakers(out: Path, plan: dict[str, dict]) -> dict[str, dict]:
     index_path = out / "index.json"
     index: dict[str, dict] = json.loads(index_path.read_text()) if index_path.exists() else {}
@@ -113,13 +121,9 @@ def build_speakers(out: Path, plan: dict[str, dict]) -> dict[str, dict]:
                 utts.append(audio)
         if not utts:
             raise RuntimeError(f"{speaker}: no usable clip")
-        offsets = np.cumsum([0] + [len(u) for u in utts]).tolist()
-        pcm = np.clip(np.concatenate(utts) * 32767, -32768, 32767).astype(np.int16)
-        np.save(out / f"{speaker}.npy", pcm)
-        index[speaker] = {"split": info["split"], "source": info["source"], "offsets": offsets,
-                          "seconds": len(pcm) / SAMPLE_RATE_HZ, "utterances": len(utts)}
+        index[speaker] = {"split": info["split"], "source": info["source"], **save_speaker(out, speaker, utts)}
         index_path.write_text(json.dumps(index, indent=0))
-        log.info("%-28s %-5s %4d utterances %7.1f s", speaker, info["split"], len(utts), len(pcm) / SAMPLE_RATE_HZ)
+        log.info("%-28s %-5s %4d utterances %7.1f s", speaker, info["split"], len(utts), index[speaker]["seconds"])
     return index
 
 
@@ -210,14 +214,10 @@ def build_world_speakers(out: Path, index: dict[str, dict], per_speaker: int, se
                     utts.append(y)
             if not utts:
                 raise RuntimeError(f"{name}: WORLD gave no usable utterance")
-            new_offsets = np.cumsum([0] + [len(u) for u in utts]).tolist()
-            pcm = np.clip(np.concatenate(utts) * 32767, -32768, 32767).astype(np.int16)
-            np.save(out / f"{name}.npy", pcm)
-            index[name] = {"split": "train", "source": WORLD_PREFIX + index[base]["source"], "offsets": new_offsets,
-                           "seconds": len(pcm) / SAMPLE_RATE_HZ, "utterances": len(utts), "world_of": base,
-                           "world": voice}
+            index[name] = {"split": "train", "source": WORLD_PREFIX + index[base]["source"],
+                           **save_speaker(out, name, utts), "world_of": base, "world": voice}
             index_path.write_text(json.dumps(index, indent=0))
-            log.info("%-34s from %-20s %s %7.1f s", name, base, voice, len(pcm) / SAMPLE_RATE_HZ)
+            log.info("%-34s from %-20s %s %7.1f s", name, base, voice, index[name]["seconds"])
     return index
 
 
