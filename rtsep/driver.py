@@ -381,18 +381,25 @@ class SessionDriver:
         records, labels, live = self.core.snapshot()
         return await asyncio.to_thread(self._final_from, records, labels, live, self._audio_snapshot())
 
-    def _audio_snapshot(self) -> np.ndarray | None:
-        """For a final pipeline or the overlap detector (None without either): the session's audio so far (taken
-        on the event loop; they run in a thread)."""
-        if not self._keep_audio:
+    def _audio_snapshot(self) -> list[np.ndarray] | None:
+        """For a final pipeline or the overlap detector (None without either): the session's audio blocks so far
+        (the list taken on the event loop, cheaply; :meth:`_final_from` joins them in its thread)."""
+        return list(self._audio) if self._keep_audio else None
+
+    @staticmethod
+    def _joined(blocks: list[np.ndarray] | None) -> np.ndarray | None:
+        if blocks is None:
             return None
-        if not self._audio:
+        if not blocks:
             return np.zeros(0, np.float32)
-        audio = np.concatenate(self._audio)
+        audio = np.concatenate(blocks)
         return audio if audio.dtype == np.float32 else audio.astype(np.float32) / 32767
 
     def _final_from(self, records: list, embedding_labels: dict[int, int], live_segments: list[tuple[int, int, int]],
-                    audio: np.ndarray | None = None) -> dict[str, Any]:
+                    audio_blocks: list[np.ndarray] | None = None) -> dict[str, Any]:
+        """In a worker thread: the final timeline from the core's records (and the session's audio blocks, for a
+        final pipeline or the overlap detector)."""
+        audio = self._joined(audio_blocks)
         rate = self.rate
         diar = self.config.diarization
         if self._final_pipeline is not None and audio is not None:
