@@ -317,7 +317,7 @@ def build_eval_sets(out: Path, index: dict[str, dict], counts: dict[str, int], s
 
 
 def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150,
-          world_per_speaker: int = 2, world_max_minutes: float = 8.0) -> None:
+          world_per_speaker: int = 0, world_max_minutes: float = 8.0) -> None:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits()
     plan = plan_speakers(splits)
@@ -353,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--simulated-rooms", type=int, default=200)
     b.add_argument("--valid-count", type=int, default=150)
     b.add_argument("--test-count", type=int, default=150)
-    b.add_argument("--world-per-speaker", type=int, default=2,
-                   help="WORLD pseudo-speakers made from each recorded train speaker (0: recipe 1, none)")
+    b.add_argument("--world-per-speaker", type=int, default=0,
+                   help="WORLD pseudo-speakers made from each recorded train speaker (default 0: recipe 1, the one "
+                        "the A/B chose and training/state/ continues; 2: recipe 2)")
     b.add_argument("--world-max-minutes", type=float, default=8.0, help="speech per pseudo-speaker, at most")
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
