@@ -2,14 +2,16 @@
 
     python -m bench.overlap_sweep capture --meetings /work/runs/meetings/dev --cache /work/runs/overlap/cache-dev
     python -m bench.overlap_sweep sweep --meetings /work/runs/meetings/dev --cache /work/runs/overlap/cache-dev \\
-        [--weights FILE] [--thresholds 0.3 0.4 0.5 0.6 0.7] [--methods nearest centroid hybrid]
+        [--weights FILE] [--thresholds 0.3 0.4 0.5 0.6 0.7] [--methods nearest centroid hybrid] [--max-gaps 1 2 3]
 
 ``capture`` runs each meeting once through ``rtsep.compose.process_file`` (what ``rtsep process`` runs, the
 default config, ``[overlap]`` off) and keeps what the final timeline is made from: the step records (VAD,
 embeddings), the live labels and turns (a pickle per meeting). ``sweep`` scores the overlap detector on each
 meeting's mix.wav (frame precision / recall / F1 of P(2+) >= threshold against the reference RTTM's overlapped
 speech) and re-makes the final timeline from the capture (rtsep.diarize.offline.final_segments, the call the
-driver makes) without and with a second speaker for each threshold x method, scored by rtsep.evaluate (DER,
+driver makes) without and with a second speaker for each threshold x method (x ``max_gap_s``, how near in time
+the second speaker must speak, where ``--max-gaps`` is given; the setting is then named
+``method@threshold/gap<s>``), scored by rtsep.evaluate (DER,
 collar 0.25 s, overlap scored). The final clustering is deterministic, so a capture plus a sweep gives what
 ``bench.meeting_eval`` with that ``[overlap]`` config would (checked by one such run in bench/RESULTS.md).
 Results: ``bench/results/overlap-sweep-<split>.jsonl`` and a table on stdout.
@@ -80,7 +82,7 @@ def _timeline(segments: list[tuple[int, int, int]], rate_hz: int, uri: str):
 
 
 def sweep(meetings: Path, cache: Path, weights: str | None, thresholds: list[float], methods: list[str],
-          out_path: Path, limit: int | None, argv: list[str]) -> None:
+          out_path: Path, limit: int | None, argv: list[str], max_gaps: list[float] | None = None) -> None:
     import torch
 
     from rtsep.runtime.overlap import OverlapDetector
@@ -116,10 +118,13 @@ def sweep(meetings: Path, cache: Path, weights: str | None, thresholds: list[flo
                                       round(cfg.merge_gap_s * rate))
             detected_s = [(a / rate, b / rate) for a, b in regions]
             for method in methods:
-                with_second = final_segments(data["records"], data["labels"],
-                                             dataclasses.replace(diar, overlap=dataclasses.replace(cfg, method=method)),
-                                             data["max_speakers"], data["live"], regions)
-                named[f"{method}@{threshold:g}"] = (with_second, detected_s)
+                for gap_s in max_gaps or [cfg.max_gap_s]:
+                    setting = dataclasses.replace(cfg, method=method, max_gap_s=gap_s)
+                    with_second = final_segments(data["records"], data["labels"],
+                                                 dataclasses.replace(diar, overlap=setting),
+                                                 data["max_speakers"], data["live"], regions)
+                    name = f"{method}@{threshold:g}" + (f"/gap{gap_s:g}" if max_gaps else "")
+                    named[name] = (with_second, detected_s)
         for name, (segments, detected_s) in named.items():
             hyp = _timeline(segments, rate, uri)
             slot = settings.setdefault(name, {"pairs": [], "detector": [], "timeline": []})
@@ -186,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     sw.add_argument("--weights", help="the detector's safetensors (default: the shipped one)")
     sw.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6, 0.7])
     sw.add_argument("--methods", nargs="+", default=["nearest", "centroid", "hybrid"])
+    sw.add_argument("--max-gaps", type=float, nargs="+",
+                    help="[overlap] max_gap_s values to try (default: the config's, not named in the settings)")
     sw.add_argument("--limit", type=int)
     sw.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
@@ -195,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         split = json.loads((args.meetings / "index.json").read_text())["split"]
         out = args.out or REPO / "bench" / "results" / f"overlap-sweep-{split}.jsonl"
-        sweep(args.meetings, args.cache, args.weights, args.thresholds, args.methods, out, args.limit, argv)
+        sweep(args.meetings, args.cache, args.weights, args.thresholds, args.methods, out, args.limit, argv,
+              args.max_gaps)
     return 0
 
 

@@ -20,6 +20,13 @@ precision, and F1 at 0.5 and at the best threshold); the resumable state (weight
 CPU seconds, the curve) is written to ``--state`` (atomic rename), a line to ``RUN/metrics.jsonl``, and the best
 weights by validation average precision to ``--export`` (safetensors, rtsep.runtime.overlap.save_overlap_net).
 CPU time is the process' CPU time in training steps (mixing included, validation excluded); one thread by default.
+
+    python -m training.overlap --state training/state/overlap.pt --export-only --export FILE
+
+writes the *state's own* weights (its last step, not the best one, whose export may be gone) in the shipped format,
+with the metadata a training export carries: the recipe, the step, the CPU seconds and the validation figures of
+that step (the curve's last row, which the state was saved with), plus ``"exported_from": "state"``. No corpus is
+read and nothing is trained.
 """
 
 from __future__ import annotations
@@ -226,12 +233,35 @@ def _save_state(path: Path, state: dict) -> None:
     os.replace(tmp, path)
 
 
+def export_state(state_path: Path, export: Path) -> dict:
+    """Write the weights of the resumable state at ``state_path`` to ``export`` (save_overlap_net) with the
+    metadata of its own step; returns that metadata."""
+    state = torch.load(state_path, weights_only=False)
+    rows = [row for row in state["history"] if row["step"] == state["step"]]
+    if not rows:
+        raise SystemExit(f"{state_path}: no validation row at the state's step {state['step']} (the state is saved "
+                         "right after its validation: this one was not written by training.overlap)")
+    model = OverlapNet(OverlapNetConfig(**state["config"]))
+    model.load_state_dict(state["model"])
+    figures = {k: v for k, v in rows[-1].items() if k not in ("step", "cpu_s", "wall")}
+    params = sum(p.numel() for p in model.parameters())
+    metadata = {**state["recipe"], "step": state["step"], "cpu_s": round(state["cpu_s"], 1), "valid": figures,
+                "parameters": params, "exported_from": "state"}
+    export.parent.mkdir(parents=True, exist_ok=True)
+    save_overlap_net(model, export, metadata)
+    log.info("exported %s from %s (step %d, %.0f CPU s, valid AP %.4f)", export, state_path, state["step"],
+             state["cpu_s"], figures["overlap_ap"])
+    return metadata
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.overlap", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", required=True, type=Path)
+    parser.add_argument("--corpus", type=Path, help="the real-voice corpus (training.corpus); needed to train")
     parser.add_argument("--state", required=True, type=Path, help="the resumable state (one file, overwritten)")
-    parser.add_argument("--run-dir", required=True, type=Path, help="metrics.jsonl goes here")
+    parser.add_argument("--run-dir", type=Path, help="metrics.jsonl goes here; needed to train")
     parser.add_argument("--export", type=Path, help="the best weights (default: <state stem>.best.safetensors)")
+    parser.add_argument("--export-only", action="store_true",
+                        help="write the state's own weights (its last step) to --export and stop")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--cpu-minutes", type=float, default=45.0, help="training CPU budget (all runs together)")
     parser.add_argument("--steps", type=int, default=None, help="stop after this many steps (smoke tests)")
@@ -244,6 +274,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.export_only:
+        if args.export is None:
+            parser.error("--export-only needs --export FILE")
+        if not args.state.is_file():
+            parser.error(f"{args.state}: no such state")
+        export_state(args.state, args.export)
+        return 0
+    if args.corpus is None or args.run_dir is None:
+        parser.error("training needs --corpus and --run-dir")
     if args.state.exists() and not args.resume:
         parser.error(f"{args.state} exists: --resume continues it (a new run never overwrites a state)")
     torch.set_num_threads(args.threads)

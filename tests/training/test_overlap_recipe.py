@@ -73,6 +73,29 @@ def test_a_few_steps_export_loadable_weights_and_resume_continues(corpus_dir, tm
     assert out.shape == (1, 4 * SAMPLE_RATE_HZ // model.config.frame_samples, 3)
 
 
+def test_export_only_writes_the_states_own_step_with_its_validation_figures(corpus_dir, tmp_path):
+    state, run, out = tmp_path / "ov.pt", tmp_path / "run", tmp_path / "export" / "state.safetensors"
+    args = ["--corpus", str(corpus_dir), "--state", str(state), "--run-dir", str(run), "--batch", "2",
+            "--valid-items", "4", "--rooms", "1", "--valid-every-s", "1e9"]
+    assert overlap.main([*args, "--steps", "2"]) == 0
+    assert overlap.main([*args, "--resume", "--steps", "2"]) == 0
+    saved = torch.load(state, weights_only=False)
+    before = state.read_bytes()
+    with pytest.raises(SystemExit):  # nowhere to write
+        overlap.main(["--state", str(state), "--export-only"])
+    assert overlap.main(["--state", str(state), "--export-only", "--export", str(out)]) == 0
+    model, meta = load_overlap_net(out)
+    assert meta["step"] == saved["step"] == 4 and meta["exported_from"] == "state"
+    assert meta["cpu_s"] == round(saved["cpu_s"], 1) and meta["recipe_version"] == overlap.RECIPE_VERSION
+    last = saved["history"][-1]
+    assert meta["valid"]["overlap_ap"] == last["overlap_ap"] and meta["splits_hash"] == saved["recipe"]["splits_hash"]
+    for key, value in saved["model"].items():
+        assert torch.equal(model.state_dict()[key], value)
+    assert state.read_bytes() == before  # the state itself is only read
+    with pytest.raises(SystemExit):  # training still needs its corpus
+        overlap.main(["--state", str(tmp_path / "new.pt")])
+
+
 def test_average_precision_and_f1():
     scores = np.array([0.9, 0.8, 0.3, 0.1])
     positive = np.array([True, False, True, False])
