@@ -99,8 +99,13 @@ async def stream_file(
     max_speakers: int | None = None,
     token_timeout_s: float = 600.0,
     voices: list[str] | str | None = None,
+    compression: str | None = None,
 ) -> StreamResult:
-    """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible."""
+    """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible.
+
+    ``compression``: the WebSocket extension to offer, ``"deflate"`` (permessage-deflate) or None (the default:
+    PCM audio hardly compresses, and deflating every 20 ms frame costs both ends CPU; rtsep's server declines it
+    unless its ``[server] ws_per_message_deflate`` is on)."""
     audio, rate = read_audio(Path(path))
     out = Path(out_dir)
     (out / "tracks").mkdir(parents=True, exist_ok=True)
@@ -115,7 +120,7 @@ async def stream_file(
     frame_latency: list[float] = []
     by_kind: dict[str, list[float]] = {"speaker": [], "source": []}
     turn_end_latency: list[float] = []
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, compression=compression) as ws:
         start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers, voices=voices)
         await ws.send(encode_message(start))
         ready = parse_server_message(await ws.recv())
