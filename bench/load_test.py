@@ -5,6 +5,7 @@ server and of the clients per second of session audio. The clients run in a proc
     python -m bench.load_test [--sessions 8] [--minutes 3] [--wav FILE --rttm FILE]
     python -m bench.load_test --replicas 2 [--separator none] ...   # replicas behind nginx, one PostgreSQL
     python -m bench.load_test ... [--config TOML] [--deflate]            # server settings; WebSocket deflate on
+    python -m bench.load_test ... --speed 2 --overflow backpressure    # CPU per session-second, not real time
 
 Bounded: each client streams a --minutes long recording (the pyannote sample, or --wav, repeated) and stops.
 With ``--replicas N``, N ``rtsep serve --store postgresql://...`` replicas on one real PostgreSQL serve behind a
@@ -32,13 +33,14 @@ from bench.common import REPO, add_audio_args, audio_paths, cpu_seconds, machine
 CONFIG_TOML = '[runtime]\noverflow = "drop"\n'  # a step the server cannot keep up with is dropped, and counted
 
 
-def server_toml(config: Path | None, deflate: bool) -> str:
-    """The servers' TOML: ``config``'s tables (flat: strings, booleans, numbers) with ``[runtime] overflow = "drop"``
-    and, with ``deflate``, ``[server] ws_per_message_deflate = true``."""
+def server_toml(config: Path | None, deflate: bool, overflow: str = "drop") -> str:
+    """The servers' TOML: ``config``'s tables (flat: strings, booleans, numbers) with ``[runtime] overflow`` (drop:
+    a step the server cannot keep up with is dropped, and counted) and, with ``deflate``,
+    ``[server] ws_per_message_deflate = true``."""
     import tomllib
 
     tables = tomllib.loads(config.read_text()) if config is not None else {}
-    tables.setdefault("runtime", {})["overflow"] = "drop"
+    tables.setdefault("runtime", {})["overflow"] = overflow
     if deflate:  # (off is the server's default: left unsaid, so that older checkouts' servers accept the file)
         tables.setdefault("server", {})["ws_per_message_deflate"] = True
 
@@ -56,8 +58,8 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def soak(ws_url: str, wav: Path, n: int, out: Path, pids: list[int], compression: str | None = None
-         ) -> tuple[list[dict], list, dict]:
+def soak(ws_url: str, wav: Path, n: int, out: Path, pids: list[int], compression: str | None = None,
+         speed: float = 1.0) -> tuple[list[dict], list, dict]:
     """The N clients in their own process (bench.clients); meanwhile the servers' memory every 5 s; the CPU seconds
     of the servers over the run and of the clients' process. Returns (the sessions' summaries,
     memory samples, cpu)."""
@@ -71,6 +73,7 @@ def soak(ws_url: str, wav: Path, n: int, out: Path, pids: list[int], compression
     server_cpu0 = sum(cpu_seconds(pid) for pid in pids)
     clients = subprocess.Popen([sys.executable, "-m", "bench.clients", "--url", ws_url, "--wav", str(wav),
                                 "--sessions", str(n), "--out", str(out / "clients"), "--result", str(result),
+                                "--speed", str(speed),
                                 *(["--compression", compression] if compression else [])],
                                cwd=REPO)
     while clients.poll() is None:
@@ -95,7 +98,7 @@ def _behind_nginx(tmp_path: Path, args: argparse.Namespace, long_wav: Path) -> t
     from tests.replicas import run_nginx, start_replica, stop
 
     config = tmp_path / "bench.toml"
-    config.write_text(server_toml(args.config, args.deflate))
+    config.write_text(server_toml(args.config, args.deflate, args.overflow))
     flags = ["--config", str(config), "--max-sessions", str(args.sessions)]
     if args.separator:
         flags += ["--separator", args.separator]
@@ -107,7 +110,8 @@ def _behind_nginx(tmp_path: Path, args: argparse.Namespace, long_wav: Path) -> t
                 replicas.append(start_replica(tmp_path / "replicas", url, f"r{k}", *flags))
             with run_nginx(tmp_path, [r.port for r in replicas]) as proxy:
                 results, memory, cpu = soak(proxy.ws_url, long_wav, args.sessions, tmp_path,
-                                            [r.proc.pid for r in replicas], "deflate" if args.deflate else None)
+                                            [r.proc.pid for r in replicas], "deflate" if args.deflate else None,
+                                            args.speed)
                 metrics = "\n".join(httpx.get(f"http://127.0.0.1:{r.port}/metrics").text for r in replicas)
                 served_by = proxy.upstreams("/v1/stream")
         finally:
@@ -131,6 +135,11 @@ def main() -> None:
     parser.add_argument("--deflate", action="store_true",
                         help="WebSocket permessage-deflate on: the servers' [server] ws_per_message_deflate = true "
                              "and the clients offer it (the servers' default and the clients' is off)")
+    parser.add_argument("--speed", type=float, default=1.0,
+                        help="the clients' pace (1: real time); with --overflow backpressure and speed > 1, a CPU "
+                             "cost per session-second that does not depend on keeping up (the servers' real-time "
+                             "guard allows up to 4x)")
+    parser.add_argument("--overflow", choices=["drop", "backpressure"], default="drop")
     add_audio_args(parser)
     args = parser.parse_args()
     note = machine_note()
@@ -147,10 +156,11 @@ def main() -> None:
         else:
             extra = ["--separator", args.separator] if args.separator else []
             with rtsep_server(tmp_path / "data", "--max-sessions", str(args.sessions), *extra,
-                              config_toml=server_toml(args.config, args.deflate),
+                              config_toml=server_toml(args.config, args.deflate, args.overflow),
                               server_cwd=args.server_cwd) as (base, proc):
                 results, memory, cpu = soak(base.replace("http", "ws") + "/v1/stream", long_wav,
-                                            args.sessions, tmp_path, [proc.pid], "deflate" if args.deflate else None)
+                                            args.sessions, tmp_path, [proc.pid], "deflate" if args.deflate else None,
+                                            args.speed)
                 metrics = httpx.get(base + "/metrics").text
     ok = [r for r in results if r["error"] is None]
     frame_p95 = [r["frame_latency"]["p95_s"] for r in ok if r["frame_latency"]["count"]]
@@ -163,6 +173,7 @@ def main() -> None:
     report = {
         "sessions": args.sessions, "minutes": args.minutes, "replicas": args.replicas, "separator": args.separator,
         "config": str(args.config) if args.config else None, "deflate": args.deflate,
+        "speed": args.speed, "overflow": args.overflow,
         "completed": len(ok), "errors": [r["error"] for r in results if r["error"] is not None][:3],
         "held_without_a_dropped_step": len(held),
         "sessions_per_replica": {u: served_by.count(u) for u in sorted(set(served_by))},
