@@ -35,7 +35,7 @@ def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
         return None
     separator = create_separator(config.separator.name, **config.separator.options())
     return SeparationRuntime(config.runtime, separator, adaptation_cpu_share=config.adaptation.cpu_share,
-                             adaptation_max_queued=config.adaptation.max_queued)
+                             adaptation_max_queued=config.adaptation.max_queued, gather_s=config.separator.gather_s)
 
 
 def build_denoise(config: PipelineConfig) -> DenoiseRuntime | None:

@@ -66,6 +66,10 @@ class ServerConfig:
     store: str = ""  # sqlite:///PATH or postgresql://USER@HOST:PORT/DB; empty: SQLite + files in data_dir
     replica_id: str = ""  # this replica's name in a shared store (empty: host name, pid and a random suffix)
     lease: str = "10s"  # shared store: a replica that has not renewed its lease this long is taken as dead
+    # WebSocket permessage-deflate (RFC 7692): off, because PCM audio hardly compresses and deflating every frame to
+    # and from every client cost most of the event loop's CPU under load (bench/RESULTS.md "Capacity with separation
+    # on"); true lets clients that offer it negotiate it
+    ws_per_message_deflate: bool = False
 
     @property
     def retention_s(self) -> float:

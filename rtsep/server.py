@@ -167,7 +167,8 @@ def uvicorn_config(app: FastAPI, config: AppConfig, port: int | None = None) -> 
     return uvicorn.Config(
         app, host=server.host, port=server.port if port is None else port, ws="websockets",
         # above our own limit so that our check answers first, with a JSON error and 1009
-        ws_max_size=server.max_message_bytes * 4, log_level=server.log_level, lifespan="on",
+        ws_max_size=server.max_message_bytes * 4, ws_per_message_deflate=server.ws_per_message_deflate,
+        log_level=server.log_level, lifespan="on",
     )
 
 

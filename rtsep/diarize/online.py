@@ -84,6 +84,11 @@ class DiarizationConfig:
     embedding_source: str = "speech"  # "speech": the session's most recent speech only; "window": the raw window
     min_embed_speech_s: float = 0.5  # speech needed in the buffer before an embedding is computed
     speech_reset_gap_s: float | None = None  # a pause longer than this empties the speech buffer
+    # the inference worker starts a tick no earlier than this after the oldest waiting step arrived, so that the
+    # steps of sessions a few ms apart share one forward of the speaker encoder (batch 1: ~20 ms a window on this
+    # machine, batch 8: ~8 ms); it adds at most this to labels (rtsep.runtime.worker; bench/RESULTS.md "Capacity
+    # with separation on")
+    gather_s: float = 0.05
     # "embedded": the above (silero-vad + resemblyzer); "pyannote": streaming diarization on local pyannote.audio
     # checkpoints (``segmentation``, ``embedding``; settings in [pyannote], rtsep.diarize.pyannote_stream)
     backend: str = "embedded"
@@ -117,6 +122,8 @@ class DiarizationConfig:
             raise ConfigError("final_switch_penalty must be >= 0 (or unset)")
         if self.hangover_frames < 0 or self.live_hangover_frames < 0:
             raise ConfigError("hangover_frames and live_hangover_frames must be >= 0")
+        if not 0 <= self.gather_s <= 1.0:
+            raise ConfigError(f"[diarization] gather_s must be within [0, 1] s, got {self.gather_s!r}")
 
     @property
     def min_embed_speech_samples(self) -> int:

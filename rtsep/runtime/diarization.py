@@ -86,7 +86,8 @@ class DiarizationRuntime:
         self.vad = (vad if vad is not None else load_silero_vad()).to(self.device).eval()
         self.encoder = (encoder if encoder is not None else load_speaker_encoder()).to(self.device).eval()
         self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(
-            self._process, max_batch=runtime_config.max_batch, name="rtsep-diarize", on_batch=on_batch
+            self._process, max_batch=runtime_config.max_batch, name="rtsep-diarize", on_batch=on_batch,
+            gather_s=diarization_config.gather_s,
         )
 
     @property

@@ -166,7 +166,8 @@ class PyannoteDiarizationRuntime:
         self._nearest = np.abs(frame_centres_s[:, None] - centres_s[None, :]).argmin(axis=1)
         self.embedding_dimension = self._probe()
         self._worker: BatchWorker[DiarizeRequest, StepAnalysis] = BatchWorker(
-            self._process, max_batch=runtime_config.max_batch, name="rtsep-pyannote", on_batch=on_batch)
+            self._process, max_batch=runtime_config.max_batch, name="rtsep-pyannote", on_batch=on_batch,
+            gather_s=diarization_config.gather_s)
 
     def _probe(self) -> int:
         """Both models once on a silent buffer, at start-up: a model that cannot run on the session's buffers fails

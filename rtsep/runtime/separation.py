@@ -51,7 +51,9 @@ class SeparationRuntime:
         on_batch: Callable[[int, float], object] | None = None,
         adaptation_cpu_share: float = 0.5,
         adaptation_max_queued: int = 16,
+        gather_s: float = 0.0,
     ) -> None:
+        """``gather_s``: the worker's gather window (rtsep.runtime.worker; ``[separator] gather_s``)."""
         if runtime_config.torch_threads:
             torch.set_num_threads(runtime_config.torch_threads)
         self.config = runtime_config
@@ -59,7 +61,8 @@ class SeparationRuntime:
         self.separator = separator.to(self.device)
         self.spec = separator.spec
         self._worker: BatchWorker[SeparateRequest, SeparatedStep] = BatchWorker(
-            self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch
+            self._process, max_batch=runtime_config.max_batch, name="rtsep-separate", on_batch=on_batch,
+            gather_s=gather_s,
         )
         self._adapter: AdaptationWorker | None = None  # started with the first round
         self._adapt_share, self._adapt_max_queued = adaptation_cpu_share, adaptation_max_queued

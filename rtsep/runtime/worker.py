@@ -3,6 +3,11 @@
 Requests carry a ``key`` (the session). A tick takes at most one request per key, in arrival order, so a
 session's requests are processed strictly in sequence (its recurrent state is updated step by step)
 while different sessions share one forward. Requests of a key beyond the first wait for the next tick.
+
+``gather_s``: a tick starts no earlier than ``gather_s`` after its oldest request arrived (unless ``max_batch``
+sessions are already waiting, or the worker closes), so that the steps of sessions that arrive a few ms apart share
+one forward instead of running as many tiny batches. A request that already waited that long (the worker was busy)
+waits no more; each request waits at most ``gather_s`` longer than without the window.
 """
 
 from __future__ import annotations
@@ -22,11 +27,20 @@ Req = TypeVar("Req")
 Res = TypeVar("Res")
 
 
+def gather_wait_s(oldest_arrived_s: float, now_s: float, gather_s: float, waiting_keys: int, max_batch: int) -> float:
+    """How much longer a tick waits before it starts: until ``gather_s`` after its oldest request arrived, and not at
+    all once ``max_batch`` sessions (keys) have a request waiting."""
+    if waiting_keys >= max_batch:
+        return 0.0
+    return max(0.0, oldest_arrived_s + gather_s - now_s)
+
+
 @dataclass
 class _Item(Generic[Req, Res]):
     key: Hashable
     request: Req
     future: Future
+    arrived_s: float = 0.0  # the worker's clock at submit
 
 
 class BatchWorker(Generic[Req, Res]):
@@ -37,9 +51,15 @@ class BatchWorker(Generic[Req, Res]):
         max_batch: int,
         name: str = "rtsep-worker",
         on_batch: Callable[[int, float], Any] | None = None,
+        gather_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if not gather_s >= 0:
+            raise ValueError(f"gather_s must be >= 0, got {gather_s!r}")
         self._process_batch = process_batch
         self._max_batch = max_batch
+        self._gather_s = gather_s
+        self._clock = clock
         self._on_batch = on_batch
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
@@ -57,7 +77,7 @@ class BatchWorker(Generic[Req, Res]):
         with self._cond:
             if self._closed:
                 raise RuntimeError("worker is closed")
-            self._queue.append(_Item(key, request, future))
+            self._queue.append(_Item(key, request, future, self._clock()))
             self._cond.notify()
         return future
 
@@ -66,6 +86,13 @@ class BatchWorker(Generic[Req, Res]):
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout_s)
+
+    def _gather_wait_s(self) -> float:
+        """How much longer the tick waits for more sessions' requests (0: start now). Called with the lock held."""
+        if self._gather_s <= 0 or self._closed:
+            return 0.0
+        return gather_wait_s(self._queue[0].arrived_s, self._clock(), self._gather_s,
+                             len({item.key for item in self._queue}), self._max_batch)
 
     def _take_batch(self) -> list[_Item]:
         batch: list[_Item] = []
@@ -95,6 +122,8 @@ class BatchWorker(Generic[Req, Res]):
                     self._cond.wait()
                 if self._closed and not self._queue:
                     return
+                while (wait_s := self._gather_wait_s()) > 0:  # woken by each submit, and by close
+                    self._cond.wait(wait_s)
                 batch = self._take_batch()
             live = [item for item in batch if item.future.set_running_or_notify_cancel()]
             if not live:

@@ -27,6 +27,11 @@ class SeparatorConfig:
     # well; 0.02 s is the low-latency setting (separated frames within ~0.05 s) at ~4x the CPU per session
     # (bench/RESULTS.md "Separated frames on time")
     step_s: float = 0.1
+    # the inference worker starts a tick no earlier than this after the oldest waiting step arrived, so that the
+    # steps of many sessions, which arrive a few ms apart, share one forward instead of running as many tiny batches
+    # (rtsep.runtime.worker); it adds at most this to separated frames: the low-latency setting sets 0
+    # (bench/RESULTS.md "Capacity with separation on")
+    gather_s: float = 0.05
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str) and self.name.strip().lower() in ("", "none", "off"):
@@ -35,6 +40,8 @@ class SeparatorConfig:
             raise ConfigError(f"[separator] norm_memory_s must be >= 0, got {self.norm_memory_s!r}")
         if not 0 < self.step_s <= 2.0:
             raise ConfigError(f"[separator] step_s must be within (0, 2] s, got {self.step_s!r}")
+        if not 0 <= self.gather_s <= 1.0:
+            raise ConfigError(f"[separator] gather_s must be within [0, 1] s, got {self.gather_s!r}")
 
     def options(self) -> dict[str, Any]:
         """Keyword arguments of rtsep.separate.base.create_separator for this separator."""

@@ -57,20 +57,32 @@ class _EndRequested(Exception):
     pass
 
 
-async def _next_message(ws: WebSocket, pipeline: SessionDriver | None, idle_timeout_s: float) -> dict:
-    """The client's next message, unless the server asks the session to end or the client stays idle."""
-    receive = asyncio.ensure_future(ws.receive())
-    waiters: set[asyncio.Future] = {receive}
-    if pipeline is not None:
-        waiters.add(asyncio.ensure_future(pipeline.end_requested.wait()))
-    done, pending = await asyncio.wait(waiters, timeout=idle_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if receive in done:
-        return receive.result()
-    if done:
-        raise _EndRequested()
-    raise IdleTimeout(f"no message from the client for {idle_timeout_s:g} s")
+class _Receiver:
+    """The client's next message, unless the server asks the session to end or the client stays idle. One task
+    waits on the session's end request for the whole session; each message costs one receive and one wait."""
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._end: asyncio.Future | None = None  # pipeline.end_requested.wait(), from the session's start on
+
+    async def next(self, pipeline: SessionDriver | None, idle_timeout_s: float) -> dict:
+        if pipeline is not None and self._end is None:
+            self._end = asyncio.ensure_future(pipeline.end_requested.wait())
+        if self._end is not None and self._end.done():
+            raise _EndRequested()
+        receive = asyncio.ensure_future(self.ws.receive())
+        waiters = {receive} if self._end is None else {receive, self._end}
+        done, _ = await asyncio.wait(waiters, timeout=idle_timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if receive in done:
+            return receive.result()
+        receive.cancel()
+        if done:
+            raise _EndRequested()
+        raise IdleTimeout(f"no message from the client for {idle_timeout_s:g} s")
+
+    def close(self) -> None:
+        if self._end is not None:
+            self._end.cancel()
 
 
 async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
@@ -81,12 +93,13 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
     guard: RealtimeGuard | None = None
     pipeline: SessionDriver | None = None
     outcome = "completed"
+    receiver = _Receiver(ws)
     try:
         manager.check_api_key(api_key_of(ws))
         manager.check_capacity()
         while True:
             try:
-                message = await _next_message(ws, pipeline, limits.idle_timeout_s)
+                message = await receiver.next(pipeline, limits.idle_timeout_s)
             except _EndRequested:
                 assert pipeline is not None and pipeline.end_reason is not None
                 if not pipeline.end_flush:
@@ -143,6 +156,7 @@ async def serve_stream(ws: WebSocket, manager: SessionManager) -> None:
     except WebSocketDisconnect:
         outcome = "client_gone"
     finally:
+        receiver.close()
         if pipeline is not None:
             try:
                 if pipeline.info.state == "live":

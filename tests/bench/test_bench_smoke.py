@@ -109,6 +109,19 @@ def test_load_test(clip):
     report = last_json(run_module("bench.load_test", "--sessions", "2", "--minutes", "0.05", "--wav", clip[0],
                                   "--rttm", clip[1]))
     assert report["completed"] == 2 and report["errors"] == []
+    assert report["server_cpu_s_per_session_s"] > 0 and report["clients_cpu_s_per_session_s"] > 0
+
+
+def test_load_test_cost_mode_with_deflate_and_a_config(clip):
+    report = last_json(run_module("bench.load_test", "--sessions", "2", "--minutes", "0.05", "--speed", "2",
+                                  "--overflow", "backpressure", "--deflate", "--config",
+                                  REPO / "bench/configs/no-gather.toml", "--wav", clip[0], "--rttm", clip[1]))
+    assert report["completed"] == 2 and report["deflate"] and report["overflow"] == "backpressure"
+
+
+def test_resample_speed():
+    report = last_json(run_module("bench.resample_speed", "--calls", "20", "--repeats", "1"))
+    assert len(report["us_per_call_median"]) == 2 and all(v > 0 for v in report["us_per_call_median"].values())
 
 
 def test_fuzz_server(clip):

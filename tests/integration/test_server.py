@@ -166,6 +166,26 @@ async def test_too_many_sessions_gets_1013(server):
         assert json.loads(await ws.recv())["type"] == "ready"
 
 
+async def _negotiated_extensions(ws_url: str) -> str | None:
+    """The ``Sec-WebSocket-Extensions`` of the server's handshake answer to a client that offers permessage-deflate
+    (the websockets library's default offer)."""
+    async with websockets.connect(ws_url, compression="deflate") as ws:
+        await ws.send('{"type":"start","sample_rate":16000}')
+        assert json.loads(await ws.recv())["type"] == "ready"
+        return ws.response.headers.get("Sec-WebSocket-Extensions")
+
+
+async def test_server_declines_permessage_deflate_by_default(server):
+    # audio does not compress: deflating every frame to and from every client cost most of the event loop's CPU
+    assert await _negotiated_extensions(server.ws_url) is None
+
+
+async def test_permessage_deflate_when_configured(tmp_path):
+    with run_server(tmp_path / "data", ws_per_message_deflate=True) as running:
+        extensions = await _negotiated_extensions(running.ws_url)
+    assert extensions is not None and "permessage-deflate" in extensions
+
+
 async def test_dropped_client_loses_nothing_and_metrics(server, meeting_wav):
     audio, rate = sf.read(str(meeting_wav), dtype="float32")
     async with websockets.connect(server.ws_url) as ws:

@@ -2,6 +2,7 @@
 
 import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -256,3 +257,18 @@ def test_bad_denoise_settings_are_refused(tmp_path, section):
     path.write_text(f"[denoise]\n{section}\n")
     with pytest.raises(ConfigError, match="denoise"):
         load_config(path, env={})
+
+
+def test_gather_windows_and_websocket_deflate_from_file(tmp_path):
+    defaults = load_config(None, env={})
+    assert defaults.pipeline.separator.gather_s == 0.05 and defaults.pipeline.diarization.gather_s == 0.05
+    assert defaults.server.ws_per_message_deflate is False
+    low = load_config(Path(__file__).resolve().parents[2] / "bench/configs/separator-step-0.02.toml", env={}).pipeline
+    assert low.separator.gather_s == 0 and low.diarization.gather_s == 0 and low.separator.step_s == 0.02
+    toml = tmp_path / "c.toml"
+    toml.write_text("[server]\nws_per_message_deflate = true\n")
+    assert load_config(toml, env={}).server.ws_per_message_deflate is True
+    for section in ("separator", "diarization"):
+        toml.write_text(f"[{section}]\ngather_s = -0.01\n")
+        with pytest.raises(ConfigError, match="gather_s"):
+            load_config(toml, env={})

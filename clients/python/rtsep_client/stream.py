@@ -99,15 +99,21 @@ async def stream_file(
     max_speakers: int | None = None,
     token_timeout_s: float = 600.0,
     voices: list[str] | str | None = None,
+    compression: str | None = None,
 ) -> StreamResult:
-    """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible."""
+    """``speed``: 1.0 paces frames in real time, 2.0 twice as fast, 0 sends as fast as possible.
+
+    ``compression``: the WebSocket extension to offer, ``"deflate"`` (permessage-deflate) or None (the default:
+    PCM audio hardly compresses, and deflating every 20 ms frame costs both ends CPU; rtsep's server declines it
+    unless its ``[server] ws_per_message_deflate`` is on)."""
     audio, rate = read_audio(Path(path))
     out = Path(out_dir)
     (out / "tracks").mkdir(parents=True, exist_ok=True)
     mono = audio.mean(axis=1, dtype=np.float32)
     frame = max(1, int(rate * frame_ms / 1000))
     clock = _SendClock()
-    tracks: dict[int, np.ndarray] = {}
+    tracks: dict[int, np.ndarray] = {}  # each track's samples so far (its buffer may run past its length)
+    lengths: dict[int, int] = {}
     names: dict[int, str] = {}
     events: list[dict[str, Any]] = []
     sources: set[int] = set()  # track indices of separated sources (announced with kind "source")
@@ -115,7 +121,7 @@ async def stream_file(
     frame_latency: list[float] = []
     by_kind: dict[str, list[float]] = {"speaker": [], "source": []}
     turn_end_latency: list[float] = []
-    async with websockets.connect(url, max_size=None) as ws:
+    async with websockets.connect(url, max_size=None, compression=compression) as ws:
         start = Start(sample_rate=int(rate), encoding=encoding, channels=1, max_speakers=max_speakers, voices=voices)
         await ws.send(encode_message(start))
         ready = parse_server_message(await ws.recv())
@@ -148,10 +154,12 @@ async def stream_file(
                     header, samples = decode_audio_frame(message)
                     end = header.start_sample + header.sample_count
                     buf = tracks.get(header.track, np.zeros(0, np.float32))
-                    if buf.size < end:
-                        buf = np.concatenate([buf, np.zeros(end - buf.size, np.float32)])
+                    if buf.size < end:  # grown geometrically: one copy per doubling, not one per frame
+                        grown = np.zeros(max(end, 2 * buf.size), np.float32)
+                        grown[: buf.size] = buf
+                        buf = tracks[header.track] = grown
                     buf[header.start_sample : end] = samples
-                    tracks[header.track] = buf
+                    lengths[header.track] = max(lengths.get(header.track, 0), end)
                     sent = clock.sent_at(int(np.ceil(end * rate / header.sample_rate_hz)))
                     if sent is not None:
                         frame_latency.append(now - sent)
@@ -181,6 +189,7 @@ async def stream_file(
     duration = int(round(done.duration_s * out_rate))
     for index, buf in tracks.items():
         name = names.get(index, f"track_{index}")  # every track is announced before its audio; in case not
+        buf = buf[: lengths[index]]
         full = np.zeros(max(duration, buf.size), np.float32)
         full[: buf.size] = buf
         folder = out / ("separated" if index in sources else "tracks")

@@ -94,3 +94,41 @@ def test_a_wrong_number_of_results_fails_the_batch():
     with pytest.raises(RuntimeError, match="0 results for 1 requests"):
         worker.submit("a", 1).result(5)
     worker.close()
+
+
+def test_gather_window_batches_sessions_that_arrive_apart():
+    batches: list[list[str]] = []
+
+    def process(requests):
+        batches.append(list(requests))
+        return requests
+
+    # a window far longer than the test: the tick starts when max_batch sessions wait, not when the window ends
+    worker = BatchWorker(process, max_batch=3, gather_s=600.0)
+    first = worker.submit("a", "a0")
+    assert not first.done()  # held for the others, not run alone
+    futures = [first, worker.submit("b", "b0"), worker.submit("c", "c0")]
+    assert [f.result(30) for f in futures] == ["a0", "b0", "c0"]
+    worker.close()
+    assert batches == [["a0", "b0", "c0"]]
+
+
+def test_gather_window_ends_on_close():
+    worker = BatchWorker(lambda requests: requests, max_batch=8, gather_s=600.0)
+    pending = worker.submit("a", "a0")
+    worker.close(timeout_s=30)
+    assert pending.result(0) == "a0"  # processed, not left waiting for the window
+
+
+def test_gather_wait_counts_from_the_oldest_request():
+    from rtsep.runtime.worker import gather_wait_s
+
+    assert gather_wait_s(10.0, 10.01, 0.05, waiting_keys=1, max_batch=8) == pytest.approx(0.04)
+    assert gather_wait_s(10.0, 10.2, 0.05, waiting_keys=1, max_batch=8) == 0.0  # it already waited (worker busy)
+    assert gather_wait_s(10.0, 10.01, 0.05, waiting_keys=8, max_batch=8) == 0.0  # a full batch starts at once
+    assert gather_wait_s(10.0, 10.0, 0.0, waiting_keys=1, max_batch=8) == 0.0
+
+
+def test_gather_s_must_not_be_negative():
+    with pytest.raises(ValueError):
+        BatchWorker(lambda requests: requests, max_batch=1, gather_s=-0.1)
