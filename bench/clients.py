@@ -18,16 +18,14 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from rtsep_client import stream_file
+
+from bench.common import pct
 
 
 def summary(values: list[float]) -> dict[str, float | int | None]:
     """count, p50 and p95 (seconds) of a list of latencies."""
-    if not values:
-        return {"count": 0, "p50_s": None, "p95_s": None}
-    arr = np.asarray(values)
-    return {"count": int(arr.size), "p50_s": float(np.percentile(arr, 50)), "p95_s": float(np.percentile(arr, 95))}
+    return {"count": len(values), "p50_s": pct(values, 50), "p95_s": pct(values, 95)}
 
 
 def session_entry(result: Any) -> dict[str, Any]:

@@ -30,8 +30,6 @@ import soundfile as sf
 
 from bench.common import REPO, add_audio_args, audio_paths, cpu_seconds, machine_note, metric_value, rtsep_server
 
-CONFIG_TOML = '[runtime]\noverflow = "drop"\n'  # a step the server cannot keep up with is dropped, and counted
-
 
 def server_toml(config: Path | None, deflate: bool, overflow: str = "drop") -> str:
     """The servers' TOML: ``config``'s tables (flat: strings, booleans, numbers) with ``[runtime] overflow`` (drop:
