@@ -180,7 +180,8 @@ def evaluate_checkpoint(path: Path, sets: dict, rtf_steps: list[int] | None, rtf
     model = load_convtasnet(path, norm_memory_s)
     meta = read_checkpoint_metadata(path)["metadata"]
     result = {"checkpoint": str(path), "step": meta.get("step"),
-              "trained_h": round(meta.get("cpu_s", meta.get("trained_s", 0)) / 3600, 3), "size_bytes": path.stat().st_size,
+              "trained_h": round(meta.get("cpu_s", meta.get("trained_s", 0)) / 3600, 3),
+              "size_bytes": path.stat().st_size,
               "parameters": model.num_parameters(), **score(sets, model_separate(model))}
     if rtf_steps:
         result["rtf"] = {f"step{s}_batch{b}": round(streaming_rtf(model, s, b, seconds=rtf_seconds, runs=3), 4)
