@@ -145,3 +145,80 @@ def test_converged_speakers_are_merged_into_the_older():
 def test_merge_distance_validation():
     with pytest.raises(ConfigError):
         ClusteringConfig(merge_distance=-0.1)
+
+
+def _pair(distance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit voices at this cosine distance."""
+    a = np.zeros(256)
+    a[0] = 1.0
+    b = np.zeros(256)
+    b[0], b[1] = 1.0 - distance, np.sqrt(1.0 - (1.0 - distance) ** 2)
+    return a, b
+
+
+def _two_talkers_in_one_centroid(config: ClusteringConfig) -> tuple[OnlineClustering, list[int]]:
+    """Talkers 0.4 apart, under a new-speaker distance of 0.5: the greedy live path never founds the second."""
+    rng = np.random.default_rng(7)
+    a, b = _pair(0.4)
+    c = OnlineClustering(config)
+    for _ in range(20):
+        c.assign(_near(a, rng, 0.005), 1.0)
+    labels = [c.assign(_near(b if i % 4 < 2 else a, rng, 0.005), 1.0) for i in range(80)]
+    return c, labels
+
+
+def test_reclustering_finds_a_talker_the_greedy_path_missed():
+    base = {"new_speaker_distance": 0.5, "split_check_every": 0, "recluster_min_embeddings": 24}
+    without, labels = _two_talkers_in_one_centroid(ClusteringConfig(**base))
+    assert without.num_speakers == 1 and set(labels) == {0}
+    c, labels = _two_talkers_in_one_centroid(ClusteringConfig(**base, recluster_every=8))
+    assert c.num_speakers == 2
+    tail = labels[-20:]  # after the re-clustering the talkers get their own labels, and the first keeps 0
+    assert [tail[i] for i in range(20) if i % 4 >= 2] == [0] * 10
+    assert [tail[i] for i in range(20) if i % 4 < 2] == [1] * 10
+    assert set(c.labels().values()) == {0, 1}
+
+
+def test_reclustering_merges_a_spurious_live_speaker_only_when_asked():
+    """One voice that shifts by 0.3 (a level or channel change: a second live speaker) and back and forth."""
+    rng = np.random.default_rng(11)
+    a, shifted = _pair(0.3)
+
+    def run(config: ClusteringConfig) -> tuple[OnlineClustering, list[int]]:
+        c = OnlineClustering(config)
+        for _ in range(30):
+            c.assign(_near(a, rng, 0.005), 1.0)
+        for _ in range(6):
+            c.assign(_near(shifted, rng, 0.005), 1.0)
+        return c, [c.assign(_near(shifted if i % 2 else a, rng, 0.005), 1.0) for i in range(40)]
+
+    base = {"split_check_every": 0, "recluster_distance": 0.4, "recluster_every": 8}
+    kept, labels = run(ClusteringConfig(**base))
+    assert kept.num_speakers == 2 and kept.merged == {} and 1 in labels[-10:]
+    merged, labels = run(ClusteringConfig(**base, recluster_merge=True))
+    assert merged.merged == {1: 0}
+    assert labels[-10:] == [0] * 10
+    assert np.isinf(merged.distances(shifted)[1])
+
+
+def test_reclustering_spectral_keeps_the_live_indices():
+    """Past the spectral threshold: three talkers in turns, re-clustered often; labels stay those of the live
+    path (speaker k is the k-th talker to speak) and are the same on a second run."""
+    voices = [_speaker(20 + k) for k in range(3)]
+    order = [0] * 30 + [1] * 30 + [2] * 30 + [k for k in range(3) for _ in range(10)] * 4
+    config = ClusteringConfig(recluster_every=10, recluster_spectral_min_embeddings=60, recluster_min_cluster=5)
+    runs = []
+    for _ in range(2):
+        c = OnlineClustering(config)
+        runs.append([c.assign(_near(voices[k], np.random.default_rng(i), 0.02), 1.0)
+                     for i, k in enumerate(order)])
+        assert c.num_speakers == 3
+    assert runs[0] == runs[1]
+    assert runs[0][-120:] == order[-120:]
+
+
+def test_recluster_config_validation():
+    for bad in ({"recluster_every": -1}, {"recluster_min_embeddings": 2}, {"recluster_distance": 0.0},
+                {"recluster_pruning": 0.0}, {"recluster_min_cluster": 0}):
+        with pytest.raises(ConfigError):
+            ClusteringConfig(**bad)
