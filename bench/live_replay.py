@@ -102,7 +102,7 @@ class _Replayed:
         self._answers = iter(answers)
         self.num_speakers = 0
 
-    def assign(self, embedding: np.ndarray, speech_ratio: float, step_index: int | None = None) -> int | None:
+    def assign(self, embedding: np.ndarray, speech_ratio: float) -> int | None:
         label, self.num_speakers = next(self._answers)
         return label
 
@@ -124,8 +124,8 @@ def replay(steps: list[StepAnalysis], config: DiarizationConfig,
         clustering, answers = diarizer.clustering, []
         original = clustering.assign
 
-        def recording(embedding, speech_ratio, step_index=None):
-            label = original(embedding, speech_ratio, step_index)
+        def recording(embedding, speech_ratio):
+            label = original(embedding, speech_ratio)
             answers.append((label, clustering.num_speakers))
             return label
 

@@ -13,15 +13,6 @@ centroids, so the speaker indices stay put). This repairs a centroid founded fro
 silence, or two talkers): its weak founding embedding has little weight and moves away once better ones
 arrive. Earlier decisions of the live path are not changed; only the centroids and :meth:`labels` are.
 The diarizer feeds one embedding per step.
-
-With ``recluster_every`` > 0, every that many embeddings the trusted remembered ones are clustered afresh with
-hindsight, as the final timeline clusters a whole session (rtsep.diarize.offline: embeddings averaged with their
-neighbours in time, spectral clustering with the count from the eigengap; agglomerative while the history is
-short), and the result replaces the live assignment of the remembered embeddings. The new clusters keep the
-live speakers' indices (Hungarian matching on the speech they share); a cluster no live speaker matches founds a
-new speaker; with ``recluster_merge`` a live speaker that no cluster kept is merged into the one that took most
-of its embeddings. The greedy incremental decisions (a centroid founded from a few windows, one that drifted)
-are thus repaired from the whole history, not only from the nearest-centroid moves of the refinement.
 """
 
 from __future__ import annotations
@@ -51,16 +42,6 @@ class ClusteringConfig:
     # two live speakers whose centroids come closer than this (cosine distance) are one: the younger is merged
     # into the older and never assigned again (its past labels stay; later embeddings go to the older); 0: never
     merge_distance: float = 0.0
-    # periodic re-clustering of the remembered embeddings with hindsight (module docstring); 0: never
-    recluster_every: int = 0
-    recluster_min_embeddings: int = 24  # trusted embeddings needed before the first re-clustering
-    recluster_spectral_min_embeddings: int = 160  # fewer: agglomerative at recluster_distance, no averaging
-    recluster_distance: float = 0.32  # agglomerative: cosine distance at which clusters stop merging
-    recluster_radius_steps: int = 4  # spectral: each embedding averaged with those this many steps either side
-    recluster_pruning: float = 0.15  # spectral: share of each embedding's most similar others kept as edges
-    recluster_min_neighbours: int = 36  # spectral: and at least this many
-    recluster_min_cluster: int = 12  # clusters with fewer embeddings fold into the nearest large one
-    recluster_merge: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.new_speaker_distance < 2.0:
@@ -71,12 +52,6 @@ class ClusteringConfig:
             raise ConfigError("refine_iterations must be >= 0")
         if not 0.0 <= self.merge_distance < 2.0:
             raise ConfigError("merge_distance must be within [0, 2)")
-        if self.recluster_every < 0 or self.recluster_radius_steps < 0 or self.recluster_min_neighbours < 0:
-            raise ConfigError("recluster_every, recluster_radius_steps and recluster_min_neighbours must be >= 0")
-        if self.recluster_min_embeddings < 3 or self.recluster_min_cluster < 1:
-            raise ConfigError("recluster_min_embeddings must be >= 3 and recluster_min_cluster >= 1")
-        if not 0.0 < self.recluster_distance < 2.0 or not 0.0 < self.recluster_pruning <= 1.0:
-            raise ConfigError("recluster_distance must be within (0, 2) and recluster_pruning within (0, 1]")
 
 
 _WEAK_WEIGHT = 1e-3  # weight of an embedding from a window with too little speech
@@ -95,7 +70,6 @@ class OnlineClustering:
         self._embs: list[np.ndarray] = []  # remembered unit embeddings (newest last)
         self._weights: list[float] = []
         self._ids: list[int] = []  # the embedding's position in the whole stream
-        self._steps: list[int] = []  # the step each remembered embedding came from (its position if none given)
         self._labels: list[int] = []  # current cluster of each remembered embedding (-1: none yet)
         self._next_id = 0
         self._far: list[int] = []  # positions (in memory) of the current run of far embeddings
@@ -126,18 +100,15 @@ class OnlineClustering:
         """Current cluster of each remembered embedding, by its position in the stream (0, 1, ...)."""
         return {i: lab for i, lab in zip(self._ids, self._labels) if lab >= 0}
 
-    def assign(self, embedding: np.ndarray, speech_ratio: float, step_index: int | None = None) -> int | None:
-        """The speaker index for this embedding (possibly a new one), or None when it cannot be trusted yet.
-        ``step_index``: the step the embedding's window ends with (re-clustering averages neighbours in time)."""
+    def assign(self, embedding: np.ndarray, speech_ratio: float) -> int | None:
+        """The speaker index for this embedding (possibly a new one), or None when it cannot be trusted yet."""
         cfg = self.config
         embedding = _unit(np.asarray(embedding, np.float32))
         weight = float(speech_ratio) if speech_ratio >= cfg.min_speech_ratio_update else _WEAK_WEIGHT
-        self._remember(embedding, weight, self._next_id if step_index is None else int(step_index))
+        self._remember(embedding, weight)
         pos = len(self._embs) - 1
         if self._num == 0:  # the first talker gets a label at once
             return self._found([pos])
-        if cfg.recluster_every and self._next_id % cfg.recluster_every == 0:
-            self._recluster()
         dists = self.distances(embedding)
         nearest = int(np.argmin(dists))
         if dists[nearest] < cfg.new_speaker_distance:
@@ -168,70 +139,18 @@ class OnlineClustering:
 
     # --- internals ---
 
-    def _remember(self, embedding: np.ndarray, weight: float, step_index: int) -> None:
+    def _remember(self, embedding: np.ndarray, weight: float) -> None:
         self._embs.append(embedding)
         self._weights.append(weight)
         self._ids.append(self._next_id)
-        self._steps.append(step_index)
         self._labels.append(-1)
         self._next_id += 1
         if len(self._embs) > self.config.memory:
             lab = self._labels[0]
             if lab >= 0:
                 self._old_sums[lab] = self._old_sums[lab] + self._weights[0] * self._embs[0]
-            del self._embs[0], self._weights[0], self._ids[0], self._labels[0], self._steps[0]
+            del self._embs[0], self._weights[0], self._ids[0], self._labels[0]
             self._far = [p - 1 for p in self._far if p > 0]
-
-    def _recluster(self) -> None:
-        """The remembered, trusted, assigned embeddings clustered afresh with hindsight (module docstring)."""
-        from scipy.optimize import linear_sum_assignment
-
-        from rtsep.diarize.offline import average_neighbours, recluster
-
-        cfg = self.config
-        pending = set(self._far)
-        labels = np.asarray(self._labels)
-        weights = np.asarray(self._weights)
-        trusted = np.flatnonzero((labels >= 0) & (weights >= cfg.min_speech_ratio_update)
-                                 & np.array([p not in pending for p in range(len(labels))]))
-        if trusted.size < cfg.recluster_min_embeddings:
-            return
-        embs = np.stack([self._embs[p] for p in trusted])
-        if trusted.size >= cfg.recluster_spectral_min_embeddings:
-            unit = average_neighbours(embs, np.asarray(self._steps)[trusted], cfg.recluster_radius_steps)
-            ids = recluster(unit, cfg.recluster_distance, cfg.max_speakers, cfg.recluster_min_cluster, "spectral",
-                            cfg.recluster_pruning, cfg.recluster_min_neighbours)
-        else:
-            ids = recluster(embs, cfg.recluster_distance, cfg.max_speakers, cfg.recluster_min_cluster, "ahc")
-        live = labels[trusted]
-        shared = np.zeros((int(ids.max()) + 1, self._num))
-        np.add.at(shared, (ids, live), weights[trusted])
-        shared[:, list(self._merged)] = 0.0  # a merged speaker is never matched again
-        rows, cols = linear_sum_assignment(-shared)
-        mapping = {int(r): int(c) for r, c in zip(rows, cols) if shared[r, c] > 0}
-        for cluster in range(shared.shape[0]):
-            if cluster in mapping:
-                continue
-            if self._num < cfg.max_speakers:  # hindsight found a talker the live path had not: a new speaker
-                mapping[cluster] = self._num
-                self._num += 1
-                self._old_sums.append(np.zeros_like(self._embs[0]))
-            else:
-                mapping[cluster] = int(np.argmax(shared[cluster]))
-        new = np.array([mapping[int(c)] for c in ids])
-        if cfg.recluster_merge:
-            kept = set(mapping.values())
-            for speaker in set(live.tolist()) - kept - set(self._merged):
-                target = int(np.bincount(new[live == speaker]).argmax())
-                self._merged[speaker] = target
-                for k, t in self._merged.items():  # chains, as in _merge_close
-                    if t == speaker:
-                        self._merged[k] = target
-                self._old_sums[target] = self._old_sums[target] + self._old_sums[speaker]
-                self._old_sums[speaker] = np.zeros_like(self._old_sums[speaker])
-        for p, speaker in zip(trusted, new):
-            self._labels[int(p)] = int(speaker)
-        self._update_centroids()
 
     def _merge_close(self) -> None:
         """Merge the younger of the closest pair of live speakers into the older while they are closer than

@@ -192,7 +192,7 @@ class OnlineDiarizer:
                 ratio = min(1.0, step.embedding_speech_s * cfg.sample_rate_hz / cfg.embedding_window_samples)
             else:
                 ratio = float(np.mean(self._speech_history)) if self._speech_history else 0.0
-            label = self.clustering.assign(step.embedding, ratio, step.step_index)
+            label = self.clustering.assign(step.embedding, ratio)
             if label is not None:
                 self._embedding_labels[step.step_index] = label
                 while self._known_speakers < self.clustering.num_speakers:

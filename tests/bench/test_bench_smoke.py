@@ -263,6 +263,20 @@ def test_meetings_build_and_eval(tmp_path):
     assert any(r["kind"] == "summary" and r["group"] == "all" for r in rows)
 
 
+def test_live_replay_and_bound(tmp_path):
+    """The live diarizer captured on one tiny meeting, replayed with a setting, and bounded by hindsight labels."""
+    folder, cache = tmp_path / "meetings", tmp_path / "cache"
+    run_module("bench.meetings", "build", "--split", "dev", "--out", folder, "--meetings", "1", "--duration-s", "20")
+    run_module("bench.live_replay", "capture", "--meetings", folder, "--out", cache)
+    swept = run_module("bench.live_replay", "sweep", "--meetings", folder, "--cache", cache,
+                       "--set", "live_hangover_frames=5,7")
+    assert len([line for line in swept.splitlines() if line.startswith("| 5 ") or line.startswith("| 7 ")]) == 2
+    rows = json_lines(run_module("bench.live_bound", "--meetings", folder, "--cache", cache, "--radius", "0",
+                                 "--causal", "--spectral-min", "20"))
+    assert [r["labels"] for r in rows] == ["hindsight, radius 0", "causal re-clustering"]
+    assert all(0 <= r["der"] and r["meetings"] == 1 for r in rows)
+
+
 def test_process_speed(clip):
     rows = json_lines(run_module("bench.process_speed", "--runs", "1", "--meeting-s", "0", "--wav", clip[0],
                                  "--flags", "--adapt-budget-rtf 0.2 --ensemble 1", timeout_s=400))
