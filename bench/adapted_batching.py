@@ -1,6 +1,6 @@
 """What a separation tick costs when sessions run on adapted models: one shared batch, the adapted sessions' weights
-stacked into one vmapped call (rtsep.separate.convtasnet.stream_stacked, what the runtime does), or one call per
-adapted model (what it did before).
+stacked and passed to one streaming call (ConvTasNet.stream's ``params``: batched matmuls, per-item slopes, gains and
+taps; what the runtime does), or one call per adapted model.
 
     python -m bench.adapted_batching [--sessions 1 4 8 16] [--ticks 30] [--step-s 0.1]
 

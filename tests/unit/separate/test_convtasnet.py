@@ -291,3 +291,27 @@ def test_the_warm_up_runs_at_adopt_and_the_switch_catches_up_the_steps_since(mod
     assert torch.allclose(torch.cat(outs[5:], -1)[0], taken[0, :, 3 * step:], atol=1e-4)
     # the switch two steps late: the new model heard steps 5-6 in the catch-up, so step 7 on matches
     assert torch.allclose(torch.cat(outs_late[7:], -1)[0], taken[0, :, 5 * step:], atol=1e-4)
+
+
+@pytest.mark.parametrize("norm_memory_s", [0.0, 0.05])
+def test_per_session_weights_in_one_call_equal_each_model_alone(norm_memory_s):
+    """ConvTasNet.stream with stacked params: item b runs on model b's weights (slopes, gains, taps, matmuls), its
+    streaming state is its own, and the result is what model b gives on its own, chunk after chunk."""
+    from dataclasses import replace
+
+    from rtsep.separate.convtasnet import stack_parameters
+
+    config = replace(SMALL, norm_memory_s=norm_memory_s)
+    torch.manual_seed(4)
+    models = [perturb(ConvTasNet(config).eval(), 0.2) for _ in range(3)]
+    stacked = stack_parameters(models)
+    assert stacked["blocks.0.act1.weight"].shape == (3, 1) and stacked["decoder.weight"].shape[0] == 3
+    x = 0.3 * torch.randn(3, 6 * 40)
+    together = [models[0].new_state() for _ in range(3)]
+    alone = [m.new_state() for m in models]
+    with torch.inference_mode():
+        out = torch.cat([models[0].stream(x[:, k * 40:(k + 1) * 40], together, stacked) for k in range(6)], -1)
+        ref = torch.cat([torch.cat([m.stream(x[i:i + 1, k * 40:(k + 1) * 40], [alone[i]]) for k in range(6)], -1)
+                         for i, m in enumerate(models)])
+    assert torch.allclose(out, ref, atol=1e-5)
+    assert (ref[1] - ref[0]).abs().max() > 1e-3
