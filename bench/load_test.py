@@ -178,6 +178,7 @@ def main() -> None:
         "dropped_steps": metric_value(metrics, "rtsep_dropped_frames_total"),
         "dropped_steps_by_path": {path: metric_value(metrics, f'rtsep_dropped_frames_total{{path="{path}"}}')
                                   for path in ("diarization", "separation", "input")},
+        "separator_adaptations": metric_value(metrics, "rtsep_separator_adaptations_total"),
         "frame_p95_s_median": round(statistics.median(frame_p95), 3) if frame_p95 else None,
         "frame_p95_s_worst": round(max(frame_p95), 3) if frame_p95 else None,
         "source_frame_p95_s_median": round(statistics.median(source_p95), 3) if source_p95 else None,

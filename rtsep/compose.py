@@ -35,7 +35,8 @@ def build_separation(config: PipelineConfig) -> SeparationRuntime | None:
         return None
     separator = create_separator(config.separator.name, **config.separator.options())
     return SeparationRuntime(config.runtime, separator, adaptation_cpu_share=config.adaptation.cpu_share,
-                             adaptation_max_queued=config.adaptation.max_queued, gather_s=config.separator.gather_s)
+                             adaptation_max_queued=config.adaptation.max_queued, gather_s=config.separator.gather_s,
+                             adaptation_yield_backlog_s=config.adaptation.yield_backlog_s)
 
 
 def build_denoise(config: PipelineConfig) -> DenoiseRuntime | None:

@@ -61,6 +61,8 @@ def build_services(config: AppConfig, runtime: DiarizationRuntime | None = None)
     store = open_store(config.server.store_location, replica_id=config.server.replica_id, lease_s=config.server.lease_s)
     writer = StoreWriter()
     separation = build_separation(pipeline)
+    if separation is not None:  # live adaptation waits while the diarizer's steps are behind, too
+        separation.yield_to(runtime.backlog_s)
     denoise = build_denoise(pipeline)
     manager = SessionManager(
         config=pipeline, runtime=runtime, store=store, metrics=metrics,

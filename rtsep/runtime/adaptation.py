@@ -8,7 +8,9 @@
 - :class:`DutyCycle` (the budget; no threads, the clock is given): after work that took ``d`` seconds of wall time,
   rest ``d * (1 - share) / share``, so that the rounds keep at most ``share`` of one core's time, server-wide.
 - :class:`AdaptationWorker`: the thread that runs the rounds (below the inference threads' priority), resting as
-  the duty cycle says between the steps of a round (each round calls the ``pace`` it is given after every step).
+  the duty cycle says between the steps of a round (each round calls the ``pace`` it is given after every step),
+  and, while the live inference falls behind (its oldest waiting step older than ``yield_backlog_s``), waiting until
+  it has caught up: live steps first, adaptation with what is left (a round under overload waits, unfinished).
 """
 
 from __future__ import annotations
@@ -125,14 +127,22 @@ class AdaptationWorker:
 
     def __init__(self, max_queued: int, cpu_share: float, name: str = "rtsep-adapt",
                  clock: Callable[[], float] = time.perf_counter,
-                 initializer: Callable[[], None] | None = lower_priority) -> None:
+                 initializer: Callable[[], None] | None = lower_priority,
+                 live_backlog_s: Callable[[], float] | None = None, yield_backlog_s: float = 0.15,
+                 yield_poll_s: float = 0.02) -> None:
+        """``live_backlog_s``: how long the live inference's oldest waiting step has waited; while it exceeds
+        ``yield_backlog_s`` the round waits between its steps (looking again every ``yield_poll_s``)."""
+        if not yield_backlog_s > 0 or not yield_poll_s > 0:
+            raise ValueError("yield_backlog_s and yield_poll_s must be > 0")
         self._queue: AdaptationQueue[_Round] = AdaptationQueue(max_queued)
         self._duty = DutyCycle(cpu_share)
         self._clock = clock
         self._cond = threading.Condition()
         self._closed = threading.Event()
         self._initializer = initializer
+        self._live_backlog_s, self._yield_backlog_s, self._yield_poll_s = live_backlog_s, yield_backlog_s, yield_poll_s
         self.rested_s = 0.0  # seconds rested in all (the duty cycle at work)
+        self.yielded_s = 0.0  # seconds waited for the live inference to catch up
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._thread.start()
 
@@ -176,11 +186,17 @@ class AdaptationWorker:
         self._thread.join(timeout_s)
 
     def _pace(self) -> None:
-        """Between two steps of a round: rest as the duty cycle says (cut short when the worker closes)."""
+        """Between two steps of a round: rest as the duty cycle says, then wait while the live inference is behind
+        (both cut short when the worker closes)."""
         rest = self._duty.rest_after(self._clock())
         if rest > 0:
             self.rested_s += rest
             self._closed.wait(rest)
+        if self._live_backlog_s is not None:
+            started = self._clock()
+            while self._live_backlog_s() > self._yield_backlog_s and not self._closed.wait(self._yield_poll_s):
+                pass
+            self.yielded_s += self._clock() - started
         self._duty.resume(self._clock())
 
     def _serve(self) -> None:

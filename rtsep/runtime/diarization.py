@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -33,6 +34,11 @@ class RuntimeConfig:
     overflow: str = "backpressure"  # what a session does when its bound is reached: wait, or drop the step
     # a step's result later than this fails its session (1011): a stalled model ends sessions, never hangs them
     result_timeout_s: float = 30.0
+    # the interpreter's GIL switch interval (sys.setswitchinterval, process-wide; Python's own is 0.005): an
+    # inference thread that gives the GIL up around each torch call waits up to this for it while the event loop runs
+    # Python, so a shorter one keeps inference from falling behind a busy loop (bench/RESULTS.md "The separator's GIL
+    # convoy"); 0 leaves Python's
+    gil_switch_interval_s: float = 0.0005
 
     def __post_init__(self) -> None:
         if self.overflow not in OVERFLOW_POLICIES:
@@ -41,6 +47,15 @@ class RuntimeConfig:
             raise ConfigError("max_batch and max_in_flight_steps must be >= 1")
         if not self.result_timeout_s > 0:
             raise ConfigError("result_timeout_s must be > 0")
+        if not 0 <= self.gil_switch_interval_s <= 0.1:
+            raise ConfigError(f"gil_switch_interval_s must be within [0, 0.1] s, got {self.gil_switch_interval_s!r}")
+
+    def apply_to_process(self) -> None:
+        """The process-wide settings: torch's intra-op threads and the GIL switch interval (where set)."""
+        if self.torch_threads:
+            torch.set_num_threads(self.torch_threads)
+        if self.gil_switch_interval_s:
+            sys.setswitchinterval(self.gil_switch_interval_s)
 
 
 @dataclass
@@ -74,8 +89,7 @@ class DiarizationRuntime:
         from rtsep.diarize.embedding import load_speaker_encoder
         from rtsep.diarize.vad import load_silero_vad
 
-        if runtime_config.torch_threads:
-            torch.set_num_threads(runtime_config.torch_threads)
+        runtime_config.apply_to_process()
         self.config = runtime_config
         self.diarization = diarization_config
         self.device = resolve_device(runtime_config.device)
@@ -93,6 +107,10 @@ class DiarizationRuntime:
     @property
     def queue_depth(self) -> int:
         return self._worker.queue_depth
+
+    def backlog_s(self) -> float:
+        """How long the oldest step waiting for this runtime's inference has waited (0: none waits)."""
+        return self._worker.oldest_wait_s()
 
     def submit(self, key: Hashable, request: DiarizeRequest) -> Future:
         return self._worker.submit(key, request)

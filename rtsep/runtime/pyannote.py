@@ -142,8 +142,7 @@ class PyannoteDiarizationRuntime:
     def __init__(self, runtime_config: RuntimeConfig, diarization_config: DiarizationConfig,
                  segmentation: SegmentationModel, embedding: Any,
                  on_batch: Callable[[int, float], object] | None = None, final_pipeline: Any = None) -> None:
-        if runtime_config.torch_threads:
-            torch.set_num_threads(runtime_config.torch_threads)
+        runtime_config.apply_to_process()
         self.config = runtime_config
         self.diarization = diarization_config
         self.stream: PyannoteStreamConfig = diarization_config.pyannote
@@ -192,6 +191,10 @@ class PyannoteDiarizationRuntime:
     @property
     def queue_depth(self) -> int:
         return self._worker.queue_depth
+
+    def backlog_s(self) -> float:
+        """How long the oldest step waiting for this runtime's inference has waited (0: none waits)."""
+        return self._worker.oldest_wait_s()
 
     def new_diarizer(self, max_speakers: int) -> PyannoteStreamDiarizer:
         return PyannoteStreamDiarizer(self.stream, self.layout, max_speakers)

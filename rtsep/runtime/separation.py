@@ -52,10 +52,12 @@ class SeparationRuntime:
         adaptation_cpu_share: float = 0.5,
         adaptation_max_queued: int = 16,
         gather_s: float = 0.0,
+        adaptation_yield_backlog_s: float = 0.15,
     ) -> None:
-        """``gather_s``: the worker's gather window (rtsep.runtime.worker; ``[separator] gather_s``)."""
-        if runtime_config.torch_threads:
-            torch.set_num_threads(runtime_config.torch_threads)
+        """``gather_s``: the worker's gather window (rtsep.runtime.worker; ``[separator] gather_s``).
+        ``adaptation_yield_backlog_s``: adaptation waits while a live step has waited longer than this for this
+        runtime's inference, or for that of a runtime given to :meth:`yield_to` (``[adaptation] yield_backlog_s``)."""
+        runtime_config.apply_to_process()
         self.config = runtime_config
         self.device = resolve_device(runtime_config.device)
         self.separator = separator.to(self.device)
@@ -66,6 +68,8 @@ class SeparationRuntime:
         )
         self._adapter: AdaptationWorker | None = None  # started with the first round
         self._adapt_share, self._adapt_max_queued = adaptation_cpu_share, adaptation_max_queued
+        self._adapt_yield_s = adaptation_yield_backlog_s
+        self._live_backlogs: list[Callable[[], float]] = [self.backlog_s]
         self._speaker_encoder: Any = None  # for purity filters of adaptation material, loaded on first use
         self._closing = threading.Event()
 
@@ -81,15 +85,17 @@ class SeparationRuntime:
         the session of ``state`` (``key``: the session, by default its state). Rounds run one at a time, server-wide,
         in a thread below the inference threads' priority, within ``adaptation_cpu_share`` of one core, from a queue
         of at most ``adaptation_max_queued`` rounds where a session's newer round replaces its waiting one and the
-        session with the fewest rounds goes first (rtsep.runtime.adaptation). The future's result is the
-        :class:`AdaptReport` (``skipped`` says why a round did not run). A round ends early, unused, when ``stop()``
-        says so (e.g. the session ended) or the runtime closes."""
+        session with the fewest rounds goes first (rtsep.runtime.adaptation); between its steps a round waits while
+        the live inference is behind (:meth:`live_backlog_s` over ``adaptation_yield_backlog_s``). The future's result
+        is the :class:`AdaptReport` (``skipped`` says why a round did not run). A round ends early, unused, when
+        ``stop()`` says so (e.g. the session ended) or the runtime closes."""
         from rtsep.separate.adapt import AdaptReport, adapt_convtasnet
 
         if not self.supports_adaptation:
             raise RuntimeError(f"separator {self.spec.name!r} cannot be adapted")
         if self._adapter is None:
-            self._adapter = AdaptationWorker(self._adapt_max_queued, self._adapt_share)
+            self._adapter = AdaptationWorker(self._adapt_max_queued, self._adapt_share,
+                                             live_backlog_s=self.live_backlog_s, yield_backlog_s=self._adapt_yield_s)
 
         def run(pace: Callable[[], None]) -> AdaptReport:
             stopped = (lambda: self._closing.is_set() or stop()) if stop is not None else self._closing.is_set
@@ -127,6 +133,18 @@ class SeparationRuntime:
     @property
     def queue_depth(self) -> int:
         return self._worker.queue_depth
+
+    def backlog_s(self) -> float:
+        """How long the oldest step waiting for this runtime's inference has waited (0: none waits)."""
+        return self._worker.oldest_wait_s()
+
+    def yield_to(self, backlog_s: Callable[[], float]) -> None:
+        """Adaptation also waits while another live runtime (e.g. the diarization's ``backlog_s``) is behind."""
+        self._live_backlogs.append(backlog_s)
+
+    def live_backlog_s(self) -> float:
+        """The largest backlog of the live runtimes adaptation yields to (this one and those of :meth:`yield_to`)."""
+        return max(backlog() for backlog in self._live_backlogs)
 
     def new_state(self) -> Any:
         """A fresh streaming state for a new session (lives on the runtime's device)."""

@@ -72,6 +72,12 @@ class BatchWorker(Generic[Req, Res]):
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    def oldest_wait_s(self) -> float:
+        """How long the oldest request still waiting has waited (0 when none waits): the worker's backlog, in
+        time. A request waits up to ``gather_s`` by design; much longer means the worker falls behind."""
+        with self._cond:
+            return max(0.0, self._clock() - self._queue[0].arrived_s) if self._queue else 0.0
+
     def submit(self, key: Hashable, request: Req) -> Future:
         future: Future = Future()
         with self._cond:

@@ -32,6 +32,10 @@ class SeparatorConfig:
     # (rtsep.runtime.worker); it adds at most this to separated frames: the low-latency setting sets 0
     # (bench/RESULTS.md "Capacity with separation on")
     gather_s: float = 0.05
+    # convtasnet: the shared model's batches run as one TorchScript graph (traced at start-up, exact) rather than as
+    # ~700 small calls from Python that each wait for the GIL while the event loop runs: the difference between
+    # holding 16 live sessions on 2 cores and not (bench/RESULTS.md "The separator's GIL convoy")
+    traced: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.name, str) and self.name.strip().lower() in ("", "none", "off"):
@@ -48,7 +52,8 @@ class SeparatorConfig:
         if self.name == "sepformer":
             return {"separator_dir": self.dir}
         if self.name == "convtasnet":
-            return {"checkpoint": self.checkpoint, "norm_memory_s": self.norm_memory_s, "step_s": self.step_s}
+            return {"checkpoint": self.checkpoint, "norm_memory_s": self.norm_memory_s, "step_s": self.step_s,
+                    "traced": self.traced}
         return {}
 
 
@@ -76,10 +81,17 @@ class AdaptationConfig:
     # with the fewest rounds goes first (rtsep.runtime.adaptation)
     cpu_share: float = 0.5
     max_queued: int = 16
+    # and a round waits between its steps while a live step has waited longer than this for the separator's or the
+    # diarizer's inference: live steps first (without it, 16 sessions dropped steps on 2 cores that held them with
+    # live adaptation off: bench/RESULTS.md "Adaptation yields to the live inference"); a bound above the gather
+    # windows (0.05 s) and a separator step (0.1 s), not tuned on audio
+    yield_backlog_s: float = 0.15
 
     def __post_init__(self) -> None:
         if not 0 < self.cpu_share <= 1:
             raise ConfigError(f"[adaptation] cpu_share must be within (0, 1], got {self.cpu_share!r}")
+        if not self.yield_backlog_s > 0:
+            raise ConfigError(f"[adaptation] yield_backlog_s must be > 0, got {self.yield_backlog_s!r}")
         if self.max_queued < 1:
             raise ConfigError(f"[adaptation] max_queued must be >= 1, got {self.max_queued}")
         if self.steps is not None and self.steps < 0:

@@ -370,13 +370,16 @@ class ConvTasNet(nn.Module):
             stats=torch.zeros(self.num_norms, 3, dtype=torch.float64, device=device),
         )
 
-    def stream(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState], params: Params = None) -> torch.Tensor:
+    def stream(self, chunks: torch.Tensor, states: Sequence[ConvTasNetState], params: Params = None,
+               core: nn.Module | None = None) -> torch.Tensor:
         """chunks: (B, T), T a multiple of the hop; returns (B, C, T) = outputs of samples
         [-lookahead, T - lookahead) relative to the chunk. Updates ``states`` in place.
 
         ``params``: each session on weights of its own (e.g. adapted to its talkers): parameter name (as in
         ``named_parameters()``) -> the B sessions' tensors stacked on a first dimension (:func:`stack_parameters`).
-        The batch stays one call: linear layers become batched matmuls, slopes, gains and taps broadcast per item."""
+        The batch stays one call: linear layers become batched matmuls, slopes, gains and taps broadcast per item.
+        ``core``: this model's :class:`StreamingCore` traced (:func:`trace_streaming_core`), run instead of the eager
+        one (same results; without params)."""
         c = self.config
         if chunks.shape[1] % c.hop_samples:
             raise ValueError(f"chunk length {chunks.shape[1]} is not a multiple of the hop ({c.hop_samples})")
@@ -386,9 +389,13 @@ class ConvTasNet(nn.Module):
         else:
             caches = [torch.stack(pieces) for pieces in zip(*(s.caches for s in states), strict=True)]
             stats = torch.stack([s.stats for s in states])
-        out, pieces, new_stats = self._run(chunks, caches, stats, params)
+        if core is not None and params is None:
+            with torch.jit.optimized_execution(False):  # the plain interpreter: no re-profiling when the batch changes
+                out, pieces, packed_stats = core(chunks, caches, stats)
+        else:
+            out, pieces, new_stats = self._run(chunks, caches, stats, params)
+            packed_stats = torch.stack(new_stats, dim=1)
         pieces.append(out[:, :, out.shape[2] - c.lookahead_samples :])
-        packed_stats = torch.stack(new_stats, dim=1)
         for i, state in enumerate(states):
             state.caches = [piece[i] for piece in pieces]
             state.stats = packed_stats[i]
@@ -439,6 +446,35 @@ def default_checkpoint_path() -> Path:
 DEFAULT_STEP_S = 0.1
 
 
+class StreamingCore(nn.Module):
+    """A model's streaming step as one module (what :func:`trace_streaming_core` traces): (chunks, caches, stats)
+    -> (overlap-added output, new caches, new statistics stacked (B, norms, 3))."""
+
+    def __init__(self, model: ConvTasNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, caches: list[torch.Tensor], stats: torch.Tensor):
+        out, pieces, new_stats = self.model._run(x, caches, stats)
+        return out, pieces, torch.stack(new_stats, dim=1)
+
+
+def trace_streaming_core(model: ConvTasNet, step_samples: int) -> torch.jit.ScriptModule:
+    """``model``'s streaming step for chunks of ``step_samples``, traced with TorchScript: the batch runs as one
+    graph in C++ instead of ~700 small calls from Python, each of which has to win the GIL back from the server's
+    event loop (bench/RESULTS.md "The separator's GIL convoy"). Any batch size; the step is fixed. Exact: the same
+    operations as the eager step (tests/unit/separate/test_convtasnet.py)."""
+    import warnings
+
+    states = [model.new_state() for _ in range(2)]
+    caches = [torch.stack(pieces) for pieces in zip(*(s.caches for s in states), strict=True)]
+    stats = torch.stack([s.stats for s in states])
+    example = (torch.zeros(2, step_samples, device=model.device), caches, stats)
+    with warnings.catch_warnings(), torch.inference_mode():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # the step's frame count is fixed, as traced
+        return torch.jit.trace(StreamingCore(model).eval(), example, check_trace=False)
+
+
 def flat_parameters(model: nn.Module) -> torch.Tensor:
     """All of a model's parameters in one vector, in ``named_parameters()`` order (what :func:`stack_parameters`
     stacks: one copy per tick, not one per parameter)."""
@@ -479,7 +515,9 @@ class ConvTasNetSeparator(StreamingSeparator):
     """
 
     def __init__(self, model: ConvTasNet, step_samples: int | None = None, name: str = "convtasnet",
-                 warmup_s: float = 4.0) -> None:
+                 warmup_s: float = 4.0, traced: bool = False) -> None:
+        """``traced``: the shared model's batches run through its TorchScript trace (:func:`trace_streaming_core`,
+        made here, ~1 s), which the server's event loop slows far less than the eager step."""
         c = model.config
         hop = c.hop_samples
         if step_samples is None:
@@ -494,6 +532,8 @@ class ConvTasNetSeparator(StreamingSeparator):
         self._stacked_models: list[ConvTasNet] = []
         self._stacked: dict[str, torch.Tensor] = {}
         self._shared_flat: torch.Tensor | None = None  # the shared model's flat_parameters, made on first use
+        self.traced = traced
+        self._core = trace_streaming_core(self.model, step_samples) if traced else None
         self.spec = ModelSpec(
             name=name,
             sample_rate_hz=c.sample_rate_hz,
@@ -527,14 +567,20 @@ class ConvTasNetSeparator(StreamingSeparator):
         self.validate_batch(chunks, states)
         chunks = chunks.to(self.device, torch.float32)
         with torch.inference_mode():
-            adapted = False
-            for state in states:
+            shared: list[int] = []
+            adapted: list[int] = []
+            for i, state in enumerate(states):
                 if "pending_model" in state.extra:
                     self._switch(state, *state.extra.pop("pending_model"))
-                adapted = adapted or "model" in state.extra
-            # one call either way: with any adapted session, every session of the tick on its own weights (the
-            # shared model's for the others), which costs about what the shared batch does
-            out = self._stream_adapted(chunks, states) if adapted else self.model.stream(chunks, states)
+                (adapted if "model" in state.extra else shared).append(i)
+            if not adapted:
+                out = self.model.stream(chunks, states, core=self._core)
+            elif not shared or not self.traced:  # one eager call, each session on its own weights (or the shared ones)
+                out = self._stream_adapted(chunks, states)
+            else:  # the shared sessions through the trace, the adapted ones in one stacked eager call
+                out = chunks.new_empty(len(states), self.spec.num_outputs, chunks.shape[1])
+                out[shared] = self.model.stream(chunks[shared], [states[i] for i in shared], core=self._core)
+                out[adapted] = self._stream_adapted(chunks[adapted], [states[i] for i in adapted])
             for i, state in enumerate(states):  # the input tail that a model switch warms up on
                 recent, fed = state.extra.get("recent", (None, 0))
                 joined = chunks[i] if recent is None else torch.cat((recent, chunks[i]))
@@ -579,11 +625,14 @@ class ConvTasNetSeparator(StreamingSeparator):
     def to(self, device: torch.device | str) -> ConvTasNetSeparator:
         self.model.to(device)
         self._stacked_key, self._stacked_models, self._stacked, self._shared_flat = None, [], {}, None
+        if self.traced:  # (a trace holds its device's constants: traced again there)
+            self._core = trace_streaming_core(self.model, self.spec.step_samples)
         return self
 
 
 def create_separator(checkpoint: str | Path | None = None, step_samples: int | None = None,
-                     norm_memory_s: float | None = None, step_s: float | None = None) -> ConvTasNetSeparator:
+                     norm_memory_s: float | None = None, step_s: float | None = None,
+                     traced: bool = False) -> ConvTasNetSeparator:
     """Registry factory: ``create_separator("convtasnet", checkpoint=..., step_samples=..., norm_memory_s=...)``.
     Without a checkpoint, the one shipped in the package is loaded; ``norm_memory_s`` as in load_convtasnet.
     ``step_s`` (when ``step_samples`` is not given): the step in seconds, rounded down to a multiple of the hop
@@ -593,7 +642,7 @@ def create_separator(checkpoint: str | Path | None = None, step_samples: int | N
     if step_samples is None and step_s is not None:
         hop = model.config.hop_samples
         step_samples = max(hop, int(step_s * model.config.sample_rate_hz + 1e-6) // hop * hop)
-    return ConvTasNetSeparator(model, step_samples=step_samples)
+    return ConvTasNetSeparator(model, step_samples=step_samples, traced=traced)
 
 
 __all__ = [

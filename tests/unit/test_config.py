@@ -139,10 +139,11 @@ def test_separator_and_adaptation_settings_from_cli_and_toml(tmp_path):
     (tmp_path / "off.toml").write_text('[separator]\nname = "none"\n')
     assert load_config(tmp_path / "off.toml", env={}).pipeline.separator.name is None
     toml = tmp_path / "c.toml"
-    toml.write_text('[separator]\nname = "convtasnet"\nnorm_memory_s = 8\nstep_s = 0.02\n'
+    toml.write_text('[separator]\nname = "convtasnet"\nnorm_memory_s = 8\nstep_s = 0.02\ntraced = false\n'
                     "[adaptation]\nlive = false\nmin_speech_s = 6.5\n")
     pipeline = load_config(toml, env={}).pipeline
-    assert pipeline.separator.options() == {"checkpoint": None, "norm_memory_s": 8.0, "step_s": 0.02}
+    assert pipeline.separator.options() == {"checkpoint": None, "norm_memory_s": 8.0, "step_s": 0.02,
+                                           "traced": False}
     assert pipeline.adaptation.live is False and pipeline.adaptation.min_speech_s == 6.5
 
 

@@ -139,3 +139,49 @@ def test_rounds_waiting_when_the_worker_closes_or_the_session_ends_are_told_why(
     gate.set()
     assert running.result(10) == "held"
     assert worker.submit("e", lambda pace: "e", skipped).result(10) == "skipped: the server is closing"
+
+
+def test_a_round_waits_between_its_steps_while_the_live_inference_is_behind():
+    backlog = [0.0]
+    worker = AdaptationWorker(max_queued=1, cpu_share=1.0, initializer=None, live_backlog_s=lambda: backlog[0],
+                              yield_backlog_s=0.15, yield_poll_s=0.005)
+    steps: list[int] = []
+    first_done = threading.Event()
+
+    def run(pace):
+        for step in range(3):
+            steps.append(step)
+            if step == 0:
+                backlog[0] = 0.4  # the live steps fall behind while the first step runs
+                first_done.set()
+            pace()
+        return "done"
+
+    try:
+        future = worker.submit("a", run, lambda reason: reason)
+        assert first_done.wait(10)
+        threading.Event().wait(0.2)
+        assert steps == [0] and not future.done()  # held after its first step, not cut off
+        backlog[0] = 0.1  # caught up (under the bound)
+        assert future.result(10) == "done" and steps == [0, 1, 2]
+        assert worker.yielded_s >= 0.15
+    finally:
+        worker.close()
+
+
+def test_a_round_held_for_the_live_inference_ends_when_the_worker_closes():
+    worker = AdaptationWorker(max_queued=1, cpu_share=1.0, initializer=None, live_backlog_s=lambda: 10.0,
+                              yield_poll_s=0.005)
+    paced = threading.Event()
+
+    def run(pace):
+        paced.set()
+        pace()  # behind for ever: only the close ends the wait
+        return "ended"
+
+    future = worker.submit("a", run, lambda reason: reason)
+    assert paced.wait(10)
+    worker.close(timeout_s=10)
+    assert future.result(10) == "ended"
+    with pytest.raises(ValueError):
+        AdaptationWorker(max_queued=1, cpu_share=1.0, initializer=None, yield_backlog_s=0)

@@ -132,3 +132,30 @@ def test_gather_wait_counts_from_the_oldest_request():
 def test_gather_s_must_not_be_negative():
     with pytest.raises(ValueError):
         BatchWorker(lambda requests: requests, max_batch=1, gather_s=-0.1)
+
+
+def test_oldest_wait_is_the_backlog_in_time():
+    now = [100.0]
+    gate, started = threading.Event(), threading.Event()
+
+    def process(requests):
+        started.set()
+        gate.wait(10)
+        return requests
+
+    worker = BatchWorker(process, max_batch=1, clock=lambda: now[0])
+    try:
+        assert worker.oldest_wait_s() == 0.0
+        busy = worker.submit("a", "a0")  # taken at once: the worker holds it
+        assert started.wait(10)
+        now[0] = 101.0
+        waiting = worker.submit("b", "b0")
+        assert worker.oldest_wait_s() == 0.0  # (b arrived at 101.0)
+        now[0] = 101.5
+        assert worker.oldest_wait_s() == pytest.approx(0.5)
+        gate.set()
+        assert busy.result(10) == "a0" and waiting.result(10) == "b0"
+        assert worker.oldest_wait_s() == 0.0
+    finally:
+        gate.set()
+        worker.close()

@@ -315,3 +315,31 @@ def test_per_session_weights_in_one_call_equal_each_model_alone(norm_memory_s):
                          for i, m in enumerate(models)])
     assert torch.allclose(out, ref, atol=1e-5)
     assert (ref[1] - ref[0]).abs().max() > 1e-3
+
+
+def test_the_traced_separator_gives_the_eager_one_s_output_for_any_batch(model):
+    """The TorchScript trace of the streaming step (made for a batch of 2) runs batches of 1, 3 and 5 sessions
+    with their own streaming states exactly as the eager step does, and adapted sessions still get their weights."""
+    step = 80
+    eager = ConvTasNetSeparator(model, step_samples=step, warmup_s=0.01)
+    traced = ConvTasNetSeparator(model, step_samples=step, warmup_s=0.01, traced=True)
+    assert traced._core is not None and eager._core is None
+    torch.manual_seed(5)
+    x = 0.3 * torch.randn(5, 6 * step)
+    for batch in (1, 3, 5):
+        ref_states = [eager.new_state() for _ in range(batch)]
+        got_states = [traced.new_state() for _ in range(batch)]
+        for k in range(6):
+            chunk = x[:batch, k * step:(k + 1) * step]
+            ref, got = eager.process(chunk, ref_states), traced.process(chunk, got_states)
+            assert torch.allclose(got, ref, atol=1e-6)
+    other = perturb(ConvTasNet(SMALL).eval(), 0.3)
+    states = [traced.new_state() for _ in range(3)]
+    alone = other.new_state()
+    traced.adopt(states[1], other)
+    states[1].extra["pending_model"][1].caches = [torch.zeros_like(c) for c in alone.caches]  # no warm-up
+    for k in range(3):
+        chunk = x[:3, k * step:(k + 1) * step]
+        out = traced.process(chunk, states)
+        with torch.inference_mode():
+            assert torch.allclose(out[1:2], other.stream(chunk[1:2], [alone]), atol=1e-5)
