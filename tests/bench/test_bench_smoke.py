@@ -277,6 +277,11 @@ def test_live_replay_and_bound(tmp_path):
     assert all(0 <= r["der"] and r["meetings"] == 1 for r in rows)
 
 
+def test_gil_convoy():
+    rows = json_lines(run_module("bench.gil_convoy", "--sessions", "2", "--ticks", "2", "--busy-share", "0.3"))
+    assert len(rows[-1]["rows"]) == 4 and all(r["eager_ms"] > 0 and r["traced_ms"] > 0 for r in rows[-1]["rows"])
+
+
 def test_process_speed(clip):
     rows = json_lines(run_module("bench.process_speed", "--runs", "1", "--meeting-s", "0", "--wav", clip[0],
                                  "--flags", "--adapt-budget-rtf 0.2 --ensemble 1", timeout_s=400))
