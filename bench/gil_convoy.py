@@ -2,9 +2,10 @@
 
     python -m bench.gil_convoy [--sessions 16] [--ticks 20] [--busy-share 1.0]
 
-A live server's event loop runs Python while the separator's worker thread runs a batch. The eager step is ~700
-small torch calls; each gives the GIL up and must win it back, which can take up to the interpreter's switch
-interval while another thread runs Python. The traced step (``[separator] traced``) is one call into TorchScript.
+A live server's event loop runs Python while the separator's worker thread runs a batch. The eager step is
+thousands of small torch calls (``eager_torch_calls_per_step`` in the report counts them); each gives the GIL up
+and must win it back, which can take up to the interpreter's switch interval while another thread runs Python.
+The traced step (``[separator] traced``) is one call into TorchScript.
 This times one batch of ``--sessions`` 100 ms steps of the shipped Conv-TasNet (one torch thread), alone and beside a
 thread that runs pure Python ``--busy-share`` of the time (1.0: always, the worst case), for each combination of
 step (eager / traced) and switch interval (Python's 5 ms / rtsep's ``[runtime] gil_switch_interval_s``).
@@ -52,6 +53,19 @@ def tick_ms(separator: ConvTasNetSeparator, sessions: int, ticks: int) -> float:
     return round(1000 * statistics.median(times), 1)
 
 
+def torch_calls_per_step(separator: ConvTasNetSeparator, sessions: int) -> int:
+    """How many torch operator calls one eager step makes from Python (top-level events of torch.profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    states = [separator.new_state() for _ in range(sessions)]
+    x = torch.zeros(sessions, separator.spec.step_samples)
+    with torch.inference_mode():
+        separator.process(x, states)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            separator.process(x, states)
+    return sum(1 for event in prof.events() if event.cpu_parent is None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sessions", type=int, default=16)
@@ -82,7 +96,9 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     sys.setswitchinterval(python_s)
-    print(json.dumps({"sessions": args.sessions, "busy_share": args.busy_share, "rows": rows, "machine": note}))
+    calls = torch_calls_per_step(separators["eager"], args.sessions)
+    print(json.dumps({"sessions": args.sessions, "busy_share": args.busy_share, "eager_torch_calls_per_step": calls,
+                      "rows": rows, "machine": note}))
 
 
 if __name__ == "__main__":

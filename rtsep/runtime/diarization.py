@@ -36,8 +36,8 @@ class RuntimeConfig:
     result_timeout_s: float = 30.0
     # the interpreter's GIL switch interval (sys.setswitchinterval, process-wide; Python's own is 0.005): an
     # inference thread that gives the GIL up around each torch call waits up to this for it while the event loop runs
-    # Python, so a shorter one keeps inference from falling behind a busy loop (bench/RESULTS.md "The separator's GIL
-    # convoy"); 0 leaves Python's
+    # Python, so a shorter one keeps inference from falling behind a busy loop (bench/RESULTS.md "16 live sessions
+    # with separation on"); 0 leaves Python's
     gil_switch_interval_s: float = 0.0005
 
     def __post_init__(self) -> None:

@@ -33,8 +33,8 @@ class SeparatorConfig:
     # (bench/RESULTS.md "Capacity with separation on")
     gather_s: float = 0.05
     # convtasnet: the shared model's batches run as one TorchScript graph (traced at start-up, exact) rather than as
-    # ~700 small calls from Python that each wait for the GIL while the event loop runs: the difference between
-    # holding 16 live sessions on 2 cores and not (bench/RESULTS.md "The separator's GIL convoy")
+    # ~2,900 small torch calls from Python that each wait for the GIL while the event loop runs: the difference
+    # between holding 16 live sessions on 2 cores and not (bench/RESULTS.md "16 live sessions with separation on")
     traced: bool = True
 
     def __post_init__(self) -> None:
@@ -82,9 +82,9 @@ class AdaptationConfig:
     cpu_share: float = 0.5
     max_queued: int = 16
     # and a round waits between its steps while a live step has waited longer than this for the separator's or the
-    # diarizer's inference: live steps first (without it, 16 sessions dropped steps on 2 cores that held them with
-    # live adaptation off: bench/RESULTS.md "Adaptation yields to the live inference"); a bound above the gather
-    # windows (0.05 s) and a separator step (0.1 s), not tuned on audio
+    # diarizer's inference: live steps first. A bound above the gather windows (0.05 s) and a separator step
+    # (0.1 s), by reasoning, not tuned on audio; its own effect on capacity was not isolated (the trace is what held
+    # 16 sessions: bench/RESULTS.md "16 live sessions with separation on")
     yield_backlog_s: float = 0.15
 
     def __post_init__(self) -> None:
