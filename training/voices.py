@@ -7,6 +7,10 @@
   speaker encoder (``python -m training.corpus actors``) and written, with the split, to training/splits.json.
 * ``festvox-ru``: msu_ru_nsh_clunits' unit-selection recordings, one real Russian talker (~1.6 h of read sentences).
 * ``klettres-data``: letters and syllables recorded by one native speaker per language (about 20 languages).
+* Asterisk's voice prompts (``asterisk-core-sounds-{en,es,fr,it,ru}-wav``, ``asterisk-prompt-es-co``,
+  ``asterisk-prompt-fr-armelle``, ``asterisk-prompt-it-menardi-wav``): professionally read telephone prompts at
+  8 kHz, ~15-55 min per voice, seven actors (Allison reads both the US English and the Mexican Spanish set). Tones,
+  beeps, silences and the monkey noises of ``tt-monkeys`` are left out by name.
 """
 
 from __future__ import annotations
@@ -24,6 +28,12 @@ FILLETS_ROOT = Path("/usr/share/games/fillets-ng/sound")
 FILLETS_DUBS = ("cs", "nl")
 RUSSIAN_RECORDINGS = Path("/usr/share/festival/voices/russian/msu_ru_nsh_clunits/wav")
 KLETTRES_ROOT = Path("/usr/share/klettres")
+ASTERISK_ROOT = Path("/usr/share/asterisk/sounds")
+# actor -> the prompt folders they read (folder names are the packages'; "es" / "fr" are the es-co and Armelle sets)
+ASTERISK_ACTORS = {"allison": ("en_US_f_Allison", "es_MX_f_Allison"), "june": ("fr_CA_f_June",),
+                   "menardi": ("it_IT_f_Menardi",), "carlo": ("it_IT_m_Carlo",), "ivr-ru": ("ru_RU_f_IvrvoiceRU",),
+                   "es-co": ("es",), "armelle": ("fr",)}
+_NOT_SPEECH = ("silence", "beep", "tone", "tt-monkeys.")
 
 
 @dataclass(frozen=True)
@@ -71,12 +81,32 @@ def russian_clips(root: Path = RUSSIAN_RECORDINGS) -> list[Path]:
     return sorted(root.glob("*.wav")) if root.is_dir() else []
 
 
+def asterisk_clips(root: Path = ASTERISK_ROOT) -> dict[str, list[Path]]:
+    """actor -> their prompt files (.wav or raw GSM 6.10 .gsm), speech only, sorted; actors not installed are absent."""
+    out: dict[str, list[Path]] = {}
+    for actor, folders in ASTERISK_ACTORS.items():
+        paths = sorted(p for folder in folders if (root / folder).is_dir() for p in (root / folder).rglob("*")
+                       if p.suffix in (".wav", ".gsm") and p.is_file()
+                       and not any(word in part for part in p.relative_to(root).parts for word in _NOT_SPEECH))
+        if paths:
+            out[actor] = paths
+    return out
+
+
 def decode(path: Path, rate_hz: int) -> np.ndarray:
-    """Mono float32 at ``rate_hz``."""
+    """Mono float32 at ``rate_hz`` (raw GSM 6.10 ``.gsm`` files, 8 kHz, are decoded by sox)."""
+    import io
+    import subprocess
+
     import soundfile as sf
     import soxr
 
-    audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if path.suffix == ".gsm":
+        wav = subprocess.run(["sox", "-t", "gsm", "-r", "8000", "-c", "1", str(path), "-t", "wav", "-"],
+                             capture_output=True, check=True, timeout=60).stdout
+        audio, rate = sf.read(io.BytesIO(wav), dtype="float32", always_2d=True)
+    else:
+        audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
     mono = audio.mean(axis=1)
     if rate != rate_hz:
         mono = soxr.resample(mono, rate, rate_hz, quality="HQ")

@@ -264,3 +264,41 @@ def test_kokoro_speaker_is_built_from_the_shipped_model(tmp_path):
     audio = np.load(tmp_path / "kokoro-000.npy").astype(np.float32) / 32768
     assert np.isfinite(audio).all() and 0.3 < np.abs(audio).max() <= 0.71
     assert build_kokoro_speakers(tmp_path, index, 1, 0, minutes=0.05) is index  # built voices are kept
+
+
+def test_asterisk_actors_group_their_folders_and_leave_out_non_speech(tmp_path):
+    import soundfile as sf
+
+    from training.voices import asterisk_clips
+
+    for rel in ("en_US_f_Allison/hello.wav", "es_MX_f_Allison/hola.wav", "en_US_f_Allison/digits/1.wav",
+                "en_US_f_Allison/beep.wav", "en_US_f_Allison/ascending-2tone.wav", "en_US_f_Allison/silence/1.wav",
+                "en_US_f_Allison/tt-monkeys.wav", "en_US_f_Allison/tt-monkeysintro.wav", "it_IT_m_Carlo/ciao.wav",
+                "fr/bonjour.gsm", "fr/readme.txt"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / rel, np.zeros(80, np.float32), 8000) if rel.endswith(".wav") else (tmp_path / rel).touch()
+    clips = {actor: sorted(str(p.relative_to(tmp_path)) for p in paths)
+             for actor, paths in asterisk_clips(tmp_path).items()}
+    assert clips == {"allison": ["en_US_f_Allison/digits/1.wav", "en_US_f_Allison/hello.wav",
+                                 "en_US_f_Allison/tt-monkeysintro.wav", "es_MX_f_Allison/hola.wav"],
+                     "carlo": ["it_IT_m_Carlo/ciao.wav"], "armelle": ["fr/bonjour.gsm"]}
+
+
+def test_gsm_prompts_decode_through_sox(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("sox") is None:
+        pytest.skip("sox not installed (training/setup_train.sh)")
+    from training.voices import decode
+
+    t = np.arange(8000) / 8000
+    wav = tmp_path / "tone.wav"
+    import soundfile as sf
+
+    sf.write(wav, (0.5 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 8000)
+    subprocess.run(["sox", str(wav), "-t", "gsm", str(tmp_path / "tone.gsm")], check=True)
+    audio = decode(tmp_path / "tone.gsm", 8000)
+    assert abs(len(audio) - 8000) <= 2 * 160 and 0.2 < np.abs(audio).max() < 0.8  # whole 160-sample GSM frames
+    spectrum = np.abs(np.fft.rfft(audio))
+    assert abs(int(np.argmax(spectrum)) * 8000 / len(audio) - 440) < 10
