@@ -66,7 +66,9 @@ def corpus_recipe(corpus: Path) -> dict:
     for name in ("valid.npz", "test.npz"):
         digest.update((corpus / name).read_bytes())
     return {"recipe_version": recipe["recipe_version"], "seed": recipe["seed"],
-            "splits_sha256": recipe["splits_sha256"], "sets_sha256": digest.hexdigest()[:16], "hours": recipe["hours"]}
+            "splits_sha256": recipe["splits_sha256"], "sets_sha256": digest.hexdigest()[:16], "hours": recipe["hours"],
+            "build": {k: recipe.get(k, default) for k, default in (("world_per_speaker", 0), ("kokoro_voices", 0),
+                                                                   ("kokoro_minutes", 1.2), ("asterisk", False))}}
 
 
 @torch.no_grad()
