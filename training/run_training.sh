@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real-voice corpus (if not built) and trains / resumes one separator on one CPU thread, in the
+# Builds (or completes) the real-voice corpus and trains / resumes one separator on one CPU thread, in the
 # background-friendly way the project runs it:
 #   nohup bash training/run_training.sh ARCH [RUN_ROOT] [CPU_HOURS] > RUN_ROOT/ARCH.log 2>&1 &
 # The run's state is RUN_ROOT/ARCH/state.pt (overwritten at every validation). If it does not exist yet, the
@@ -14,9 +14,12 @@ CPU_HOURS=${3:-15}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD
 mkdir -p "$ROOT/$ARCH"
-if [ ! -f "$ROOT/corpus/sets.json" ]; then
-  "$PY" -m training.corpus build --out "$ROOT/corpus"
-fi
+# The corpus recipe of the committed line (its state records it under recipe.build): since 2026-12-07 recipe 4, the
+# recorded actors + the Asterisk prompt actors (bench/RESULTS.md, "Separator training on real voices"). The build is
+# incremental (built speakers are kept), so an older corpus in the same folder is completed, not rebuilt.
+CORPUS_ARGS=${CORPUS_ARGS:---asterisk}
+# shellcheck disable=SC2086
+"$PY" -m training.corpus build --out "$ROOT/corpus" $CORPUS_ARGS
 STATE="$ROOT/$ARCH/state.pt"
 if [ ! -f "$STATE" ] && [ -f "training/state/$ARCH.pt" ]; then
   cp "training/state/$ARCH.pt" "$STATE"
