@@ -25,15 +25,17 @@ def load_points(path: Path, fork_step: int) -> list[dict]:
 
 
 def decide(runs: dict[str, list[dict]], fork_cpu_h: float, last: int = 3, margin_db: float = 0.1,
-           min_cpu_h: float = 0.5) -> dict:
-    """``runs``: name -> validation points after the fork (the first name is the baseline)."""
+           min_cpu_h: float = 0.5, tolerance_cpu_h: float = 0.01) -> dict:
+    """``runs``: name -> validation points after the fork (the first name is the baseline). Points up to
+    ``tolerance_cpu_h`` past the common CPU count as reached (runs validating at the same interval end a few CPU-seconds
+    apart; the interval is 0.083 CPU-h)."""
     names = list(runs)
     if len(names) < 2 or any(len(points) < last for points in runs.values()):
         return {"decided": False, "why": f"every run needs {last} validations after the fork"}
     common_cpu_h = min(points[-1]["cpu_h"] for points in runs.values())
     summary = {}
     for name, points in runs.items():
-        upto = [p for p in points if p["cpu_h"] <= common_cpu_h + 1e-9][-last:]
+        upto = [p for p in points if p["cpu_h"] <= common_cpu_h + tolerance_cpu_h][-last:]
         if len(upto) < last:
             return {"decided": False, "why": f"{name} has fewer than {last} validations by {common_cpu_h:.3f} CPU-h"}
         summary[name] = {"steps": [p["step"] for p in upto], "cpu_h": [round(p["cpu_h"], 3) for p in upto],
@@ -59,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--last", type=int, default=3)
     p.add_argument("--margin-db", type=float, default=0.1)
     p.add_argument("--min-cpu-h", type=float, default=0.5)
+    p.add_argument("--tolerance-cpu-h", type=float, default=0.01,
+                   help="a validation this far past the common CPU still counts (default 36 CPU-s)")
     args = p.parse_args(argv)
     runs, fork_cpu_h = {}, args.fork_cpu_h
     for spec in args.runs:
@@ -72,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             fork_cpu_h = at_fork[0]["cpu_h"] if at_fork else None
     if fork_cpu_h is None:
         p.error("the fork step is not in the baseline's metrics: give --fork-cpu-h")
-    print(json.dumps(decide(runs, fork_cpu_h, args.last, args.margin_db, args.min_cpu_h), indent=1))
+    print(json.dumps(decide(runs, fork_cpu_h, args.last, args.margin_db, args.min_cpu_h, args.tolerance_cpu_h),
+                     indent=1))
     return 0
 
 

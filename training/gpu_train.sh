@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Continue a separator's training on a lent accelerator machine (no Debian voices, no network there).
 # Here, first (the corpus packed to ~45 MB; .devcarry/ is ignored by git):
-#   python -m training.corpus build --out /work/runs/real/corpus --asterisk   # the committed line's recipe (4)
+#   python -m training.corpus build --out /work/runs/real/corpus --kokoro-voices 40   # the committed line's recipe (3)
 #   python -m training.pack_corpus pack /work/runs/real/corpus .devcarry/corpus.npz
 # Then, on the device (run tool, carry .devcarry):
 #   bash training/gpu_train.sh ARCH HOURS [training.train options]        # e.g. tfmask 0.15 --batch-size 64

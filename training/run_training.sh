@@ -14,10 +14,11 @@ CPU_HOURS=${3:-15}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=$PWD
 mkdir -p "$ROOT/$ARCH"
-# The corpus recipe of the committed line (its state records it under recipe.build): since 2026-12-07 recipe 4, the
-# recorded actors + the Asterisk prompt actors (bench/RESULTS.md, "Separator training on real voices"). The build is
-# incremental (built speakers are kept), so an older corpus in the same folder is completed, not rebuilt.
-CORPUS_ARGS=${CORPUS_ARGS:---asterisk}
+# The corpus recipe of the committed line (states record it: recipe.hours, recipe.build): since 2026-12-07 recipe 3, the
+# recorded actors + 40 blended Kokoro voices (bench/RESULTS.md, "Separator training on real voices", seventh session;
+# ~35 min of one core the first time). The build is incremental (built speakers are kept), so an older corpus in the
+# same folder is completed, not rebuilt.
+CORPUS_ARGS=${CORPUS_ARGS:---kokoro-voices 40}
 # shellcheck disable=SC2086
 "$PY" -m training.corpus build --out "$ROOT/corpus" $CORPUS_ARGS
 STATE="$ROOT/$ARCH/state.pt"
