@@ -24,3 +24,10 @@ def test_runs_are_compared_at_the_cpu_all_reached_and_not_before_the_minimum():
     early = decide({"A": base[:4], "B": short[:4]}, fork_cpu_h=1.0)
     assert not early["decided"] and "since the fork" in early["why"]
     assert not decide({"A": base, "B": short[:2]}, fork_cpu_h=1.0)["decided"]
+
+
+def test_a_validation_seconds_past_the_common_point_still_counts():
+    base = _points(1.0, [2.0] * 6, [2.0] * 6)
+    late = [dict(p, cpu_h=p["cpu_h"] + 0.0003) for p in _points(1.0, [2.0] * 5 + [3.0], [2.0] * 5 + [3.0])]
+    out = decide({"A": base, "B": late}, fork_cpu_h=1.0)
+    assert out["runs"]["B"]["steps"][-1] == 150 and out["runs"]["B"]["average_db"] == round(7 / 3, 3)
