@@ -390,7 +390,8 @@ def build(out: Path, seed: int = 0, simulated_rooms: int = 200, valid_count: int
     expected |= {f"{KOKORO_PREFIX}{k:03d}" for k in range(kokoro_voices)}
     stale = sorted(set(index) - expected)
     if stale:
-        raise RuntimeError(f"{out} holds speakers not in training/splits.json: {stale}; build into a new folder")
+        raise RuntimeError(f"{out} holds speakers these options do not make: {stale}; build into a new folder "
+                           "(or pass the options it was built with)")
     if not (out / "rirs.npz").exists():
         build_rirs(out / "rirs.npz", simulated_rooms, seed + 1)
     sets = build_eval_sets(out, index, {"valid": valid_count, "test": test_count}, seed)
@@ -419,8 +420,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--valid-count", type=int, default=150)
     b.add_argument("--test-count", type=int, default=150)
     b.add_argument("--world-per-speaker", type=int, default=0,
-                   help="WORLD pseudo-speakers made from each recorded train speaker (default 0: recipe 1, the one "
-                        "the A/B chose and training/state/ continues; 2: recipe 2)")
+                   help="WORLD pseudo-speakers made from each recorded train speaker (default 0; 2: recipe 2, which "
+                        "lost its A/B to recipe 1)")
     b.add_argument("--world-max-minutes", type=float, default=8.0, help="speech per pseudo-speaker, at most")
     b.add_argument("--kokoro-voices", type=int, default=0,
                    help="blended Kokoro-82M voices to add to the train split (recipe 3; default 0)")
