@@ -56,6 +56,7 @@ from training.voices import (
     asterisk_clips,
     decode,
     fillets_clips,
+    keyed_rng,
     klettres_clips,
     normalise_peak,
     russian_clips,
@@ -168,12 +169,10 @@ WORLD_PREFIX = "world-"
 def world_voice(speaker: str, k: int, seed: int) -> dict[str, float]:
     """The k-th pseudo-voice of ``speaker``: deterministic in (speaker, k, seed), far from the original (at least
     a quarter octave of mean F0), formant warp mostly (80 %) in the direction of the F0 shift."""
-    def rng_of(key: str) -> np.random.Generator:
-        return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
-
-    phase = int(rng_of(f"{seed}|{speaker}").integers(2))  # the speaker's voices alternate up / down from a random side
+    # the speaker's voices alternate up / down from a random side
+    phase = int(keyed_rng(f"{seed}|{speaker}").integers(2))
     up = (k + phase) % 2 == 0
-    rng = rng_of(f"{seed}|{speaker}|{k}")
+    rng = keyed_rng(f"{seed}|{speaker}|{k}")
     octaves = float(rng.uniform(0.25, 0.6)) * (1 if up else -1)
     along = rng.random() < 0.8
     formant = float(2 ** (rng.uniform(0.06, 0.2) * (1 if up == along else -1)))
@@ -212,8 +211,7 @@ def build_world_speakers(out: Path, index: dict[str, dict], per_speaker: int, se
             if name in index and (out / f"{name}.npy").exists():
                 continue
             voice = world_voice(base, k, seed)
-            order = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8],
-                                                         "little")).permutation(len(offsets) - 1)
+            order = keyed_rng(f"{seed}|{name}").permutation(len(offsets) - 1)
             budget = int(max_minutes * 60 * SAMPLE_RATE_HZ)
             utts = []
             for i in sorted(order[np.cumsum([offsets[j + 1] - offsets[j] for j in order]) <= budget].tolist()
@@ -255,8 +253,7 @@ def build_kokoro_speakers(out: Path, index: dict[str, dict], count: int, seed: i
         name = f"{KOKORO_PREFIX}{k:03d}"
         voice = kokoro.blended_voice(seed, k)
         table = engine.style_table(voice)
-        order = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{name}".encode()).digest()[:8],
-                                                     "little")).permutation(len(sentences))
+        order = keyed_rng(f"{seed}|{name}").permutation(len(sentences))
         utts, total = [], 0
         for i in order:
             if total >= budget:

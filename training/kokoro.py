@@ -15,13 +15,14 @@ never at training time. Nothing is downloaded: the package assembles its model f
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import subprocess
 from importlib import resources
 
 import numpy as np
+
+from training.voices import keyed_rng
 
 KOKORO_RATE_HZ = 24000
 BASE_VOICES = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
@@ -31,13 +32,9 @@ _IPA_TO_KOKORO = (("eɪ", "A"), ("aɪ", "I"), ("oʊ", "O"), ("əʊ", "Q"), ("aʊ
 ACCENTS = ("en-us", "en-gb")
 
 
-def _rng(key: str) -> np.random.Generator:
-    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
-
-
 def blended_voice(seed: int, k: int) -> dict:
     """The k-th blended voice's recipe: base-voice weights for timbre and prosody, rate, shift and accent."""
-    rng = _rng(f"kokoro|{seed}|{k}")
+    rng = keyed_rng(f"kokoro|{seed}|{k}")
     timbre = rng.dirichlet(np.full(len(BASE_VOICES), 0.5))
     prosody = rng.dirichlet(np.full(len(BASE_VOICES), 0.5))
     # shift < 1 lowers pitch and formants (a larger speaker); the five bases are four female, one male, so the

@@ -93,6 +93,13 @@ def asterisk_clips(root: Path = ASTERISK_ROOT) -> dict[str, list[Path]]:
     return out
 
 
+def keyed_rng(key: str) -> np.random.Generator:
+    """A random generator seeded by a string (its SHA-256): the same key gives the same draws on any machine."""
+    import hashlib
+
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
+
+
 def decode(path: Path, rate_hz: int) -> np.ndarray:
     """Mono float32 at ``rate_hz`` (raw GSM 6.10 ``.gsm`` files, 8 kHz, are decoded by sox)."""
     import io
